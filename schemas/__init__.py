@@ -1,0 +1,75 @@
+"""The single contract between rolecall's controller and its workers.
+
+Every message (job envelope, events), every document (baseline, instance and run records,
+poison records) and every storage name is defined here and nowhere else.
+"""
+
+from schemas.base import SCHEMA_VERSION, utcnow
+from schemas.baseline import Baseline, RebootPolicy, Step
+from schemas.codec import (
+    MAX_MESSAGE_BYTES,
+    decode_document,
+    decode_message,
+    encode_document,
+    encode_message,
+)
+from schemas.events import Completion, EventBatch, Hello, Outcome
+from schemas.jobs import (
+    EnvVar,
+    Execution,
+    Interpreter,
+    JobEnvelope,
+    PayloadKind,
+    PayloadRef,
+    Signature,
+    Target,
+)
+from schemas.names import Names, name_key
+from schemas.records import (
+    InstanceRecord,
+    InstanceState,
+    PoisonRecord,
+    RunMode,
+    RunRecord,
+    RunState,
+    TargetResult,
+    TargetState,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MAX_MESSAGE_BYTES",
+    "SCHEMA_VERSION",
+    "Baseline",
+    "Completion",
+    "EnvVar",
+    "EventBatch",
+    "Execution",
+    "Hello",
+    "InstanceRecord",
+    "InstanceState",
+    "Interpreter",
+    "JobEnvelope",
+    "Names",
+    "Outcome",
+    "PayloadKind",
+    "PayloadRef",
+    "PoisonRecord",
+    "RebootPolicy",
+    "RunMode",
+    "RunRecord",
+    "RunState",
+    "Signature",
+    "Step",
+    "Target",
+    "TargetResult",
+    "TargetState",
+    "__version__",
+    "decode_document",
+    "decode_message",
+    "encode_document",
+    "encode_message",
+    "name_key",
+    "utcnow",
+]

@@ -1,0 +1,94 @@
+"""Encoding of queue messages and blob documents.
+
+Queue messages are base64-encoded UTF-8 JSON: the Azure Functions and portal convention, so
+other tools (Storage Explorer, a Functions trigger) can read them. Decoding anything that is
+not a valid contract raises :class:`~schemas.errors.ContractError` with a reason a human can
+act on; the worker poisons such messages rather than retrying them.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from schemas.base import SCHEMA_VERSION
+from schemas.errors import ContractError, MessageTooLarge, UnknownSchemaVersion
+
+#: Azure Storage queues refuse messages over 64 KiB (the encoded text as sent).
+MAX_MESSAGE_BYTES = 64 * 1024
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def canonical_json(model: BaseModel, *, exclude: set[str] | None = None) -> bytes:
+    """Stable bytes for hashing and signing: sorted keys, no whitespace, no nulls dropped."""
+    data = model.model_dump(mode="json", exclude=exclude)
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def encode_message(model: BaseModel) -> str:
+    text = base64.b64encode(model.model_dump_json(exclude_none=True).encode()).decode("ascii")
+    if len(text) > MAX_MESSAGE_BYTES:
+        raise MessageTooLarge(
+            f"{type(model).__name__} is {len(text):,} bytes encoded; the queue limit is "
+            f"{MAX_MESSAGE_BYTES:,} bytes (65,536)"
+        )
+    return text
+
+
+def decode_message(text: str | bytes, model: type[M]) -> M:
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("ascii")
+        except UnicodeDecodeError as e:
+            raise ContractError("message is not base64 text (non-ASCII bytes)") from e
+    try:
+        raw = base64.b64decode(text.strip(), validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise ContractError(f"message is not base64: {e}") from e
+    return decode_document(raw, model)
+
+
+def encode_document(model: BaseModel) -> bytes:
+    return model.model_dump_json(exclude_none=True, indent=1).encode()
+
+
+def decode_document(raw: bytes, model: type[M]) -> M:
+    """Decode JSON bytes into ``model``, checking version and kind before the fields."""
+    try:
+        data: Any = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ContractError("message is not UTF-8") from e
+    except json.JSONDecodeError as e:
+        raise ContractError(f"message is not JSON: {e.msg} at offset {e.pos}") from e
+    if not isinstance(data, dict):
+        raise ContractError(f"message is JSON {type(data).__name__}, not an object")
+    version = data.get("schema_version")
+    if version is None:
+        raise ContractError("message has no schema_version")
+    if version != SCHEMA_VERSION:
+        raise UnknownSchemaVersion(
+            f"schema_version {version!r} is not supported (this agent speaks {SCHEMA_VERSION})"
+        )
+    expected = model.model_fields.get("kind")
+    if expected is not None and data.get("kind") != expected.default:
+        raise ContractError(
+            f"expected a {expected.default!r} message, got kind={data.get('kind')!r}"
+        )
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise ContractError(f"{model.__name__} is invalid: {_summarise(e)}") from e
+
+
+def _summarise(e: ValidationError, limit: int = 3) -> str:
+    parts = []
+    for err in e.errors()[:limit]:
+        where = ".".join(str(p) for p in err["loc"]) or "(root)"
+        parts.append(f"{where}: {err['msg']}")
+    more = e.error_count() - limit
+    return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")

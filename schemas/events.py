@@ -1,0 +1,79 @@
+"""What workers tell the controller, through the events queue.
+
+Workers batch several events into one :class:`EventBatch` message (one queue transaction for
+many completions). Folding is idempotent: the controller may see any event twice, because
+queues deliver at least once.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from schemas.base import TAIL_CHARS, Contract, Name, Timestamp
+
+
+class Outcome(str, Enum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    REJECTED = "rejected"  # poisoned: malformed, tampered, unsigned, wrong target ...
+    EXPIRED = "expired"  # claimed after its not_after deadline
+    CANCELLED = "cancelled"
+    REBOOT_REQUIRED = "reboot_required"  # done; the instance must reboot before what follows
+
+    @property
+    def ok(self) -> bool:
+        return self in (Outcome.SUCCEEDED, Outcome.REBOOT_REQUIRED)
+
+
+class Completion(Contract):
+    """The result of one attempt of one job (or baseline step) on one instance."""
+
+    kind: Literal["completion"] = "completion"
+    job_id: Name
+    run_id: Name
+    role: Name
+    instance: Name
+    incarnation: Name
+    outcome: Outcome
+    will_retry: bool = Field(default=False, description="a failed attempt that will be retried")
+    exit_code: int | None = None
+    attempt: int = Field(default=1, ge=0, description="the message's dequeue count")
+    started_at: Timestamp | None = None
+    finished_at: Timestamp
+    duration_s: float = Field(default=0.0, ge=0)
+    stdout_tail: str = Field(default="", max_length=TAIL_CHARS)
+    stderr_tail: str = Field(default="", max_length=TAIL_CHARS)
+    log_blob: str | None = None
+    reason: str | None = Field(default=None, max_length=1024)
+    step: int | None = Field(default=None, description="baseline step index")
+    baseline_version: int | None = None
+    signed_by: str | None = None
+    replayed: bool = Field(
+        default=False, description="already applied by this incarnation; reported again"
+    )
+
+
+class Hello(Contract):
+    """Posted once per agent start; a new incarnation means the instance was (re)imaged."""
+
+    kind: Literal["hello"] = "hello"
+    role: Name
+    instance: Name
+    incarnation: Name
+    new_incarnation: bool
+    agent_version: str
+    boot_time: Timestamp
+    platform: str = ""
+
+
+Event = Annotated[Completion | Hello, Field(discriminator="kind")]
+
+
+class EventBatch(Contract):
+    kind: Literal["events"] = "events"
+    sender: Name
+    events: list[Event] = Field(min_length=1)

@@ -1,0 +1,108 @@
+"""The job envelope: what the controller puts on a role or instance queue.
+
+A job names its payload by SHA-256 (content addressing: the worker verifies the bytes before
+running anything), says how to run it, and carries its own limits (timeout, delivery deadline,
+attempts). The signature, when present, covers the canonical form of everything else, so the
+payload digest and the target are bound to it.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from schemas.base import Contract, Digest, Name, Timestamp
+
+
+class PayloadKind(str, Enum):
+    SCRIPT = "script"
+    ARCHIVE = "archive"
+
+
+class Interpreter(str, Enum):
+    """How a payload is started. ``auto`` picks by file extension on the worker's platform."""
+
+    AUTO = "auto"
+    SH = "sh"
+    BASH = "bash"
+    PYTHON = "python"
+    POWERSHELL = "powershell"
+    PWSH = "pwsh"
+    CMD = "cmd"
+    EXEC = "exec"  # run the file (or archive entrypoint) directly
+
+
+class PayloadRef(Contract):
+    """Where the bytes are, and what they must hash to."""
+
+    container: Name
+    blob: Name
+    sha256: Digest
+    size: int = Field(ge=0)
+    kind: PayloadKind = PayloadKind.SCRIPT
+    filename: Name = Field(description="original file name; its extension selects an interpreter")
+
+
+class EnvVar(Contract):
+    """An environment variable for the job. Secret values are never logged or echoed."""
+
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=128)
+    value: str = Field(max_length=8192, repr=False)
+    secret: bool = False
+
+
+class Execution(Contract):
+    interpreter: Interpreter = Interpreter.AUTO
+    entrypoint: str | None = Field(
+        default=None, max_length=512, description="path inside an archive to start"
+    )
+    args: list[str] = Field(default_factory=list, max_length=64)
+    env: list[EnvVar] = Field(default_factory=list, max_length=64)
+
+    def secret_values(self) -> list[str]:
+        return [v.value for v in self.env if v.secret and v.value]
+
+
+class Target(Contract):
+    """``instance=None`` means any one instance of the role (the role queue)."""
+
+    instance: Name | None = None
+
+    @property
+    def key(self) -> str:
+        return "any" if self.instance is None else self.instance
+
+
+class Signature(Contract):
+    key_id: str = Field(max_length=64)
+    algorithm: Literal["ed25519"] = "ed25519"
+    value: str = Field(max_length=200, description="base64 signature of the canonical form")
+
+
+class JobEnvelope(Contract):
+    """A unit of work. ``action=reconcile`` asks the worker to apply its role's baseline now."""
+
+    kind: Literal["job"] = "job"
+    action: Literal["run", "reconcile"] = "run"
+    job_id: Name
+    run_id: Name
+    role: Name
+    target: Target = Field(default_factory=Target)
+    payload: PayloadRef | None = None
+    execution: Execution = Field(default_factory=Execution)
+    timeout_s: float = Field(default=600.0, gt=0, le=7 * 24 * 3600)
+    not_after: Timestamp | None = Field(
+        default=None, description="delivery deadline: refused (expired) if claimed later"
+    )
+    max_attempts: int = Field(default=3, ge=1, le=100)
+    created_at: Timestamp
+    issuer: str = Field(default="rolecall", max_length=128)
+    signature: Signature | None = None
+
+    @model_validator(mode="after")
+    def _run_needs_payload(self) -> JobEnvelope:
+        if self.action == "run" and self.payload is None:
+            raise ValueError("a 'run' job must name a payload")
+        return self

@@ -1,0 +1,153 @@
+"""Every queue, container and blob path, derived in one place.
+
+Azure queue and container names allow 3-63 characters of lowercase letters, digits and
+single hyphens, starting and ending with a letter or digit. Role and instance names in the
+wild look like ``WebRole_IN_0`` or ``vmss_000002``. :func:`name_key` maps any such name to a
+legal token, and the mapping is injective: a name that is already a clean token maps to
+itself; any other name (or one too long, or one that merely *looks* hashed) is sanitised and
+given a ``-h<10 hex>`` tail taken from the SHA-256 of the original. Clean tokens never end in
+such a tail, so the two branches cannot collide; two hashed tokens collide only if 40 bits of
+SHA-256 do.
+
+Controller, worker, deploy templates (``rolecall names``) and tests all call this module;
+nothing else spells a storage name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+
+from schemas.errors import InvalidName
+
+#: Longest key a role or instance may map to. With a namespace of at most
+#: ``MAX_NAMESPACE`` characters, ``<ns>-role-<key>-poison`` stays within 63.
+MAX_KEY = 36
+MAX_NAMESPACE = 12
+DEFAULT_NAMESPACE = "rc"
+POISON_SUFFIX = "-poison"
+
+_CLEAN = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+_HASHED_TAIL = re.compile(r"-h[0-9a-f]{10}$")
+_NOT_ALNUM = re.compile(r"[^a-z0-9]+")
+
+
+def name_key(raw: str, max_len: int = MAX_KEY) -> str:
+    """Return the storage-safe key for a role or instance name (see module docstring)."""
+    if not raw:
+        raise InvalidName("a role or instance name must not be empty")
+    if len(raw) <= max_len and _CLEAN.fullmatch(raw) and not _HASHED_TAIL.search(raw):
+        return raw
+    tail = "-h" + hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()[:10]
+    body = _NOT_ALNUM.sub("-", raw.lower()).strip("-")[: max_len - len(tail)].strip("-")
+    return f"{body or 'x'}{tail}"
+
+
+def check_namespace(namespace: str) -> str:
+    """Namespaces are chosen by people, so refuse rather than rewrite a bad one."""
+    if not (1 <= len(namespace) <= MAX_NAMESPACE and _CLEAN.fullmatch(namespace)):
+        raise InvalidName(
+            f"namespace {namespace!r} must be 1-{MAX_NAMESPACE} lowercase letters, digits "
+            "and single hyphens"
+        )
+    return namespace
+
+
+@dataclass(frozen=True)
+class Names:
+    """Storage names for one namespace (one rolecall installation in an account)."""
+
+    namespace: str = DEFAULT_NAMESPACE
+
+    def __post_init__(self) -> None:
+        check_namespace(self.namespace)
+
+    # --- queues ------------------------------------------------------------------------
+
+    def role_queue(self, role: str) -> str:
+        """One-of-N jobs for any instance of ``role`` (competing consumers)."""
+        return f"{self.namespace}-role-{name_key(role)}"
+
+    def instance_queue(self, instance: str) -> str:
+        """Jobs for exactly this instance; survives its reimages because names are stable."""
+        return f"{self.namespace}-inst-{name_key(instance)}"
+
+    @property
+    def events_queue(self) -> str:
+        """Hello events and completions, folded by the controller."""
+        return f"{self.namespace}-events"
+
+    @staticmethod
+    def poison_queue(queue: str) -> str:
+        return queue + POISON_SUFFIX
+
+    @staticmethod
+    def source_of_poison(poison_queue: str) -> str:
+        if not poison_queue.endswith(POISON_SUFFIX):
+            raise InvalidName(f"{poison_queue!r} is not a poison queue")
+        return poison_queue[: -len(POISON_SUFFIX)]
+
+    @property
+    def queue_prefix(self) -> str:
+        return f"{self.namespace}-"
+
+    # --- containers --------------------------------------------------------------------
+
+    @property
+    def payloads_container(self) -> str:
+        """Scripts and archives, content-addressed; written by the controller only."""
+        return f"{self.namespace}-payloads"
+
+    @property
+    def state_container(self) -> str:
+        """Baselines, run records and instance records."""
+        return f"{self.namespace}-state"
+
+    @property
+    def logs_container(self) -> str:
+        """Full job logs, written by workers."""
+        return f"{self.namespace}-logs"
+
+    @property
+    def containers(self) -> tuple[str, str, str]:
+        return (self.payloads_container, self.state_container, self.logs_container)
+
+    # --- blobs -------------------------------------------------------------------------
+
+    @staticmethod
+    def payload_blob(sha256: str) -> str:
+        return f"sha256/{sha256}"
+
+    @staticmethod
+    def baseline_blob(role: str) -> str:
+        return f"baselines/{name_key(role)}.json"
+
+    @staticmethod
+    def instances_prefix(role: str | None = None) -> str:
+        return "instances/" if role is None else f"instances/{name_key(role)}/"
+
+    @staticmethod
+    def instance_blob(role: str, instance: str) -> str:
+        """Partitioned by role so ``--each`` lists one role's instances in one call."""
+        return f"instances/{name_key(role)}/{name_key(instance)}.json"
+
+    @staticmethod
+    def run_blob(run_id: str) -> str:
+        return f"runs/{run_id}.json"
+
+    @staticmethod
+    def log_blob(run_id: str, job_id: str, instance: str, attempt: int) -> str:
+        return f"{run_id}/{job_id}/{name_key(instance)}/{attempt}.log"
+
+    # --- ids derived from names --------------------------------------------------------
+
+    @staticmethod
+    def baseline_run_id(role: str, version: int) -> str:
+        """Baseline application is reported as a run, so ``status`` works for it too."""
+        return f"baseline-{name_key(role)}-v{version}"
+
+    @staticmethod
+    def job_id(run_id: str, target: str) -> str:
+        """Deterministic, so a duplicate dispatch is recognised by the worker's markers."""
+        return f"{run_id}.{name_key(target)}"

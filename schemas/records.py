@@ -1,0 +1,234 @@
+"""Documents kept in the state container: instance records, run records, poison records.
+
+Run records are written only by the controller side (ETag-guarded, so several controllers
+are safe); an instance record is written only by its own worker (it is that worker's
+heartbeat: one blob put, no controller needed for liveness).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from enum import Enum
+from typing import Literal
+from urllib.parse import quote, unquote
+
+from pydantic import Field
+
+from schemas.base import TAIL_CHARS, Contract, Name, Timestamp
+from schemas.events import Completion, Outcome
+from schemas.jobs import JobEnvelope
+
+
+class InstanceState(str, Enum):
+    BOOTING = "booting"
+    CONFIGURING = "configuring"
+    READY = "ready"
+    REBOOT_PENDING = "reboot_pending"
+    STOPPED = "stopped"
+
+
+class InstanceRecord(Contract):
+    kind: Literal["instance"] = "instance"
+    role: Name
+    instance: Name
+    incarnation: Name
+    agent_version: str
+    boot_time: Timestamp
+    last_seen: Timestamp
+    state: InstanceState = InstanceState.BOOTING
+    baseline_version: int | None = Field(
+        default=None, description="the baseline version fully applied by this incarnation"
+    )
+    heartbeat_s: float = Field(default=600.0, gt=0)
+    platform: str = ""
+
+    def is_live(self, now: datetime, grace: float = 2.5) -> bool:
+        """Live while the last heartbeat is younger than ``grace`` heartbeat intervals."""
+        return self.state != InstanceState.STOPPED and now - self.last_seen <= timedelta(
+            seconds=self.heartbeat_s * grace
+        )
+
+    def to_metadata(self) -> dict[str, str]:
+        """Blob metadata, so a role's fleet is one List Blobs call instead of N reads."""
+        return {
+            "instance": quote(self.instance, safe=""),
+            "incarnation": self.incarnation,
+            "lastseen": self.last_seen.isoformat(),
+            "state": self.state.value,
+            "baseline": "" if self.baseline_version is None else str(self.baseline_version),
+            "heartbeat": str(self.heartbeat_s),
+        }
+
+    @staticmethod
+    def summary_from_metadata(meta: dict[str, str]) -> dict[str, str]:
+        out = dict(meta)
+        out["instance"] = unquote(meta.get("instance", ""))
+        return out
+
+
+class TargetState(str, Enum):
+    PENDING = "pending"  # not dispatched yet (rate control)
+    QUEUED = "queued"  # on a queue, no completion folded yet
+    RETRYING = "retrying"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+    REBOOT_REQUIRED = "reboot_required"
+    NOT_DISPATCHED = "not_dispatched"  # the error threshold stopped dispatch
+
+    @property
+    def terminal(self) -> bool:
+        return self not in (TargetState.PENDING, TargetState.QUEUED, TargetState.RETRYING)
+
+    @property
+    def ok(self) -> bool:
+        return self in (TargetState.SUCCEEDED, TargetState.REBOOT_REQUIRED)
+
+    @property
+    def in_flight(self) -> bool:
+        return self in (TargetState.QUEUED, TargetState.RETRYING)
+
+    @property
+    def error(self) -> bool:
+        return (
+            self.terminal
+            and not self.ok
+            and self
+            not in (
+                TargetState.CANCELLED,
+                TargetState.NOT_DISPATCHED,
+            )
+        )
+
+    @staticmethod
+    def of(outcome: Outcome) -> TargetState:
+        return TargetState(outcome.value)
+
+
+class TargetResult(Contract):
+    target: Name
+    state: TargetState = TargetState.PENDING
+    instance: str | None = Field(default=None, description="who did it (for 'any' targets)")
+    incarnation: str | None = None
+    exit_code: int | None = None
+    attempts: int = 0
+    dispatched_at: Timestamp | None = None
+    started_at: Timestamp | None = None
+    finished_at: Timestamp | None = None
+    duration_s: float | None = None
+    stdout_tail: str = Field(default="", max_length=TAIL_CHARS)
+    stderr_tail: str = Field(default="", max_length=TAIL_CHARS)
+    log_blob: str | None = None
+    reason: str | None = None
+    outcome: Outcome | None = None
+
+    reported: TargetState | None = Field(
+        default=None, description="the state the winning completion implied"
+    )
+
+    def folded(self, c: Completion, *, cancelled: bool) -> TargetResult:
+        """This target after completion ``c``: a pure, order-free fold.
+
+        Of all completions seen for a target, the one with the highest rank
+        (terminal, ok, attempt) wins; ties keep what is there. A maximum does not care about
+        order or repetition, which is what a queue that delivers at least once, in any order,
+        needs. A cancelled run keeps showing ``cancelled`` but records what the job did.
+        """
+        reported = TargetState.RETRYING if c.will_retry else TargetState.of(c.outcome)
+        if self.reported is not None and _rank(reported, c.attempt) <= _rank(
+            self.reported, self.attempts
+        ):
+            return self
+        state = reported
+        if cancelled and (not reported.terminal or self.state == TargetState.CANCELLED):
+            state = TargetState.CANCELLED
+        return self.model_copy(
+            update={
+                "state": state,
+                "reported": reported,
+                "instance": c.instance,
+                "incarnation": c.incarnation,
+                "exit_code": c.exit_code,
+                "attempts": c.attempt,
+                "started_at": c.started_at,
+                "finished_at": c.finished_at,
+                "duration_s": c.duration_s,
+                "stdout_tail": c.stdout_tail,
+                "stderr_tail": c.stderr_tail,
+                "log_blob": c.log_blob,
+                "reason": c.reason,
+                "outcome": c.outcome,
+            }
+        )
+
+
+def _rank(state: TargetState, attempt: int) -> tuple[bool, bool, int]:
+    return (state.terminal, state.ok, attempt)
+
+
+class RunMode(str, Enum):
+    ANY = "any"
+    EACH = "each"
+    BASELINE = "baseline"
+
+
+class RunState(str, Enum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class RunRecord(Contract):
+    kind: Literal["run"] = "run"
+    run_id: Name
+    role: Name
+    mode: RunMode
+    created_at: Timestamp
+    updated_at: Timestamp
+    issuer: str = "rolecall"
+    description: str = ""
+    template: JobEnvelope | None = Field(
+        default=None, description="the job every target gets; None for baseline runs"
+    )
+    targets: dict[str, TargetResult] = Field(default_factory=dict)
+    max_concurrency: int | None = Field(default=None, ge=1)
+    max_errors: int | None = Field(default=None, ge=0)
+    cancelled: bool = False
+
+    @property
+    def state(self) -> RunState:
+        results = list(self.targets.values())
+        if self.cancelled and not any(t.state.in_flight for t in results):
+            return RunState.CANCELLED
+        if results and all(t.state.terminal for t in results):
+            return RunState.SUCCEEDED if all(t.state.ok for t in results) else RunState.FAILED
+        if any(t.state != TargetState.PENDING for t in results):
+            return RunState.RUNNING
+        return RunState.PENDING
+
+    def count(self, predicate: str) -> int:
+        return sum(1 for t in self.targets.values() if getattr(t.state, predicate))
+
+
+class PoisonRecord(Contract):
+    """What a poison queue holds: the original message and why it was refused."""
+
+    kind: Literal["poison"] = "poison"
+    source_queue: Name
+    reason: str
+    error: str = Field(max_length=4096)
+    original: str = Field(description="the message text as received (possibly truncated)")
+    original_truncated: bool = False
+    message_id: str = ""
+    dequeue_count: int = 0
+    job_id: str | None = None
+    run_id: str | None = None
+    instance: str | None = None
+    incarnation: str | None = None
+    poisoned_at: Timestamp
+    last_output: str = Field(default="", max_length=TAIL_CHARS)

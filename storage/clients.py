@@ -1,0 +1,361 @@
+"""The thin storage layer: build clients from settings, and the handful of operations
+rolecall performs (receive, extend a lease, delete, send; get, put and list blobs).
+
+Policy (retries of whole jobs, poison, lease renewal, back-off) lives in the worker and the
+controller; this module only translates SDK calls and errors into rolecall's vocabulary, and
+counts every transaction.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from azure.core.credentials import AzureSasCredential
+from azure.core.exceptions import ResourceExistsError
+from azure.storage.blob import BlobServiceClient, ContainerClient
+from azure.storage.queue import QueueClient, QueueServiceClient
+
+from schemas.access import SasBundle
+from schemas.codec import decode_document
+from schemas.errors import AccessDenied, ConfigError, NotFound, RolecallError
+from schemas.names import Names
+from schemas.settings import AuthMode, StorageSettings
+from storage.meter import Meter
+from storage.retry import call
+
+if TYPE_CHECKING:
+    from azure.storage.blob import BlobClient
+
+#: Queue messages never expire on their own: a job addressed to an instance must wait for it
+#: through a reimage, however long; ``not_after`` is how a job says it is no longer wanted.
+NEVER_EXPIRE = -1
+
+
+@dataclass(frozen=True)
+class Message:
+    """A message received with a visibility timeout: the pop receipt is the lease token."""
+
+    queue: str
+    id: str
+    pop_receipt: str
+    dequeue_count: int
+    content: str
+    next_visible_on: datetime | None
+    inserted_on: datetime | None = None
+
+
+@dataclass(frozen=True)
+class BlobData:
+    data: bytes
+    etag: str
+    metadata: dict[str, str]
+
+
+@dataclass(frozen=True)
+class BlobItem:
+    name: str
+    metadata: dict[str, str]
+    size: int
+
+
+class Storage:
+    """Queue and blob access for one namespace, with every request metered."""
+
+    def __init__(self, settings: StorageSettings, *, meter: Meter | None = None) -> None:
+        self.settings = settings
+        self.names: Names = settings.names
+        self.meter = meter or Meter()
+        self._lock = threading.Lock()
+        self._queues: dict[str, QueueClient] = {}
+        self._containers: dict[str, ContainerClient] = {}
+        self._mode = settings.auth_mode
+        self._bundle: SasBundle | None = None
+        self._qsvc: QueueServiceClient | None = None
+        self._bsvc: BlobServiceClient | None = None
+        common: dict[str, Any] = {
+            "retry_total": 0,  # tenacity retries at our level; see storage.retry
+            "connection_timeout": min(10.0, settings.request_timeout_s),
+            "read_timeout": settings.request_timeout_s,
+        }
+        self._qkw = {**common, "raw_request_hook": self.meter.hook("queue")}
+        self._bkw = {**common, "raw_request_hook": self.meter.hook("blob")}
+        if self._mode is AuthMode.CONNECTION_STRING:
+            assert settings.connection_string is not None
+            cs = settings.connection_string.get_secret_value()
+            try:
+                self._qsvc = QueueServiceClient.from_connection_string(cs, **self._qkw)
+                self._bsvc = BlobServiceClient.from_connection_string(cs, **self._bkw)
+            except ValueError as e:
+                raise ConfigError("the storage connection string is malformed") from e
+        elif self._mode is AuthMode.IDENTITY:
+            blob_url, queue_url = settings.endpoints()
+            credential = identity_credential()
+            self._qsvc = QueueServiceClient(queue_url, credential=credential, **self._qkw)
+            self._bsvc = BlobServiceClient(blob_url, credential=credential, **self._bkw)
+        else:
+            assert settings.sas_file is not None
+            try:
+                raw = settings.sas_file.read_bytes()
+            except OSError as e:
+                raise ConfigError(f"cannot read SAS file {settings.sas_file}: {e.strerror}") from e
+            self._bundle = decode_document(raw, SasBundle)
+            if self._bundle.namespace != self.names.namespace:
+                raise ConfigError(
+                    f"SAS file is for namespace {self._bundle.namespace!r}, "
+                    f"not {self.names.namespace!r}"
+                )
+
+    # --- clients -----------------------------------------------------------------------
+
+    def queue(self, name: str) -> QueueClient:
+        with self._lock:
+            client = self._queues.get(name)
+            if client is None:
+                if self._qsvc is not None:
+                    client = self._qsvc.get_queue_client(name)
+                else:
+                    assert self._bundle is not None
+                    token = self._bundle.queues.get(name)
+                    if token is None:
+                        raise AccessDenied(f"the SAS file grants no access to queue {name}")
+                    client = QueueClient(
+                        self._bundle.queue_endpoint,
+                        name,
+                        credential=AzureSasCredential(token.get_secret_value()),
+                        **self._qkw,
+                    )
+                self._queues[name] = client
+            return client
+
+    def container(self, name: str) -> ContainerClient:
+        with self._lock:
+            client = self._containers.get(name)
+            if client is None:
+                if self._bsvc is not None:
+                    client = self._bsvc.get_container_client(name)
+                else:
+                    assert self._bundle is not None
+                    token = self._bundle.containers.get(name)
+                    credential = AzureSasCredential(token.get_secret_value()) if token else None
+                    client = ContainerClient(
+                        self._bundle.blob_endpoint, name, credential=credential, **self._bkw
+                    )
+                self._containers[name] = client
+            return client
+
+    def blob(self, container: str, path: str) -> BlobClient:
+        if self._bundle is not None:
+            token = self._bundle.blobs.get(f"{container}/{path}")
+            if token is not None:
+                from azure.storage.blob import BlobClient
+
+                return BlobClient(
+                    self._bundle.blob_endpoint,
+                    container,
+                    path,
+                    credential=AzureSasCredential(token.get_secret_value()),
+                    **self._bkw,
+                )
+            if container not in self._bundle.containers:
+                raise AccessDenied(f"the SAS file grants no access to blob {container}/{path}")
+        return self.container(container).get_blob_client(path)
+
+    # --- provisioning ------------------------------------------------------------------
+
+    def ensure_queue(self, name: str) -> None:
+        """Create a queue if missing. With a SAS (no create right) assume it exists."""
+        if self._bundle is not None:
+            return
+        try:
+            call(f"create queue {name}", self.queue(name).create_queue)
+        except RolecallError as e:
+            if "QueueAlreadyExists" not in e.message and e.reason != "conflict":
+                raise
+        except ResourceExistsError:
+            pass
+
+    def ensure_containers(self) -> None:
+        if self._bundle is not None:
+            return
+        for name in self.names.containers:
+            try:
+                call(f"create container {name}", self.container(name).create_container)
+            except RolecallError as e:
+                if e.reason != "conflict":
+                    raise
+            except ResourceExistsError:
+                pass
+
+    # --- queue operations --------------------------------------------------------------
+
+    def receive(self, queue: str, *, max_messages: int, visibility_s: int) -> list[Message]:
+        """Claim up to ``max_messages`` (<= 32) for ``visibility_s`` seconds: one transaction."""
+        client = self.queue(queue)
+
+        def once() -> list[Any]:
+            pages = client.receive_messages(
+                messages_per_page=max_messages,
+                max_messages=max_messages,
+                visibility_timeout=visibility_s,
+            ).by_page()
+            return list(next(pages, []))
+
+        return [
+            Message(
+                queue=queue,
+                id=m.id,
+                pop_receipt=m.pop_receipt,
+                dequeue_count=m.dequeue_count or 0,
+                content=m.content or "",
+                next_visible_on=m.next_visible_on,
+                inserted_on=m.inserted_on,
+            )
+            for m in call(f"receive from {queue}", once)
+        ]
+
+    def peek(self, queue: str, max_messages: int = 32) -> list[Message]:
+        items = call(f"peek {queue}", self.queue(queue).peek_messages, max_messages=max_messages)
+        return [
+            Message(queue, m.id, "", m.dequeue_count or 0, m.content or "", None, m.inserted_on)
+            for m in items
+        ]
+
+    def extend(self, msg: Message, visibility_s: int, content: str | None = None) -> Message:
+        """Set the message's visibility; returns it with the new pop receipt.
+
+        Every update returns a new pop receipt and the old one is dead from then on: callers
+        must use the returned message. A stale receipt raises LeaseLost.
+        """
+        r = call(
+            f"extend lease on {msg.queue}",
+            self.queue(msg.queue).update_message,
+            msg.id,
+            pop_receipt=msg.pop_receipt,
+            visibility_timeout=visibility_s,
+            content=content,
+        )
+        return Message(
+            msg.queue,
+            msg.id,
+            r.pop_receipt or "",
+            msg.dequeue_count,
+            msg.content if content is None else content,
+            r.next_visible_on,
+            msg.inserted_on,
+        )
+
+    def delete(self, msg: Message) -> bool:
+        """Delete a claimed message. False if it was already gone (a retried delete)."""
+        try:
+            call(
+                f"delete from {msg.queue}",
+                self.queue(msg.queue).delete_message,
+                msg.id,
+                pop_receipt=msg.pop_receipt,
+            )
+        except NotFound:
+            return False
+        return True
+
+    def send(self, queue: str, text: str, *, delay_s: int = 0) -> str:
+        r = call(
+            f"send to {queue}",
+            self.queue(queue).send_message,
+            text,
+            visibility_timeout=delay_s or None,
+            time_to_live=NEVER_EXPIRE,
+        )
+        return str(r.id)
+
+    def approximate_count(self, queue: str) -> int:
+        props = call(f"count {queue}", self.queue(queue).get_queue_properties)
+        return int(props.approximate_message_count or 0)
+
+    def list_queues(self, prefix: str) -> list[str]:
+        if self._qsvc is None:
+            raise AccessDenied("listing queues needs an account-level credential")
+        svc = self._qsvc
+        return call(
+            "list queues", lambda: [q.name for q in svc.list_queues(name_starts_with=prefix)]
+        )
+
+    # --- blob operations ---------------------------------------------------------------
+
+    def get_blob(self, container: str, path: str) -> BlobData:
+        client = self.blob(container, path)
+
+        def once() -> BlobData:
+            stream = client.download_blob()
+            data = stream.readall()
+            props = stream.properties
+            return BlobData(data, str(props.etag), dict(props.metadata or {}))
+
+        return call(f"read {container}/{path}", once)
+
+    def put_blob(
+        self,
+        container: str,
+        path: str,
+        data: bytes,
+        *,
+        etag: str | None = None,
+        create_only: bool = False,
+        metadata: dict[str, str] | None = None,
+        content_type: str = "application/json",
+    ) -> str:
+        """Write a blob; ``etag`` makes it conditional (optimistic concurrency), and
+        ``create_only`` refuses to overwrite. Either raises ConcurrencyConflict on a race."""
+        from azure.core import MatchConditions
+        from azure.storage.blob import ContentSettings
+
+        kwargs: dict[str, Any] = {
+            "overwrite": not create_only,
+            "metadata": metadata,
+            "content_settings": ContentSettings(content_type=content_type),
+        }
+        if etag is not None:
+            kwargs.update(etag=etag, match_condition=MatchConditions.IfNotModified)
+        client = self.blob(container, path)
+        result = call(f"write {container}/{path}", lambda: client.upload_blob(data, **kwargs))
+        return str(result.get("etag", ""))
+
+    def blob_size(self, container: str, path: str) -> int | None:
+        """Size of a blob, or None if it does not exist (one HEAD request)."""
+        try:
+            props = call(f"stat {container}/{path}", self.blob(container, path).get_blob_properties)
+        except NotFound:
+            return None
+        return int(props.size)
+
+    def list_blobs(self, container: str, prefix: str, *, metadata: bool = False) -> list[BlobItem]:
+        client = self.container(container)
+        include = ["metadata"] if metadata else None
+
+        def once() -> list[BlobItem]:
+            return [
+                BlobItem(b.name, dict(b.metadata or {}), int(b.size or 0))
+                for b in client.list_blobs(name_starts_with=prefix, include=include)
+            ]
+
+        return call(f"list {container}/{prefix}", once)
+
+    def delete_blob(self, container: str, path: str) -> None:
+        with contextlib.suppress(NotFound):
+            call(f"delete {container}/{path}", self.blob(container, path).delete_blob)
+
+    def close(self) -> None:
+        for c in [self._qsvc, self._bsvc, *self._queues.values(), *self._containers.values()]:
+            if c is not None:
+                c.close()
+
+
+def identity_credential() -> Any:
+    """DefaultAzureCredential, imported lazily: azure.identity is slow to import and
+    connection-string users never need it."""
+    from azure.identity import DefaultAzureCredential
+
+    return DefaultAzureCredential(exclude_interactive_browser_credential=True)

@@ -1,0 +1,106 @@
+"""Which storage failures are worth retrying, and the translation into rolecall's errors.
+
+The SDK's own retry policy is switched off (``retry_total=0``) so that tenacity is the only
+retry layer: one place decides, and each retry is visible to the transaction meter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
+
+from azure.core.exceptions import (
+    ClientAuthenticationError,
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
+from tenacity import (
+    retry,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_random_exponential,
+)
+
+from schemas.errors import (
+    AccessDenied,
+    ConcurrencyConflict,
+    LeaseLost,
+    NotFound,
+    StorageError,
+    StorageUnavailable,
+)
+from schemas.redact import redact
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, (ServiceRequestError, ServiceResponseError, ConnectionError, TimeoutError)):
+        return True
+    return isinstance(exc, HttpResponseError) and exc.status_code in _TRANSIENT_STATUS
+
+
+def error_code(exc: HttpResponseError) -> str:
+    code = getattr(exc, "error_code", None)
+    return str(getattr(code, "value", code) or "")
+
+
+def translate(exc: BaseException, what: str) -> StorageError:
+    """Map an SDK exception to the rolecall error a caller can act on."""
+    text = redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    if is_transient(exc):
+        return StorageUnavailable(f"{what}: storage unavailable ({text})")
+    if isinstance(exc, ClientAuthenticationError):
+        return AccessDenied(f"{what}: credentials refused ({text})")
+    if isinstance(exc, HttpResponseError):
+        code = error_code(exc)
+        if code in ("PopReceiptMismatch", "popreceiptmismatch") or "PopReceipt" in code:
+            return LeaseLost(f"{what}: lease lost (pop receipt is stale)")
+        if exc.status_code == 403:
+            return AccessDenied(f"{what}: access denied ({code or text})")
+        if isinstance(exc, ResourceNotFoundError) or exc.status_code == 404:
+            return NotFound(f"{what}: not found ({code or text})")
+        if isinstance(exc, (ResourceModifiedError, ResourceExistsError)) or exc.status_code in (
+            409,
+            412,
+        ):
+            return ConcurrencyConflict(f"{what}: changed concurrently ({code or text})")
+        return StorageError(f"{what}: HTTP {exc.status_code} {code or text}")
+    return StorageError(f"{what}: {text}")
+
+
+def transient_retry(
+    attempts: int = 6, max_delay: float = 30.0, max_wait: float = 4.0
+) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Retry transient failures with jittered exponential back-off, then re-raise."""
+    return retry(
+        retry=retry_if_exception(is_transient),
+        wait=wait_random_exponential(multiplier=0.1, max=max_wait),
+        stop=stop_after_attempt(attempts) | stop_after_delay(max_delay),
+        reraise=True,
+    )
+
+
+_DEFAULT = transient_retry()
+
+
+def call(what: str, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+    """Run one storage call with transient retries and translated errors."""
+    try:
+        return _DEFAULT(fn)(*args, **kwargs)
+    except StorageError:
+        raise
+    except Exception as exc:
+        if isinstance(exc, (HttpResponseError, ServiceRequestError, ServiceResponseError)):
+            raise translate(exc, what) from exc
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            raise translate(exc, what) from exc
+        raise

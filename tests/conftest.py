@@ -1,0 +1,52 @@
+"""Shared fixtures: one real Azurite per test session, a fresh namespace per test."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from rolecall.azurite import Azurite
+from schemas.settings import StorageSettings
+from storage.clients import Storage
+
+
+@pytest.fixture(scope="session")
+def azurite() -> Iterator[Azurite]:
+    """A real Azurite on free loopback ports, in memory, for the whole session."""
+    with Azurite() as az:
+        yield az
+
+
+@pytest.fixture
+def namespace() -> str:
+    """Each test gets its own queues and containers, so tests never see each other's data."""
+    return "t" + uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def settings(azurite: Azurite, namespace: str) -> StorageSettings:
+    return StorageSettings(connection_string=azurite.connection_string, namespace=namespace)
+
+
+@pytest.fixture
+def storage(settings: StorageSettings) -> Iterator[Storage]:
+    s = Storage(settings)
+    s.ensure_containers()
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def env(azurite: Azurite, namespace: str, tmp_path: Path) -> dict[str, str]:
+    """Environment for rolecall subprocesses: this test's Azurite and namespace only."""
+    e = {k: v for k, v in os.environ.items() if not k.startswith(("ROLECALL_", "AZURE_"))}
+    e.update(
+        AZURE_STORAGE_CONNECTION_STRING=azurite.connection_string,
+        ROLECALL_NAMESPACE=namespace,
+        PYTHONUNBUFFERED="1",
+    )
+    return e

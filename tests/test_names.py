@@ -1,0 +1,66 @@
+"""Storage names: valid for every input, and two different names never share a queue."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from schemas.errors import InvalidName
+from schemas.names import MAX_NAMESPACE, Names, name_key
+
+QUEUE_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}$")
+
+names = st.text(min_size=1, max_size=120)
+realistic = st.from_regex(r"[A-Za-z][A-Za-z0-9_.\- ]{0,40}", fullmatch=True)
+
+
+@given(st.one_of(names, realistic))
+def test_every_name_maps_to_legal_queue_names(raw: str) -> None:
+    n = Names("a" * MAX_NAMESPACE)
+    for q in (n.role_queue(raw), n.instance_queue(raw)):
+        assert QUEUE_NAME.match(q), q
+        assert QUEUE_NAME.match(n.poison_queue(q)), q
+
+
+@settings(max_examples=300)
+@given(st.lists(st.one_of(names, realistic), min_size=2, max_size=30, unique=True))
+def test_mapping_is_injective(raws: list[str]) -> None:
+    keys = [name_key(r) for r in raws]
+    assert len(set(keys)) == len(keys)
+
+
+@given(realistic)
+def test_mapping_is_stable(raw: str) -> None:
+    assert name_key(raw) == name_key(raw)
+
+
+def test_clean_names_are_kept_and_others_are_hashed() -> None:
+    assert name_key("web-0") == "web-0"
+    assert name_key("WebRole_IN_0").startswith("webrole-in-0-h")
+    # names that look like a hashed key are hashed again, so the two branches cannot meet
+    looks_hashed = name_key("WebRole_IN_0")
+    assert name_key(looks_hashed) != looks_hashed
+
+
+def test_adversarial_near_collisions_differ() -> None:
+    raws = ["web_0", "web-0", "WEB-0", "web.0", "web 0", "web--0", "-web-0", "web-0-"]
+    assert len({name_key(r) for r in raws}) == len(raws)
+
+
+def test_role_and_instance_queues_never_meet() -> None:
+    n = Names()
+    assert n.role_queue("x1") != n.instance_queue("x1")
+
+
+@pytest.mark.parametrize("bad", ["", "UPPER", "a" * (MAX_NAMESPACE + 1), "a--b", "-a"])
+def test_bad_namespace_is_refused(bad: str) -> None:
+    with pytest.raises(InvalidName):
+        Names(bad)
+
+
+def test_empty_name_is_refused() -> None:
+    with pytest.raises(InvalidName):
+        name_key("")

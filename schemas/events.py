@@ -50,6 +50,7 @@ class Completion(Contract):
     log_blob: str | None = None
     reason: str | None = Field(default=None, max_length=1024)
     step: int | None = Field(default=None, description="baseline step index")
+    steps_total: int | None = Field(default=None, description="steps in the baseline")
     baseline_version: int | None = None
     signed_by: str | None = None
     replayed: bool = Field(

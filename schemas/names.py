@@ -133,6 +133,10 @@ class Names:
         return f"instances/{name_key(role)}/{name_key(instance)}.json"
 
     @staticmethod
+    def history_blob(role: str, instance: str) -> str:
+        return f"history/{name_key(role)}/{name_key(instance)}.json"
+
+    @staticmethod
     def run_blob(run_id: str) -> str:
         return f"runs/{run_id}.json"
 

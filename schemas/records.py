@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from enum import Enum
-from typing import Literal
+from typing import ClassVar, Literal
 from urllib.parse import quote, unquote
 
 from pydantic import Field
@@ -108,6 +108,15 @@ class TargetState(str, Enum):
         return TargetState(outcome.value)
 
 
+class StepResult(Contract):
+    """One baseline step as last reported by an instance."""
+
+    outcome: Outcome
+    finished_at: Timestamp
+    exit_code: int | None = None
+    duration_s: float | None = None
+
+
 class TargetResult(Contract):
     target: Name
     state: TargetState = TargetState.PENDING
@@ -128,6 +137,10 @@ class TargetResult(Contract):
     reported: TargetState | None = Field(
         default=None, description="the state the winning completion implied"
     )
+    steps: dict[int, StepResult] = Field(
+        default_factory=dict, description="baseline runs: the latest incarnation's steps"
+    )
+    steps_total: int | None = None
 
     def folded(self, c: Completion, *, cancelled: bool) -> TargetResult:
         """This target after completion ``c``: a pure, order-free fold.
@@ -163,6 +176,57 @@ class TargetResult(Contract):
                 "outcome": c.outcome,
             }
         )
+
+    def folded_step(self, c: Completion) -> TargetResult:
+        """A baseline step report. Only the newest incarnation's steps count (a reimaged
+        instance starts over); within it the latest report of each step wins. Both are
+        maxima, so order and repetition do not matter."""
+        assert c.step is not None
+        if self.finished_at is not None and self.incarnation != c.incarnation:
+            if c.finished_at <= self.finished_at:
+                return self  # from an incarnation that has since been replaced
+            base: dict[int, StepResult] = {}
+        else:
+            base = dict(self.steps)
+        current = base.get(c.step)
+        if current is not None and current.finished_at >= c.finished_at:
+            return self
+        base[c.step] = StepResult(
+            outcome=c.outcome,
+            finished_at=c.finished_at,
+            exit_code=c.exit_code,
+            duration_s=c.duration_s,
+        )
+        total = c.steps_total or len(base)
+        failed = [s for s in base.values() if not s.outcome.ok]
+        if failed:
+            state = TargetState.of(failed[0].outcome)
+        elif sum(1 for s in base.values() if s.outcome.ok) >= total:
+            state = TargetState.SUCCEEDED
+        else:
+            state = TargetState.QUEUED
+        newest = max(c.finished_at, self.finished_at or c.finished_at)
+        update: dict[str, object] = {
+            "steps": base,
+            "steps_total": total,
+            "state": state,
+            "reported": state,
+            "instance": c.instance,
+            "incarnation": c.incarnation,
+            "finished_at": newest,
+            "attempts": 1,
+            "outcome": failed[0].outcome if failed else (Outcome.SUCCEEDED if state.ok else None),
+        }
+        if newest == c.finished_at:
+            update.update(
+                exit_code=c.exit_code,
+                stdout_tail=c.stdout_tail,
+                stderr_tail=c.stderr_tail,
+                log_blob=c.log_blob,
+                reason=c.reason,
+                duration_s=c.duration_s,
+            )
+        return self.model_copy(update=update)
 
 
 def _rank(state: TargetState, attempt: int) -> tuple[bool, bool, int]:
@@ -213,6 +277,31 @@ class RunRecord(Contract):
 
     def count(self, predicate: str) -> int:
         return sum(1 for t in self.targets.values() if getattr(t.state, predicate))
+
+
+class Incarnation(Contract):
+    incarnation: Name
+    boot_time: Timestamp
+    agent_version: str = ""
+
+
+class InstanceHistory(Contract):
+    """The incarnations the controller has seen for one instance (from hello events)."""
+
+    kind: Literal["history"] = "history"
+    role: Name
+    instance: Name
+    incarnations: list[Incarnation] = Field(default_factory=list)
+
+    #: enough to see a reimage storm; older entries are dropped
+    LIMIT: ClassVar[int] = 20
+
+    def with_hello(self, incarnation: str, boot_time: datetime, version: str) -> InstanceHistory:
+        if any(i.incarnation == incarnation for i in self.incarnations):
+            return self
+        entry = Incarnation(incarnation=incarnation, boot_time=boot_time, agent_version=version)
+        merged = sorted([*self.incarnations, entry], key=lambda i: i.boot_time)[-self.LIMIT :]
+        return self.model_copy(update={"incarnations": merged})
 
 
 class PoisonRecord(Contract):

@@ -38,25 +38,27 @@ class AuthMode(str, Enum):
     IDENTITY = "identity"
 
 
-def _alias(name: str, *env: str) -> AliasChoices:
+def env_alias(name: str, *env: str) -> AliasChoices:
     return AliasChoices(name, f"ROLECALL_{name.upper()}", *env)
 
 
 class StorageSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
 
-    config_file: Path | None = Field(default=None, validation_alias=_alias("config", "config_file"))
+    config_file: Path | None = Field(
+        default=None, validation_alias=env_alias("config", "config_file")
+    )
     connection_string: SecretStr | None = Field(
         default=None,
-        validation_alias=_alias("connection_string", "AZURE_STORAGE_CONNECTION_STRING"),
+        validation_alias=env_alias("connection_string", "AZURE_STORAGE_CONNECTION_STRING"),
     )
-    account_name: str | None = Field(default=None, validation_alias=_alias("account_name"))
-    blob_endpoint: str | None = Field(default=None, validation_alias=_alias("blob_endpoint"))
-    queue_endpoint: str | None = Field(default=None, validation_alias=_alias("queue_endpoint"))
-    sas_file: Path | None = Field(default=None, validation_alias=_alias("sas_file"))
-    namespace: str = Field(default=DEFAULT_NAMESPACE, validation_alias=_alias("namespace"))
+    account_name: str | None = Field(default=None, validation_alias=env_alias("account_name"))
+    blob_endpoint: str | None = Field(default=None, validation_alias=env_alias("blob_endpoint"))
+    queue_endpoint: str | None = Field(default=None, validation_alias=env_alias("queue_endpoint"))
+    sas_file: Path | None = Field(default=None, validation_alias=env_alias("sas_file"))
+    namespace: str = Field(default=DEFAULT_NAMESPACE, validation_alias=env_alias("namespace"))
     request_timeout_s: float = Field(
-        default=20.0, gt=0, validation_alias=_alias("request_timeout_s")
+        default=20.0, gt=0, validation_alias=env_alias("request_timeout_s")
     )
 
     @field_validator("namespace")

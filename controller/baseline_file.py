@@ -1,0 +1,104 @@
+"""The operator's baseline file (YAML or JSON), turned into a published Baseline.
+
+    steps:
+      - name: install nginx
+        script: scripts/install-nginx.sh     # relative to this file
+        timeout: 600
+      - name: site content
+        archive: site.tar.gz
+        entrypoint: deploy.sh
+        reboot: never
+        env: {SITE: blue}
+
+Each script or archive is uploaded content-addressed; the baseline records only digests.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from controller.payloads import publish_bytes
+from schemas.baseline import RebootPolicy, Step
+from schemas.errors import ConfigError
+from schemas.jobs import EnvVar, Execution, Interpreter, PayloadKind
+from storage.clients import Storage
+
+
+class StepSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    script: str | None = None
+    archive: str | None = None
+    interpreter: Interpreter = Interpreter.AUTO
+    entrypoint: str | None = None
+    args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    secret_env: dict[str, str] = Field(default_factory=dict)
+    timeout: float = 600.0
+    reboot: RebootPolicy = RebootPolicy.IF_REQUIRED
+
+    @model_validator(mode="after")
+    def _one_payload(self) -> StepSpec:
+        if (self.script is None) == (self.archive is None):
+            raise ValueError("each step needs exactly one of 'script' or 'archive'")
+        if self.archive is not None and not self.entrypoint:
+            raise ValueError("an 'archive' step needs an 'entrypoint'")
+        return self
+
+
+class BaselineSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    steps: list[StepSpec]
+
+
+def load_spec(path: Path) -> BaselineSpec:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror}") from e
+    try:
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data: Any = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+        return BaselineSpec.model_validate(data)
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()[:5]
+        )
+        raise ConfigError(f"{path} is not a valid baseline: {problems}") from e
+    except ValueError as e:
+        raise ConfigError(f"{path} is not valid {path.suffix or 'JSON'}: {e}") from e
+
+
+def build_steps(storage: Storage, spec: BaselineSpec, base_dir: Path) -> list[Step]:
+    steps = []
+    for s in spec.steps:
+        rel = s.script or s.archive
+        assert rel is not None
+        path = (base_dir / rel).resolve()
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise ConfigError(f"step {s.name!r}: cannot read {path}: {e.strerror}") from e
+        kind = PayloadKind.ARCHIVE if s.archive else PayloadKind.SCRIPT
+        ref = publish_bytes(storage, data, path.name, kind)
+        env = [EnvVar(name=k, value=v) for k, v in s.env.items()]
+        env += [EnvVar(name=k, value=v, secret=True) for k, v in s.secret_env.items()]
+        execution = Execution(
+            interpreter=s.interpreter, entrypoint=s.entrypoint, args=s.args, env=env
+        )
+        steps.append(
+            Step(
+                name=s.name, payload=ref, execution=execution, timeout_s=s.timeout, reboot=s.reboot
+            )
+        )
+    return steps

@@ -1,0 +1,118 @@
+"""Publishing a role's baseline, with optimistic concurrency, and telling live instances.
+
+The baseline blob is written with If-Match on the version read (or create-only for the first
+one), so two operators publishing at once cannot silently overwrite each other: the loser
+re-reads and publishes on top, or, with ``expected_version``, fails. Live instances get a
+``reconcile`` job on their own queue so they apply the change without a reboot; instances
+that are down pick it up from the blob at their next boot anyway.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from controller.baseline_file import build_steps, load_spec
+from controller.fleet import live_instances
+from controller.store import RunStore
+from schemas.base import utcnow
+from schemas.baseline import Baseline
+from schemas.codec import decode_document, encode_document, encode_message
+from schemas.errors import ConcurrencyConflict, NotFound
+from schemas.jobs import JobEnvelope, Target
+from schemas.names import Names
+from schemas.records import RunMode, RunRecord, TargetResult, TargetState
+from storage.clients import Storage
+
+
+def current_baseline(storage: Storage, role: str) -> tuple[Baseline | None, str | None]:
+    try:
+        blob = storage.get_blob(storage.names.state_container, Names.baseline_blob(role))
+    except NotFound:
+        return None, None
+    return decode_document(blob.data, Baseline), blob.etag
+
+
+def publish_baseline(
+    storage: Storage,
+    role: str,
+    path: Path,
+    *,
+    issuer: str = "rolecall",
+    expected_version: int | None = None,
+    sign: Callable[[Baseline], Baseline] = lambda b: b,
+    sign_job: Callable[[JobEnvelope], JobEnvelope] = lambda j: j,
+    notify: bool = True,
+) -> tuple[Baseline, RunRecord]:
+    spec = load_spec(path)
+    steps = build_steps(storage, spec, path.parent)
+    for _ in range(20):
+        current, etag = current_baseline(storage, role)
+        version = 1 if current is None else current.version + 1
+        if expected_version is not None and (current.version if current else 0) != expected_version:
+            raise ConcurrencyConflict(
+                f"baseline for {role} is at version {current.version if current else 0}, "
+                f"not {expected_version}; re-read it with `rolecall baseline show {role}`"
+            )
+        baseline = sign(
+            Baseline(role=role, version=version, steps=steps, updated_at=utcnow(), issuer=issuer)
+        )
+        try:
+            storage.put_blob(
+                storage.names.state_container,
+                Names.baseline_blob(role),
+                encode_document(baseline),
+                etag=etag,
+                create_only=etag is None,
+            )
+            break
+        except ConcurrencyConflict:
+            if expected_version is not None:
+                raise
+            continue
+    else:
+        raise ConcurrencyConflict(f"baseline for {role} kept changing; try again")
+    run = _record_run(storage, baseline, notify=notify, issuer=issuer, sign_job=sign_job)
+    return baseline, run
+
+
+def _record_run(
+    storage: Storage,
+    baseline: Baseline,
+    *,
+    notify: bool,
+    issuer: str,
+    sign_job: Callable[[JobEnvelope], JobEnvelope],
+) -> RunRecord:
+    """A run record for the new version, with a reconcile job for each live instance."""
+    now = utcnow()
+    run_id = Names.baseline_run_id(baseline.role, baseline.version)
+    live = live_instances(storage, baseline.role) if notify else []
+    run = RunRecord(
+        run_id=run_id,
+        role=baseline.role,
+        mode=RunMode.BASELINE,
+        created_at=now,
+        updated_at=now,
+        issuer=issuer,
+        description=f"baseline v{baseline.version} ({len(baseline.steps)} steps)",
+        targets={
+            i: TargetResult(target=i, state=TargetState.QUEUED, dispatched_at=now) for i in live
+        },
+    )
+    for instance in live:
+        job = JobEnvelope(
+            action="reconcile",
+            job_id=Names.job_id(run_id, instance),
+            run_id=run_id,
+            role=baseline.role,
+            target=Target(instance=instance),
+            created_at=now,
+            issuer=issuer,
+            max_attempts=5,
+        )
+        storage.send(storage.names.instance_queue(instance), encode_message(sign_job(job)))
+    try:
+        return RunStore(storage).create(run)
+    except ConcurrencyConflict:
+        return RunStore(storage).get(run_id)  # completions already created it

@@ -1,0 +1,292 @@
+"""Operators' commands: run, status, wait, logs, instances, cancel, controller."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from controller.context import (
+    EXIT_FAILED,
+    EXIT_TIMEOUT,
+    ctx_of,
+    emit_json,
+    expected_errors,
+)
+
+Opt = typer.Option
+Output = Annotated[str, Opt("--output", "-o", help="table or json.")]
+
+
+def _kv(pairs: list[str] | None, what: str) -> dict[str, str]:
+    out = {}
+    for p in pairs or []:
+        if "=" not in p:
+            raise typer.BadParameter(f"{what} must look like NAME=VALUE, got {p!r}")
+        k, v = p.split("=", 1)
+        out[k] = v
+    return out
+
+
+@expected_errors
+def run(
+    ctx: typer.Context,
+    role: Annotated[str, typer.Argument(help="Role to run on.")],
+    script: Annotated[Path, Opt(help="Script or archive (.zip/.tar.gz) to run.")],
+    any_: Annotated[
+        bool, Opt("--any", help="One job on the role queue; any one instance.")
+    ] = False,
+    each: Annotated[bool, Opt("--each", help="One job per live instance of the role.")] = False,
+    instance: Annotated[
+        list[str] | None, Opt("--instance", help="With --each: only these instances.")
+    ] = None,
+    timeout: Annotated[float, Opt(help="Execution timeout per job, seconds.")] = 600.0,
+    deadline: Annotated[
+        float | None, Opt(help="Refuse the job if not claimed within this many seconds.")
+    ] = None,
+    max_attempts: Annotated[int, Opt(help="Attempts before a job is poisoned.")] = 3,
+    max_concurrency: Annotated[
+        str | None, Opt(help="With --each: at most N or P% targets in flight.")
+    ] = None,
+    max_errors: Annotated[
+        str | None, Opt(help="With --each: stop dispatching after more than N or P% errors.")
+    ] = None,
+    arg: Annotated[
+        list[str] | None, Opt("--arg", help="Argument for the script (repeatable).")
+    ] = None,
+    env: Annotated[
+        list[str] | None, Opt("--env", help="NAME=VALUE for the job (repeatable).")
+    ] = None,
+    secret_env: Annotated[
+        list[str] | None, Opt("--secret-env", help="NAME=VALUE never logged or echoed.")
+    ] = None,
+    entrypoint: Annotated[str | None, Opt(help="For archives: the file to start.")] = None,
+    wait: Annotated[
+        bool, Opt("--wait", help="Wait for the run and exit non-zero on failure.")
+    ] = False,
+    wait_timeout: Annotated[float | None, Opt(help="With --wait: give up after S seconds.")] = None,
+    output: Output = "table",
+) -> None:
+    """Enqueue a configuration run for a role; prints the run id.
+
+    Examples:
+
+      rolecall run web --script fix-iis.ps1 --each --max-concurrency 25% --max-errors 1
+
+      rolecall run web --script rotate-logs.sh --any --wait
+    """
+    from controller.runs import RunRequest, start_run
+    from schemas.errors import ConfigError
+    from schemas.records import RunMode
+
+    if any_ == each:
+        raise ConfigError("choose exactly one of --any or --each")
+    c = ctx_of(ctx)
+    sign_job, _ = c.signers()
+    req = RunRequest(
+        role=role,
+        script=script,
+        mode=RunMode.ANY if any_ else RunMode.EACH,
+        instances=instance or [],
+        timeout_s=timeout,
+        deadline_s=deadline,
+        max_attempts=max_attempts,
+        max_concurrency=max_concurrency,
+        max_errors=max_errors,
+        args=arg or [],
+        env=_kv(env, "--env"),
+        secret_env=_kv(secret_env, "--secret-env"),
+        entrypoint=entrypoint,
+        issuer=c.settings.issuer,
+    )
+    record = start_run(c.storage, req, sign=sign_job)
+    if output == "json" and not wait:
+        emit_json({"run_id": record.run_id, "targets": list(record.targets)})
+    else:
+        typer.echo(record.run_id)
+    if wait:
+        _wait(ctx, record.run_id, wait_timeout, output)
+
+
+@expected_errors
+def status(
+    ctx: typer.Context,
+    run_id: Annotated[str, typer.Argument(metavar="RUN", help="Run id.")],
+    output: Output = "table",
+    fold: Annotated[bool, Opt(help="Fold pending events first (no service needed).")] = True,
+) -> None:
+    """Show a run: one row per target with state, exit code, attempts and output tail.
+
+    Example: rolecall status r20261126-101500-1a2b3c -o json
+    """
+    from controller.fold import EventFolder
+    from controller.status import print_run, run_json
+    from controller.store import RunStore
+
+    c = ctx_of(ctx)
+    store = RunStore(c.storage)
+    store.get(run_id)  # unknown run: a clear error before any folding
+    if fold:
+        folder = EventFolder(c.storage, _dispatcher(ctx))
+        folder.fold_all()
+        folder.advance(run_id)
+    record = store.get(run_id)
+    if output == "json":
+        emit_json(run_json(record))
+    else:
+        print_run(record, c.console)
+
+
+def _dispatcher(ctx: typer.Context):  # type: ignore[no-untyped-def]
+    from controller.dispatch import Dispatcher
+
+    c = ctx_of(ctx)
+    sign_job, _ = c.signers()
+    return Dispatcher(c.storage, sign_job)
+
+
+@expected_errors
+def wait(
+    ctx: typer.Context,
+    run_id: Annotated[str, typer.Argument(metavar="RUN", help="Run id.")],
+    timeout: Annotated[float | None, Opt(help="Give up after this many seconds (exit 3).")] = None,
+    output: Output = "table",
+) -> None:
+    """Wait for a run to finish; exit 0 only if every target succeeded.
+
+    Exit codes: 0 all succeeded, 1 some target failed (listed), 3 timed out.
+    """
+    _wait(ctx, run_id, timeout, output)
+
+
+def _wait(ctx: typer.Context, run_id: str, timeout: float | None, output: str) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from controller.fold import EventFolder
+    from controller.status import print_run, run_json
+    from controller.store import RunStore
+    from schemas.records import RunState
+    from storage.backoff import IdleBackoff
+
+    c = ctx_of(ctx)
+    store = RunStore(c.storage)
+    folder = EventFolder(c.storage, _dispatcher(ctx))
+    record = store.get(run_id)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    backoff = IdleBackoff(0.2, 2.0)
+    progress = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        console=c.console, transient=True, disable=output == "json",
+    )  # fmt: skip
+    with progress:
+        task = progress.add_task(run_id, total=len(record.targets))
+        while True:
+            stats = folder.fold_all()
+            record = folder.advance(run_id) if not stats.messages else store.get(run_id)
+            done = sum(1 for t in record.targets.values() if t.state.terminal)
+            progress.update(task, completed=done, total=len(record.targets))
+            if record.state in (RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED):
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            if stats.messages:
+                backoff.busy()
+            time.sleep(backoff.idle())
+    if output == "json":
+        emit_json(run_json(record))
+    else:
+        print_run(record, c.console)
+    if record.state is RunState.SUCCEEDED:
+        return
+    if record.state in (RunState.RUNNING, RunState.PENDING):
+        c.console.print(f"[yellow]timed out waiting for {run_id}[/]")
+        raise typer.Exit(EXIT_TIMEOUT)
+    failed = [k for k, t in record.targets.items() if not t.state.ok]
+    c.console.print(f"[red]failed targets:[/] {', '.join(failed)}")
+    raise typer.Exit(EXIT_FAILED)
+
+
+@expected_errors
+def logs(
+    ctx: typer.Context,
+    run_id: Annotated[str, typer.Argument(metavar="RUN")],
+    instance: Annotated[str, typer.Argument(help="Instance name, or 'any' for --any runs.")],
+) -> None:
+    """Print a target's full log (or its output tails if the log fit in the completion)."""
+    from controller.store import RunStore
+    from schemas.errors import ConfigError
+
+    c = ctx_of(ctx)
+    record = RunStore(c.storage).get(run_id)
+    t = record.targets.get(instance) or next(
+        (t for t in record.targets.values() if t.instance == instance), None
+    )
+    if t is None:
+        raise ConfigError(f"run {run_id} has no target {instance!r}")
+    if t.log_blob:
+        container, path = t.log_blob.split("/", 1)
+        typer.echo(c.storage.get_blob(container, path).data.decode("utf-8", "replace"))
+        return
+    typer.echo(f"--- stdout ---\n{t.stdout_tail}\n--- stderr ---\n{t.stderr_tail}")
+
+
+@expected_errors
+def instances(
+    ctx: typer.Context,
+    role: Annotated[str | None, Opt(help="Only this role.")] = None,
+    output: Output = "table",
+) -> None:
+    """List instances: role, incarnation, last seen, baseline version, live or stale."""
+    from rich.table import Table
+
+    from controller.fleet import list_instances
+    from schemas.base import utcnow
+
+    c = ctx_of(ctx)
+    now = utcnow()
+    rows = list_instances(c.storage, role)
+    if output == "json":
+        emit_json([r.as_dict(now) for r in rows])
+        return
+    table = Table()
+    for col in ("role", "instance", "incarnation", "last seen", "state", "baseline", "liveness"):
+        table.add_column(col)
+    for r in rows:
+        ago = (now - r.last_seen).total_seconds()
+        table.add_row(
+            r.role_key, r.instance, r.incarnation, f"{ago:.0f}s ago", r.state,
+            "" if r.baseline_version is None else f"v{r.baseline_version}",
+            "[green]live[/]" if r.live(now) else "[red]stale[/]",
+        )  # fmt: skip
+    c.console.print(table)
+
+
+@expected_errors
+def cancel(ctx: typer.Context, run_id: Annotated[str, typer.Argument(metavar="RUN")]) -> None:
+    """Cancel a run: nothing more is dispatched and queued jobs are removed."""
+    from controller.cancel import cancel_run
+
+    record = cancel_run(ctx_of(ctx).storage, run_id)
+    typer.echo(f"cancelled {record.run_id}")
+
+
+@expected_errors
+def controller(
+    ctx: typer.Context,
+    poll_max: Annotated[float, Opt(help="Longest idle poll interval, seconds.")] = 60.0,
+) -> None:
+    """Run the controller service: fold events into run records and dispatch rate-controlled
+    runs. Optional: status and wait fold too. Several may run at once."""
+    import logging
+    import signal
+    import threading
+
+    from controller.service import serve
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    stop = threading.Event()
+    for s in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(s, lambda *_: stop.set())
+    serve(ctx_of(ctx).storage, _dispatcher(ctx), stop, poll_max_s=poll_max)

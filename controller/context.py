@@ -1,0 +1,89 @@
+"""What every operator command needs: settings, storage, a signer, a console, and one way of
+turning expected failures into a clear message and an exit code (no tracebacks)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+
+from controller.config import ControllerSettings
+from schemas.baseline import Baseline
+from schemas.errors import RolecallError
+from schemas.jobs import JobEnvelope
+from storage.clients import Storage
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+EXIT_FAILED = 1  # the run (or wait) ended with failed targets
+EXIT_ERROR = 2  # the command could not do its work: bad input, unknown run, storage refused
+EXIT_TIMEOUT = 3  # wait gave up before the run finished
+
+
+@dataclass
+class Ctx:
+    config: Path | None = None
+    namespace: str | None = None
+    console: Console = field(default_factory=Console)
+    _storage: Storage | None = None
+    _settings: ControllerSettings | None = None
+
+    @property
+    def settings(self) -> ControllerSettings:
+        if self._settings is None:
+            flags: dict[str, Any] = {"config_file": self.config, "namespace": self.namespace}
+            self._settings = ControllerSettings(**{k: v for k, v in flags.items() if v})
+        return self._settings
+
+    @property
+    def storage(self) -> Storage:
+        if self._storage is None:
+            self._storage = Storage(self.settings)
+        return self._storage
+
+    def signers(
+        self,
+    ) -> tuple[Callable[[JobEnvelope], JobEnvelope], Callable[[Baseline], Baseline]]:
+        from controller.signing import load_signer
+
+        signer = load_signer(self.settings.signing_key)
+        if signer is None:
+            return (lambda j: j), (lambda b: b)
+        return signer.sign_job, signer.sign_baseline
+
+
+def ctx_of(typer_ctx: typer.Context) -> Ctx:
+    obj = typer_ctx.find_root().obj
+    if not isinstance(obj, Ctx):
+        obj = Ctx()
+        typer_ctx.find_root().obj = obj
+    return obj
+
+
+def expected_errors(fn: Callable[P, R]) -> Callable[P, R]:
+    """Expected failures print one red line on stderr and exit 2; no traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except RolecallError as e:
+            Console(stderr=True).print(f"[red]error:[/] {e.message}", highlight=False)
+            raise typer.Exit(EXIT_ERROR) from None
+        except ValueError as e:  # pydantic validation of settings and flags
+            Console(stderr=True).print(f"[red]error:[/] {e}", highlight=False)
+            raise typer.Exit(EXIT_ERROR) from None
+
+    return wrapper
+
+
+def emit_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")

@@ -1,0 +1,111 @@
+"""Rate-controlled dispatch of a run's targets, as in AWS SSM's MaxConcurrency and MaxErrors.
+
+At most ``max_concurrency`` targets are in flight (on a queue without a terminal completion);
+once errors exceed ``max_errors`` no further target is dispatched and the rest are reported
+``not_dispatched``. Dispatch is driven by folding completions, so it advances wherever events
+are folded: the ``rolecall controller`` service, ``rolecall wait`` or ``rolecall status``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from schemas.base import utcnow
+from schemas.codec import encode_message
+from schemas.jobs import JobEnvelope, Target
+from schemas.names import Names
+from schemas.records import RunMode, RunRecord, TargetState
+from storage.clients import Storage
+
+
+def parse_limit(text: str | None, total: int) -> int | None:
+    """``"5"`` -> 5, ``"25%"`` -> a quarter of ``total`` (at least 1), None -> no limit."""
+    if text is None or text == "":
+        return None
+    if text.endswith("%"):
+        pct = float(text[:-1])
+        if not 0 <= pct <= 100:
+            raise ValueError(f"percentage {text} must be between 0% and 100%")
+        return max(1, int(total * pct / 100)) if pct > 0 else 0
+    value = int(text)
+    if value < 0:
+        raise ValueError(f"limit {text} must not be negative")
+    return value
+
+
+def plan(run: RunRecord) -> tuple[RunRecord, list[str]]:
+    """Which pending targets to send now, and the record with the error threshold applied."""
+    if run.cancelled or run.mode is RunMode.BASELINE:
+        return run, []
+    errors = run.count("error")
+    pending = [k for k, t in run.targets.items() if t.state is TargetState.PENDING]
+    if run.max_errors is not None and errors > run.max_errors and pending:
+        stopped = {
+            k: run.targets[k].model_copy(
+                update={
+                    "state": TargetState.NOT_DISPATCHED,
+                    "reason": f"not dispatched: {errors} errors exceeded max errors "
+                    f"{run.max_errors}",
+                }
+            )
+            for k in pending
+        }
+        return run.model_copy(update={"targets": {**run.targets, **stopped}}), []
+    room = (
+        len(pending)
+        if run.max_concurrency is None
+        else run.max_concurrency - run.count("in_flight")
+    )
+    return run, pending[: max(0, room)]
+
+
+def mark_dispatched(run: RunRecord, keys: list[str]) -> RunRecord:
+    now = utcnow()
+    updated = {
+        k: run.targets[k].model_copy(update={"state": TargetState.QUEUED, "dispatched_at": now})
+        for k in keys
+    }
+    return run.model_copy(update={"targets": {**run.targets, **updated}})
+
+
+def envelope_for(run: RunRecord, key: str) -> JobEnvelope:
+    assert run.template is not None
+    target = Target() if run.mode is RunMode.ANY else Target(instance=key)
+    return run.template.model_copy(
+        update={"job_id": Names.job_id(run.run_id, key), "target": target, "signature": None}
+    )
+
+
+class Dispatcher:
+    """Sends the messages for planned targets; signs them when a signer is configured."""
+
+    def __init__(
+        self, storage: Storage, sign: Callable[[JobEnvelope], JobEnvelope] = lambda j: j
+    ) -> None:
+        self.storage = storage
+        self.sign = sign
+        self.sent = 0
+
+    def queue_for(self, run: RunRecord, key: str) -> str:
+        names = self.storage.names
+        return names.role_queue(run.role) if run.mode is RunMode.ANY else names.instance_queue(key)
+
+    def send(self, run: RunRecord, keys: list[str]) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        def one(key: str) -> None:
+            text = encode_message(self.sign(envelope_for(run, key)))
+            self.storage.send(self.queue_for(run, key), text)
+
+        if len(keys) <= 2:
+            for k in keys:
+                one(k)
+        else:
+            with ThreadPoolExecutor(max_workers=16) as pool:
+                list(pool.map(one, keys))
+        self.sent += len(keys)
+
+    def advance(self, run: RunRecord) -> tuple[RunRecord, list[str]]:
+        """Plan, and return the record to write plus the keys to send before writing it."""
+        run, keys = plan(run)
+        return mark_dispatched(run, keys), keys

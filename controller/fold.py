@@ -1,0 +1,183 @@
+"""Folding events into run records and instance histories.
+
+Used by the ``rolecall controller`` service loop and, opportunistically, by ``status`` and
+``wait``, so an operator's one-off command works with no service running. Competing folders
+are safe: the events queue hands each message to one of them at a time, record writes are
+ETag-guarded, and the fold is idempotent, so a message folded twice (redelivered after a
+crash between write and delete) changes nothing the second time.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from controller.dispatch import Dispatcher
+from controller.store import RunStore
+from schemas.base import utcnow
+from schemas.codec import decode_document, decode_message, encode_document, encode_message
+from schemas.errors import ContractError, NotFound, StorageError
+from schemas.events import Completion, EventBatch, Hello
+from schemas.names import Names
+from schemas.records import (
+    InstanceHistory,
+    PoisonRecord,
+    RunMode,
+    RunRecord,
+    TargetResult,
+)
+from storage.clients import Message, Storage
+
+log = logging.getLogger(__name__)
+
+EVENTS_LEASE_S = 60
+
+
+@dataclass
+class FoldStats:
+    messages: int = 0
+    completions: int = 0
+    hellos: int = 0
+    poisoned: int = 0
+    runs: set[str] = field(default_factory=set)
+
+
+def fold_completion(run: RunRecord, c: Completion) -> RunRecord:
+    """The run after ``c``; pure, order-free and idempotent (see TargetResult)."""
+    key = "any" if run.mode is RunMode.ANY else c.instance
+    target = run.targets.get(key) or TargetResult(target=key)
+    if run.mode is RunMode.BASELINE and c.step is not None:
+        new = target.folded_step(c)
+    else:
+        new = target.folded(c, cancelled=run.cancelled)
+    if new is target and key in run.targets:
+        return run
+    return run.model_copy(update={"targets": {**run.targets, key: new}})
+
+
+def orphan_run(c: Completion) -> RunRecord:
+    """A record for events whose run has none (a baseline run, or a hand-made job)."""
+    now = utcnow()
+    mode = (
+        RunMode.BASELINE
+        if c.step is not None
+        else (RunMode.ANY if c.job_id.endswith(".any") else RunMode.EACH)
+    )
+    return RunRecord(
+        run_id=c.run_id, role=c.role, mode=mode, created_at=now, updated_at=now,
+        description="(recorded from events)",
+    )  # fmt: skip
+
+
+class EventFolder:
+    def __init__(self, storage: Storage, dispatcher: Dispatcher | None = None) -> None:
+        self.storage = storage
+        self.store = RunStore(storage)
+        self.dispatcher = dispatcher or Dispatcher(storage)
+        self.queue = storage.names.events_queue
+
+    def fold_once(self, max_messages: int = 32) -> FoldStats:
+        """Claim one batch of event messages, fold them, then delete them."""
+        stats = FoldStats()
+        msgs = self.storage.receive(
+            self.queue, max_messages=max_messages, visibility_s=EVENTS_LEASE_S
+        )
+        stats.messages = len(msgs)
+        completions: dict[str, list[Completion]] = defaultdict(list)
+        hellos: list[Hello] = []
+        good: list[Message] = []
+        for m in msgs:
+            try:
+                batch = decode_message(m.content, EventBatch)
+            except ContractError as e:
+                self._poison(m, e)
+                stats.poisoned += 1
+                continue
+            good.append(m)
+            for ev in batch.events:
+                if isinstance(ev, Completion):
+                    completions[ev.run_id].append(ev)
+                else:
+                    hellos.append(ev)
+        for run_id, events in completions.items():
+            self.fold_run(run_id, events)
+            stats.runs.add(run_id)
+            stats.completions += len(events)
+        for h in hellos:
+            self._record_hello(h)
+        stats.hellos = len(hellos)
+        for m in good:
+            self.storage.delete(m)  # only after every fold above is written
+        return stats
+
+    def fold_all(self, max_rounds: int = 1000) -> FoldStats:
+        total = FoldStats()
+        for _ in range(max_rounds):
+            s = self.fold_once()
+            total.messages += s.messages
+            total.completions += s.completions
+            total.hellos += s.hellos
+            total.poisoned += s.poisoned
+            total.runs |= s.runs
+            if s.messages == 0:
+                break
+        return total
+
+    def fold_run(self, run_id: str, events: list[Completion]) -> RunRecord:
+        def change(run: RunRecord) -> RunRecord:
+            for c in events:
+                run = fold_completion(run, c)
+            run, _ = self.dispatcher.advance(run)
+            return run
+
+        return self.store.update(
+            run_id, change, create=lambda: orphan_run(events[0]), before_write=self._send_new
+        )
+
+    def advance(self, run_id: str) -> RunRecord:
+        """Dispatch whatever rate control allows now (no events needed)."""
+        return self.store.update(
+            run_id, lambda r: self.dispatcher.advance(r)[0], before_write=self._send_new
+        )
+
+    def _send_new(self, old: RunRecord, new: RunRecord) -> None:
+        keys = [
+            k
+            for k, t in new.targets.items()
+            if t.dispatched_at is not None
+            and (k not in old.targets or old.targets[k].dispatched_at is None)
+        ]
+        if keys:
+            self.dispatcher.send(new, keys)
+
+    def _record_hello(self, h: Hello) -> None:
+        path = Names.history_blob(h.role, h.instance)
+        container = self.storage.names.state_container
+        for _ in range(20):
+            try:
+                blob = self.storage.get_blob(container, path)
+                history, etag = decode_document(blob.data, InstanceHistory), blob.etag
+            except NotFound:
+                history, etag = InstanceHistory(role=h.role, instance=h.instance), None
+            new = history.with_hello(h.incarnation, h.boot_time, h.agent_version)
+            if new == history and etag is not None:
+                return
+            try:
+                self.storage.put_blob(
+                    container, path, encode_document(new), etag=etag, create_only=etag is None
+                )
+                return
+            except StorageError as e:
+                if e.reason != "conflict":
+                    raise
+
+    def _poison(self, m: Message, e: ContractError) -> None:
+        log.warning("poisoning malformed events message %s: %s", m.id, e.message)
+        record = PoisonRecord(
+            source_queue=m.queue, reason=e.reason, error=e.message,
+            original=m.content[:40 * 1024], original_truncated=len(m.content) > 40 * 1024,
+            message_id=m.id, dequeue_count=m.dequeue_count, poisoned_at=utcnow(),
+        )  # fmt: skip
+        self.storage.send(self.storage.names.poison_queue(m.queue), encode_message(record))
+        self.storage.delete(m)

@@ -1,0 +1,57 @@
+"""Publishing payloads: content-addressed by SHA-256, uploaded once.
+
+The blob name is the digest, so publishing the same script twice costs one existence check,
+and a job can never be pointed at bytes other than those it was signed for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import tarfile
+import zipfile
+from pathlib import Path
+
+from schemas.errors import ConcurrencyConflict, ConfigError
+from schemas.jobs import PayloadKind, PayloadRef
+from schemas.names import Names
+from storage.clients import Storage
+
+
+def payload_kind(path: Path) -> PayloadKind:
+    name = path.name.lower()
+    archive_name = name.endswith((".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz"))
+    if archive_name and (zipfile.is_zipfile(path) or tarfile.is_tarfile(path)):
+        return PayloadKind.ARCHIVE
+    return PayloadKind.SCRIPT
+
+
+def publish_bytes(storage: Storage, data: bytes, filename: str, kind: PayloadKind) -> PayloadRef:
+    digest = hashlib.sha256(data).hexdigest()
+    ref = PayloadRef(
+        container=storage.names.payloads_container,
+        blob=Names.payload_blob(digest),
+        sha256=digest,
+        size=len(data),
+        kind=kind,
+        filename=Path(filename).name,
+    )
+    if storage.blob_size(ref.container, ref.blob) != len(data):
+        # ConcurrencyConflict: someone published the same bytes a moment ago
+        with contextlib.suppress(ConcurrencyConflict):
+            storage.put_blob(
+                ref.container,
+                ref.blob,
+                data,
+                create_only=True,
+                content_type="application/octet-stream",
+            )
+    return ref
+
+
+def publish_file(storage: Storage, path: Path) -> PayloadRef:
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror}") from e
+    return publish_bytes(storage, data, path.name, payload_kind(path))

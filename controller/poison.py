@@ -1,0 +1,106 @@
+"""Operators' view of poison queues: list, show, requeue (attempts reset), purge.
+
+Listing peeks (no lease taken); requeue and purge must claim messages to delete them, and
+release the ones they leave (visibility 0) so nothing else is disturbed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from schemas.codec import decode_message
+from schemas.errors import ContractError, NotFound, RolecallError
+from schemas.names import POISON_SUFFIX, Names
+from schemas.records import PoisonRecord
+from storage.clients import Message, Storage
+
+
+@dataclass(frozen=True)
+class PoisonEntry:
+    queue: str
+    message_id: str
+    record: PoisonRecord | None  # None: not even the poison record decodes
+    raw: str
+
+
+def poison_queues(storage: Storage, role: str | None = None) -> list[str]:
+    names = storage.names
+    if role is not None:
+        queues = [names.poison_queue(names.role_queue(role))]
+        from controller.fleet import list_instances
+
+        queues += [
+            names.poison_queue(names.instance_queue(s.instance))
+            for s in list_instances(storage, role)
+        ]
+        return queues
+    return [q for q in storage.list_queues(names.queue_prefix) if q.endswith(POISON_SUFFIX)]
+
+
+def _entry(m: Message) -> PoisonEntry:
+    try:
+        record: PoisonRecord | None = decode_message(m.content, PoisonRecord)
+    except ContractError:
+        record = None
+    return PoisonEntry(m.queue, m.id, record, m.content)
+
+
+def list_poison(storage: Storage, role: str | None = None) -> list[PoisonEntry]:
+    out: list[PoisonEntry] = []
+    for q in poison_queues(storage, role):
+        try:
+            out += [_entry(m) for m in storage.peek(q, 32)]
+        except NotFound:
+            continue
+    return out
+
+
+def _sweep(
+    storage: Storage,
+    queue: str,
+    select: Callable[[PoisonEntry], bool],
+    act: Callable[[PoisonEntry], None],
+) -> int:
+    """Claim each message once; act on and delete the selected ones, then release the rest."""
+    done = 0
+    kept: dict[str, Message] = {}
+    acted: set[str] = set()
+    while True:
+        msgs = storage.receive(queue, max_messages=32, visibility_s=120)
+        fresh = [m for m in msgs if m.id not in kept and m.id not in acted]
+        for m in msgs:
+            if m.id in kept:
+                kept[m.id] = m  # reappeared: its new pop receipt is the live one
+        if not fresh:
+            break
+        for m in fresh:
+            entry = _entry(m)
+            if select(entry):
+                act(entry)
+                storage.delete(m)
+                acted.add(m.id)
+                done += 1
+            else:
+                kept[m.id] = m
+    for m in kept.values():
+        with contextlib.suppress(RolecallError):
+            storage.extend(m, 0)
+    return done
+
+
+def requeue(storage: Storage, queue: str, message_id: str | None = None) -> int:
+    """Send originals back to their source queue as new messages: attempt counts restart."""
+    source = Names.source_of_poison(queue)
+
+    def act(e: PoisonEntry) -> None:
+        if e.record is None or e.record.original_truncated:
+            raise ContractError(f"poison message {e.message_id} cannot be requeued (truncated)")
+        storage.send(source, e.record.original)
+
+    return _sweep(storage, queue, lambda e: message_id in (None, e.message_id), act)
+
+
+def purge(storage: Storage, queue: str, message_id: str | None = None) -> int:
+    return _sweep(storage, queue, lambda e: message_id in (None, e.message_id), lambda e: None)

@@ -1,0 +1,47 @@
+"""``rolecall controller``: the optional long-running service that folds events.
+
+Idle back-off as in the worker, so a quiet installation costs about one transaction a minute.
+Several may run at once (competing consumers on the events queue).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from controller.dispatch import Dispatcher
+from controller.fold import EventFolder
+from schemas.errors import StorageError
+from storage.backoff import IdleBackoff
+from storage.clients import Storage
+
+log = logging.getLogger(__name__)
+
+
+def serve(
+    storage: Storage,
+    dispatcher: Dispatcher,
+    stop: threading.Event,
+    *,
+    poll_min_s: float = 0.1,
+    poll_max_s: float = 60.0,
+) -> None:
+    folder = EventFolder(storage, dispatcher)
+    backoff = IdleBackoff(poll_min_s, poll_max_s)
+    storage.ensure_containers()
+    storage.ensure_queue(storage.names.events_queue)
+    while not stop.is_set():
+        try:
+            stats = folder.fold_once()
+        except StorageError as e:
+            log.warning("cannot fold events: %s", e)
+            stop.wait(backoff.idle())
+            continue
+        if stats.messages:
+            log.info(
+                "folded %d completions, %d hellos into %d runs",
+                stats.completions, stats.hellos, len(stats.runs),
+            )  # fmt: skip
+            backoff.busy()
+        else:
+            stop.wait(backoff.idle())

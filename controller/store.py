@@ -1,0 +1,96 @@
+"""Run records in blob storage, changed only by ETag-guarded read-modify-write.
+
+Several controllers (a service and an operator's ``rolecall wait``) may fold events into the
+same run at once. Each change is a pure function of the record, applied to the version just
+read and written only if nobody wrote in between (If-Match); on a conflict it is re-applied to
+the fresh version. Nothing is lost and nothing is counted twice, provided the function is
+idempotent, which the fold is.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from datetime import datetime
+
+from schemas.base import utcnow
+from schemas.codec import decode_document, encode_document
+from schemas.errors import ConcurrencyConflict, NotFound, UnknownRun
+from schemas.names import Names
+from schemas.records import RunRecord
+from storage.clients import Storage
+
+MAX_CONFLICT_RETRIES = 50
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    now = now or utcnow()
+    return f"r{now:%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+
+
+class RunStore:
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+        self.container = storage.names.state_container
+
+    def load(self, run_id: str) -> tuple[RunRecord, str]:
+        try:
+            blob = self.storage.get_blob(self.container, Names.run_blob(run_id))
+        except NotFound as e:
+            raise UnknownRun(
+                f"no run {run_id!r} in namespace {self.storage.names.namespace}"
+            ) from e
+        return decode_document(blob.data, RunRecord), blob.etag
+
+    def get(self, run_id: str) -> RunRecord:
+        return self.load(run_id)[0]
+
+    def create(self, record: RunRecord) -> RunRecord:
+        self.storage.put_blob(
+            self.container, Names.run_blob(record.run_id), encode_document(record), create_only=True
+        )
+        return record
+
+    def update(
+        self,
+        run_id: str,
+        change: Callable[[RunRecord], RunRecord],
+        *,
+        create: Callable[[], RunRecord] | None = None,
+        before_write: Callable[[RunRecord, RunRecord], None] | None = None,
+    ) -> RunRecord:
+        """Apply ``change`` until it lands on the current version.
+
+        ``before_write(old, new)`` runs after ``change`` and before the conditional write:
+        dispatch sends messages there, so a crash can duplicate a message but never record
+        a dispatch that did not happen.
+        """
+        for _ in range(MAX_CONFLICT_RETRIES):
+            try:
+                current, etag = self.load(run_id)
+            except UnknownRun:
+                if create is None:
+                    raise
+                current, etag = create(), None  # type: ignore[assignment]
+            new = change(current)
+            if new == current and etag is not None:
+                return current
+            if before_write is not None:
+                before_write(current, new)
+            new = new.model_copy(update={"updated_at": utcnow()})
+            try:
+                self.storage.put_blob(
+                    self.container,
+                    Names.run_blob(run_id),
+                    encode_document(new),
+                    etag=etag,
+                    create_only=etag is None,
+                )
+            except ConcurrencyConflict:
+                continue
+            return new
+        raise ConcurrencyConflict(f"run {run_id} changed {MAX_CONFLICT_RETRIES} times under us")
+
+    def list_ids(self) -> list[str]:
+        items = self.storage.list_blobs(self.container, "runs/")
+        return [i.name[len("runs/") : -len(".json")] for i in items if i.name.endswith(".json")]

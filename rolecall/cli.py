@@ -1,0 +1,54 @@
+"""The ``rolecall`` command: the worker agent and the operators' commands in one tool.
+
+Imports are deferred into each command so the worker starts fast (boot time counts).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from controller import cli as ops
+from controller.cli_admin import baseline_app, names, poison_app
+from controller.context import Ctx
+from rolecall.dev import dev_app
+from worker.cli import worker
+
+app = typer.Typer(
+    name="rolecall",
+    help="Boot-time configuration for cloud instances that get lost and reimaged.\n\n"
+    "Storage: AZURE_STORAGE_CONNECTION_STRING, or ROLECALL_ACCOUNT_NAME (managed identity), "
+    "or ROLECALL_SAS_FILE.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    config: Annotated[
+        Path | None, typer.Option(help="Config file (TOML, JSON or YAML); or ROLECALL_CONFIG.")
+    ] = None,
+    namespace: Annotated[
+        str | None, typer.Option(help="Storage namespace (default rc; or ROLECALL_NAMESPACE).")
+    ] = None,
+) -> None:
+    ctx.obj = Ctx(config=config, namespace=namespace)
+
+
+app.command("worker")(worker)
+for fn in (ops.run, ops.status, ops.wait, ops.logs, ops.instances, ops.cancel, ops.controller):
+    app.command(fn.__name__)(fn)
+app.add_typer(baseline_app, name="baseline")
+app.add_typer(poison_app, name="poison")
+app.command("names")(names)
+app.add_typer(dev_app, name="dev")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,44 @@
+"""``rolecall dev``: local development helpers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+dev_app = typer.Typer(help="Local development helpers.", no_args_is_help=True)
+
+
+@dev_app.command("azurite")
+def azurite(
+    location: Annotated[
+        Path | None, typer.Option(help="Keep data on disk here (default: in memory).")
+    ] = None,
+    blob_port: Annotated[int, typer.Option(help="Blob port (0 = any free port).")] = 10000,
+    queue_port: Annotated[int, typer.Option(help="Queue port (0 = any free port).")] = 10001,
+) -> None:
+    """Start a local Azurite from the repo's pinned install and print its connection string.
+
+    Runs until Ctrl+C. In another shell:
+
+      export AZURE_STORAGE_CONNECTION_STRING='<printed string>'
+    """
+    import signal
+
+    from rolecall.azurite import Azurite
+    from schemas.errors import RolecallError
+
+    try:
+        az = Azurite(location, blob_port=blob_port, queue_port=queue_port).start()
+    except RolecallError as e:
+        typer.echo(f"rolecall dev azurite: {e.message}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"Azurite is running (pid {az.pid}); blob {az.blob_url}, queue {az.queue_url}")
+    typer.echo(f"export AZURE_STORAGE_CONNECTION_STRING='{az.connection_string}'")
+    try:
+        signal.sigwait({signal.SIGINT, signal.SIGTERM}) if hasattr(signal, "sigwait") else None
+    except KeyboardInterrupt:
+        pass
+    finally:
+        az.stop()

@@ -1,0 +1,314 @@
+"""The agent: boot, register, apply the baseline, then claim and run jobs until told to stop.
+
+One thread does everything; a running job is a child process waited on in short slices, and
+between slices the agent renews the job's lease, flushes finished completions and keeps its
+heartbeat. That keeps every race in one place: the outbox and the lease.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import shlex
+import subprocess
+import time
+from collections.abc import Callable
+
+from schemas import __version__
+from schemas.base import utcnow
+from schemas.baseline import Baseline
+from schemas.codec import encode_document
+from schemas.errors import AccessDenied, RolecallError, StorageError
+from schemas.events import Hello
+from schemas.jobs import JobEnvelope
+from schemas.names import Names
+from schemas.records import InstanceRecord, InstanceState
+from storage.backoff import IdleBackoff
+from storage.clients import Storage
+from worker import logs
+from worker.baseline import BaselineApplier, BaselineStatus
+from worker.config import WorkerSettings
+from worker.identity import Identity, resolve_identity
+from worker.jobs import JobHandler
+from worker.lease import Lease
+from worker.outbox import Outbox
+from worker.payloads import PayloadCache
+from worker.runner import Runner
+from worker.shutdown import ExitCode, Shutdown
+from worker.state import LocalState
+
+log = logging.getLogger("rolecall.worker")
+
+
+class Agent:
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        *,
+        verify_job: Callable[[JobEnvelope], str | None] = lambda job: None,
+        verify_baseline: Callable[[Baseline], str | None] = lambda b: None,
+    ) -> None:
+        self.settings = settings
+        self.shutdown = Shutdown(settings.grace_s)
+        self.identity: Identity = resolve_identity(settings)
+        self.state = LocalState(settings.state_dir).open()
+        logs.configure(
+            settings.log_level,
+            {
+                "role": self.identity.role,
+                "instance": self.identity.instance,
+                "incarnation": self.state.incarnation,
+            },
+        )
+        self.storage = Storage(settings)
+        self.names: Names = self.storage.names
+        self.instance_queue = self.names.instance_queue(self.identity.instance)
+        self.role_queue = self.names.role_queue(self.identity.role)
+        self.outbox = Outbox(
+            self.storage, self.state.outbox_dir, self.identity.instance, settings.flush_s
+        )
+        cache = PayloadCache(self.storage, self.state.cache_dir, settings.payload_max_bytes)
+        self.runner = Runner(settings, self.storage, self.identity, self.state, cache)
+        self.baseline = BaselineApplier(
+            storage=self.storage,
+            identity=self.identity,
+            state=self.state,
+            runner=self.runner,
+            outbox=self.outbox,
+            verify=verify_baseline,
+            reboot_command=settings.reboot_command,
+            tick=lambda: self._tick(None),
+            should_kill=self.shutdown.should_kill_job,
+        )
+        self.jobs = JobHandler(
+            identity=self.identity,
+            names=self.names,
+            state=self.state,
+            runner=self.runner,
+            outbox=self.outbox,
+            verify=verify_job,
+            reconcile=self._apply_baseline,
+            should_kill=self.shutdown.should_kill_job,
+            on_reboot_required=self._reboot_after_settling,
+            retry_delay_s=settings.retry_delay_s,
+        )
+        self.boot_time = utcnow()
+        self.baseline_status = BaselineStatus.FAILED
+        self.next_heartbeat = 0.0
+        self.next_baseline_retry = 0.0
+        self.reboot_pending = False
+        self._held: list[Lease] = []
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def run(self, *, once: bool = False) -> ExitCode:
+        self.shutdown.install()
+        try:
+            self.boot()
+            if not self.reboot_pending:
+                self.loop(once=once)
+        except AccessDenied as e:
+            log.error("storage refused our credentials: %s", e.message)
+            return ExitCode.ACCESS_DENIED
+        finally:
+            self.stop()
+        if self.reboot_pending and self.settings.reboot_command:
+            return self._reboot()
+        return ExitCode.FORCED if self.shutdown.forced.is_set() else ExitCode.OK
+
+    def boot(self) -> None:
+        """Register, say hello, apply the baseline. Storage hiccups are waited out here."""
+        self._until_ok("prepare storage", self._provision)
+        recovered = self.outbox.recover()
+        if recovered:
+            log.info("recovered %d unposted event batches from the last run", recovered)
+        self._until_ok("register", lambda: self._write_record(InstanceState.CONFIGURING))
+        hello = Hello(
+            role=self.identity.role,
+            instance=self.identity.instance,
+            incarnation=self.state.incarnation,
+            new_incarnation=self.state.new_incarnation,
+            agent_version=__version__,
+            boot_time=self.boot_time,
+            platform=platform.platform(terse=True),
+        )
+        self.outbox.add([hello])
+        log.info("agent started (%s incarnation)", "new" if self.state.new_incarnation else "known")
+        self._apply_baseline()
+        self.outbox.flush()
+
+    def _provision(self) -> None:
+        """Create what is missing, where our credentials allow (not with a SAS bundle)."""
+        self.storage.ensure_containers()
+        for q in (self.instance_queue, self.role_queue):
+            self.storage.ensure_queue(q)
+            self.storage.ensure_queue(self.names.poison_queue(q))
+        self.storage.ensure_queue(self.names.events_queue)
+
+    def loop(self, *, once: bool = False) -> None:
+        backoff = IdleBackoff(self.settings.poll_min_s, self.settings.poll_max_s)
+        while not self.shutdown.stopping and not self.reboot_pending:
+            self._housekeeping()
+            if self.outbox.failing and not self.outbox.flush():
+                self.shutdown.wait(backoff.idle())  # no new work while completions wait
+                continue
+            try:
+                worked = self._claim_batch()
+            except StorageError as e:
+                log.warning("cannot claim work: %s", e)
+                self.shutdown.wait(backoff.idle())
+                continue
+            if worked:
+                backoff.busy()
+                continue
+            self.outbox.flush()
+            if once:
+                break
+            self.shutdown.wait(min(backoff.idle(), self._until_next_duty()))
+
+    def stop(self) -> None:
+        """Release what we hold, post what we owe, and say we are gone."""
+        for lease in self._held:
+            lease.release(0)
+        self._held = []
+        self.outbox.flush()
+        state = InstanceState.REBOOT_PENDING if self.reboot_pending else InstanceState.STOPPED
+        try:
+            self._write_record(state)
+        except RolecallError as e:
+            log.warning("could not record shutdown: %s", e)
+        if self.settings.stats_file:
+            self.storage.meter.dump(self.settings.stats_file)
+        log.info("agent stopped")
+
+    # --- claiming --------------------------------------------------------------------------
+
+    def _claim_batch(self) -> bool:
+        """Claim from the instance queue first (work only we can do), then the role queue."""
+        for queue in (self.instance_queue, self.role_queue):
+            claimed_at = time.monotonic()
+            msgs = self.storage.receive(
+                queue, max_messages=self.settings.batch, visibility_s=self.settings.lease_s
+            )
+            if msgs:
+                self._work(
+                    [Lease(self.storage, m, self.settings.lease_s, claimed_at) for m in msgs]
+                )
+                return True
+        return False
+
+    def _work(self, leases: list[Lease]) -> None:
+        self._held = leases
+        try:
+            for lease in leases:
+                if self.shutdown.stopping or self.reboot_pending:
+                    break
+                if not lease.ensure(margin_s=self.settings.lease_s / 2):
+                    continue
+                self.jobs.handle(lease, tick=lambda lease=lease: self._tick(lease))  # type: ignore[misc]
+                if self.outbox.due():
+                    self.outbox.flush()
+        finally:
+            self.outbox.flush()
+            for lease in leases:
+                if not lease.lost:
+                    lease.release(0)  # unstarted (shutdown): let another instance have it
+            self._held = []
+
+    def _tick(self, lease: Lease | None) -> None:
+        """Between slices of waiting on a child: renew, flush, heartbeat."""
+        if lease is not None and lease.renewal_due:
+            lease.renew()
+            if lease.renewals == 1:
+                # a long job: stop sitting on the rest of the batch
+                for other in self._held:
+                    if other is not lease and not other.lost and other.renewals == 0:
+                        other.release(0)
+        if self.outbox.due():
+            self.outbox.flush()
+        if time.monotonic() >= self.next_heartbeat:
+            self._heartbeat()
+
+    # --- duties ----------------------------------------------------------------------------
+
+    def _housekeeping(self) -> None:
+        now = time.monotonic()
+        if now >= self.next_heartbeat:
+            self._heartbeat()
+        if self.baseline_status is BaselineStatus.FAILED and now >= self.next_baseline_retry:
+            self._apply_baseline()
+
+    def _until_next_duty(self) -> float:
+        duties = [self.next_heartbeat]
+        if self.baseline_status is BaselineStatus.FAILED:
+            duties.append(self.next_baseline_retry)
+        return max(0.05, min(duties) - time.monotonic())
+
+    def _apply_baseline(self) -> None:
+        self.baseline_status = self.baseline.apply()
+        self.next_baseline_retry = time.monotonic() + self.settings.baseline_retry_s
+        if self.baseline_status is BaselineStatus.REBOOT:
+            self.reboot_pending = self.baseline.reboot_requested
+        self._heartbeat()
+
+    def _steady_state(self) -> InstanceState:
+        if self.reboot_pending:
+            return InstanceState.REBOOT_PENDING
+        if self.baseline_status in (BaselineStatus.APPLIED, BaselineStatus.NONE):
+            return InstanceState.READY
+        return InstanceState.CONFIGURING
+
+    def _heartbeat(self) -> None:
+        try:
+            self._write_record(self._steady_state())
+        except StorageError as e:
+            log.warning("heartbeat failed: %s", e)
+            self.next_heartbeat = time.monotonic() + min(30.0, self.settings.heartbeat_s)
+
+    def _write_record(self, state: InstanceState) -> None:
+        """The instance record is the heartbeat: one blob put, listed with its metadata."""
+        now = utcnow()
+        record = InstanceRecord(
+            role=self.identity.role,
+            instance=self.identity.instance,
+            incarnation=self.state.incarnation,
+            agent_version=__version__,
+            boot_time=self.boot_time,
+            last_seen=now,
+            state=state,
+            baseline_version=self.baseline.version,
+            heartbeat_s=self.settings.heartbeat_s,
+            platform=platform.system(),
+        )
+        self.storage.put_blob(
+            self.names.state_container,
+            Names.instance_blob(self.identity.role, self.identity.instance),
+            encode_document(record),
+            metadata=record.to_metadata(),
+        )
+        self.next_heartbeat = time.monotonic() + self.settings.heartbeat_s
+
+    # --- reboot ----------------------------------------------------------------------------
+
+    def _reboot_after_settling(self) -> None:
+        if self.settings.reboot_command:
+            self.reboot_pending = True
+
+    def _reboot(self) -> ExitCode:
+        assert self.settings.reboot_command
+        log.warning("rebooting: %s", self.settings.reboot_command)
+        subprocess.run(shlex.split(self.settings.reboot_command, posix=True), check=False)
+        return ExitCode.REBOOTING
+
+    def _until_ok(self, what: str, fn: Callable[[], None]) -> None:
+        backoff = IdleBackoff(0.5, 30.0)
+        while True:
+            try:
+                fn()
+                return
+            except AccessDenied:
+                raise
+            except StorageError as e:
+                log.warning("%s: %s; retrying", what, e)
+                if self.shutdown.wait(backoff.idle()):
+                    raise

@@ -1,0 +1,195 @@
+"""Run one job or baseline step as a child process, in its own process group.
+
+The worker waits on the child in short slices, calling ``tick`` between them (lease renewal,
+flushing completions), and kills the *whole group* on timeout, so a script that spawned a
+sleeping grandchild does not outlive its job. stdout and stderr go to files, not pipes: a
+chatty script can neither fill a pipe and deadlock nor fill the agent's memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from schemas.base import tail, utcnow
+from schemas.errors import ExecutionError
+from schemas.jobs import Interpreter
+
+#: Exit codes that mean "succeeded, reboot before continuing" (as in AWS SSM).
+REBOOT_EXIT_CODES = frozenset({3010, 194})
+
+_BY_EXTENSION_POSIX = {
+    ".sh": Interpreter.SH,
+    ".bash": Interpreter.BASH,
+    ".py": Interpreter.PYTHON,
+    ".ps1": Interpreter.PWSH,
+}
+_BY_EXTENSION_WINDOWS = {
+    ".ps1": Interpreter.POWERSHELL,
+    ".cmd": Interpreter.CMD,
+    ".bat": Interpreter.CMD,
+    ".py": Interpreter.PYTHON,
+    ".sh": Interpreter.BASH,
+}
+
+#: Environment the agent must not hand to jobs: its own storage credentials.
+_PRIVATE_ENV_PREFIXES = ("ROLECALL_", "AZURE_STORAGE_", "AZURE_CLIENT_SECRET")
+
+
+def choose_interpreter(
+    filename: str, requested: Interpreter, platform: str = sys.platform
+) -> Interpreter:
+    if requested is not Interpreter.AUTO:
+        return requested
+    table = _BY_EXTENSION_WINDOWS if platform == "win32" else _BY_EXTENSION_POSIX
+    return table.get(Path(filename).suffix.lower(), Interpreter.EXEC)
+
+
+def build_command(
+    script: Path, interpreter: Interpreter, args: list[str], platform: str = sys.platform
+) -> list[str]:
+    """The argv that runs ``script`` with ``interpreter`` on ``platform``."""
+    s = str(script)
+    match interpreter:
+        case Interpreter.SH:
+            return ["sh", s, *args]
+        case Interpreter.BASH:
+            return ["bash", s, *args]
+        case Interpreter.PYTHON:
+            return [sys.executable, s, *args]
+        case Interpreter.POWERSHELL | Interpreter.PWSH:
+            exe = "powershell" if interpreter is Interpreter.POWERSHELL else "pwsh"
+            flags = ["-NoProfile", "-NonInteractive", "-ExecutionPolicy", "Bypass", "-File"]
+            return [exe, *flags, s, *args]
+        case Interpreter.CMD:
+            return ["cmd.exe", "/d", "/c", s, *args]
+        case _:
+            if platform != "win32":
+                script.chmod(script.stat().st_mode | 0o100)
+            return [s, *args]
+
+
+def job_environment(extra: Mapping[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith(_PRIVATE_ENV_PREFIXES)}
+    env.update(extra)
+    return env
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    exit_code: int | None
+    timed_out: bool
+    killed: bool  # stopped by the agent's shutdown, not by its own doing
+    started_at: datetime
+    finished_at: datetime
+    duration_s: float
+    stdout_tail: str
+    stderr_tail: str
+    log_path: Path
+
+
+def run(
+    command: list[str],
+    *,
+    cwd: Path,
+    log_dir: Path,
+    env: Mapping[str, str],
+    timeout_s: float,
+    tick: Callable[[], None] = lambda: None,
+    should_kill: Callable[[], bool] = lambda: False,
+    slice_s: float = 0.5,
+) -> ExecResult:
+    """Run ``command`` to completion, timeout, or kill; the full log lands in ``log_dir``."""
+    out_path, err_path = log_dir / "stdout.log", log_dir / "stderr.log"
+    started, t0 = utcnow(), time.monotonic()
+    with out_path.open("wb") as out, err_path.open("wb") as err:
+        try:
+            proc = subprocess.Popen(
+                command,
+                cwd=cwd,
+                env=dict(env),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                start_new_session=sys.platform != "win32",
+                creationflags=getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0),
+            )
+        except OSError as e:
+            raise ExecutionError(f"cannot start {command[0]!r}: {e.strerror or e}") from e
+        timed_out = killed = False
+        deadline = t0 + timeout_s
+        while True:
+            try:
+                proc.wait(timeout=max(0.01, min(slice_s, deadline - time.monotonic())))
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            if time.monotonic() >= deadline:
+                timed_out = True
+            elif should_kill():
+                killed = True
+            if timed_out or killed:
+                kill_group(proc)
+                break
+            tick()
+    finished = utcnow()
+    stdout, stderr = _read_tail(out_path), _read_tail(err_path)
+    log_path = log_dir / "job.log"
+    with log_path.open("wb") as log:
+        log.write(b"--- stdout ---\n")
+        with out_path.open("rb") as f:
+            shutil.copyfileobj(f, log)
+        log.write(b"\n--- stderr ---\n")
+        with err_path.open("rb") as f:
+            shutil.copyfileobj(f, log)
+    return ExecResult(
+        exit_code=None if (timed_out or killed) else proc.returncode,
+        timed_out=timed_out,
+        killed=killed,
+        started_at=started,
+        finished_at=finished,
+        duration_s=round(time.monotonic() - t0, 3),
+        stdout_tail=stdout,
+        stderr_tail=stderr,
+        log_path=log_path,
+    )
+
+
+def kill_group(proc: subprocess.Popen[bytes], grace_s: float = 2.0) -> None:
+    """Terminate the child's whole process group; SIGKILL whatever survives ``grace_s``."""
+    if sys.platform == "win32":
+        subprocess.run(
+            ["taskkill", "/T", "/F", "/PID", str(proc.pid)],
+            capture_output=True,
+            check=False,
+        )
+        proc.wait()
+        return
+    _killpg(proc.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=grace_s)
+    # the group may hold grandchildren even after the leader exited
+    _killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def _killpg(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _read_tail(path: Path, limit: int = 8192) -> str:
+    with path.open("rb") as f:
+        f.seek(0, os.SEEK_END)
+        size = f.tell()
+        f.seek(max(0, size - limit))
+        return tail(f.read().decode("utf-8", "replace"))

@@ -1,0 +1,151 @@
+"""The outbox: completions and hello events waiting to be posted, and the claimed messages
+waiting on them.
+
+Two rules give "no completion is ever lost" and few transactions at once:
+
+* A claimed message is deleted (or poisoned, or released for retry) only *after* the events
+  describing it are on the events queue. A crash in between re-delivers the message, and the
+  job marker turns the re-run into a re-report.
+* Events are persisted in the state directory as they are added, and posted together: many
+  completions share one queue message (one transaction), up to the 64 KiB limit. If posting
+  fails they stay on disk and the worker retries before it claims more work.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from pydantic import TypeAdapter
+
+from schemas.codec import MAX_MESSAGE_BYTES, encode_message
+from schemas.errors import StorageError
+from schemas.events import Event, EventBatch
+from schemas.records import PoisonRecord
+from storage.clients import Storage
+from worker.lease import Lease
+from worker.state import atomic_write
+
+log = logging.getLogger(__name__)
+
+_EVENT = TypeAdapter(Event)
+#: JSON budget per events message: base64 grows text by 4/3, keep headroom for the envelope
+_BATCH_JSON_BYTES = int(MAX_MESSAGE_BYTES * 3 / 4) - 2048
+
+
+@dataclass
+class Settlement:
+    """What happens to a claimed message once its events are posted."""
+
+    lease: Lease
+    action: Literal["delete", "retry", "poison"]
+    delay_s: int = 0
+    poison: PoisonRecord | None = None
+
+
+@dataclass
+class _Entry:
+    path: Path
+    events: list[Event]
+    added: float = field(default_factory=time.monotonic)
+
+
+class Outbox:
+    def __init__(self, storage: Storage, root: Path, sender: str, flush_s: float) -> None:
+        self.storage = storage
+        self.root = root
+        self.sender = sender
+        self.flush_s = flush_s
+        self._entries: list[_Entry] = []
+        self._settlements: list[Settlement] = []
+        self._seq = 0
+        self.posted_messages = 0
+        self.failing = False
+
+    def recover(self) -> int:
+        """Load events a previous agent process persisted but never posted."""
+        for path in sorted(self.root.glob("*.json")):
+            try:
+                raw = json.loads(path.read_bytes())
+                events = [_EVENT.validate_python(e) for e in raw]
+            except ValueError:
+                log.warning("dropping unreadable outbox entry %s", path.name)
+                path.unlink(missing_ok=True)
+                continue
+            self._entries.append(_Entry(path, events, added=0.0))
+        return len(self._entries)
+
+    def add(self, events: list[Event], settlement: Settlement | None = None) -> None:
+        if events:
+            self._seq += 1
+            path = self.root / f"{time.time_ns():020d}-{self._seq:06d}.json"
+            body = json.dumps([e.model_dump(mode="json", exclude_none=True) for e in events])
+            atomic_write(path, body.encode())
+            self._entries.append(_Entry(path, events))
+        if settlement is not None:
+            self._settlements.append(settlement)
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._entries or self._settlements)
+
+    def due(self) -> bool:
+        """Time to flush: something waited ``flush_s``, or a held lease is running short."""
+        now = time.monotonic()
+        if any(now - e.added >= self.flush_s for e in self._entries):
+            return True
+        return any(s.lease.remaining < s.lease.visibility_s / 3 for s in self._settlements)
+
+    def flush(self) -> bool:
+        """Post events, then settle their messages. False if events could not be posted."""
+        if self._entries:
+            try:
+                self._post()
+            except StorageError as e:
+                if not self.failing:
+                    log.warning("cannot post events yet; keeping them on disk: %s", e)
+                self.failing = True
+                return False
+            self.failing = False
+        settlements, self._settlements = self._settlements, []
+        for s in settlements:
+            self._settle(s)
+        return True
+
+    def _post(self) -> None:
+        while self._entries:
+            chunk: list[_Entry] = []
+            size = 0
+            for entry in self._entries:
+                n = sum(len(e.model_dump_json(exclude_none=True)) for e in entry.events)
+                if chunk and size + n > _BATCH_JSON_BYTES:
+                    break
+                chunk.append(entry)
+                size += n
+            batch = EventBatch(sender=self.sender, events=[e for c in chunk for e in c.events])
+            self.storage.send(self.storage.names.events_queue, encode_message(batch))
+            self.posted_messages += 1
+            for entry in chunk:
+                entry.path.unlink(missing_ok=True)
+            self._entries = self._entries[len(chunk) :]
+
+    def _settle(self, s: Settlement) -> None:
+        try:
+            if s.action == "delete":
+                s.lease.delete()
+            elif s.action == "retry":
+                s.lease.release(s.delay_s)
+            else:
+                assert s.poison is not None
+                if s.lease.lost:
+                    return  # someone else owns it now; they will judge it themselves
+                queue = self.storage.names.poison_queue(s.lease.msg.queue)
+                self.storage.send(queue, encode_message(s.poison))
+                s.lease.delete()
+        except StorageError as e:
+            # the message reappears when its lease expires; markers make that harmless
+            log.warning("could not settle message %s (%s): %s", s.lease.msg.id, s.action, e)

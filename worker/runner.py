@@ -1,0 +1,150 @@
+"""Prepare and run one payload: shared by queued jobs and baseline steps.
+
+Fetch (verified) from the cache, extract archives safely into a fresh work directory, pick
+the interpreter, run in a process group with the job's timeout, upload the full log only when
+the completion's tails cannot hold it, and clean up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from schemas.base import TAIL_CHARS
+from schemas.errors import ConcurrencyConflict, ExecutionError, StorageError
+from schemas.jobs import Execution, PayloadKind, PayloadRef
+from schemas.names import Names
+from schemas.redact import redact
+from storage.clients import Storage
+from worker import executor
+from worker.archive import extract, safe_member_path
+from worker.config import WorkerSettings
+from worker.identity import Identity
+from worker.logs import SECRETS
+from worker.payloads import PayloadCache
+from worker.state import LocalState, make_private_dir
+
+
+@dataclass(frozen=True)
+class Outcome:
+    result: executor.ExecResult
+    log_blob: str | None
+    stdout_tail: str
+    stderr_tail: str
+
+
+@dataclass(frozen=True)
+class Work:
+    """One thing to run, whether it came from a queue or from the baseline."""
+
+    run_id: str
+    job_id: str
+    attempt: int
+    payload: PayloadRef
+    execution: Execution
+    timeout_s: float
+
+
+class Runner:
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        storage: Storage,
+        identity: Identity,
+        state: LocalState,
+        cache: PayloadCache,
+    ) -> None:
+        self.settings = settings
+        self.storage = storage
+        self.identity = identity
+        self.state = state
+        self.cache = cache
+
+    def run(
+        self, work: Work, *, tick: Callable[[], None], should_kill: Callable[[], bool]
+    ) -> Outcome:
+        """Run ``work``. Raises PayloadError / ExecutionError for work that cannot start."""
+        secrets = work.execution.secret_values()
+        SECRETS.add(*secrets)
+        script = self.cache.fetch(work.payload)
+        key = hashlib.sha256(f"{work.job_id}/{work.attempt}".encode()).hexdigest()[:24]
+        workdir = self.state.work_dir / key
+        shutil.rmtree(workdir, ignore_errors=True)
+        make_private_dir(workdir)
+        try:
+            target = self._prepare(work, script, workdir)
+            interpreter = executor.choose_interpreter(target.name, work.execution.interpreter)
+            command = executor.build_command(target, interpreter, list(work.execution.args))
+            env = executor.job_environment(
+                {
+                    **{v.name: v.value for v in work.execution.env},
+                    "ROLECALL_JOB_ID": work.job_id,
+                    "ROLECALL_RUN_ID": work.run_id,
+                    "ROLECALL_ROLE": self.identity.role,
+                    "ROLECALL_INSTANCE": self.identity.instance,
+                    "ROLECALL_INCARNATION": self.state.incarnation,
+                    "ROLECALL_ATTEMPT": str(work.attempt),
+                }
+            )
+            result = executor.run(
+                command,
+                cwd=workdir / "payload",
+                log_dir=workdir,
+                env=env,
+                timeout_s=work.timeout_s,
+                tick=tick,
+                should_kill=should_kill,
+            )
+            log_blob = self._upload_log(work, result, secrets)
+            return Outcome(
+                result=result,
+                log_blob=log_blob,
+                stdout_tail=redact(result.stdout_tail, secrets),
+                stderr_tail=redact(result.stderr_tail, secrets),
+            )
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    def _prepare(self, work: Work, script: Path, workdir: Path) -> Path:
+        root = workdir / "payload"
+        if work.payload.kind is PayloadKind.SCRIPT:
+            root.mkdir()
+            target = root / Path(work.payload.filename.replace("\\", "/")).name
+            shutil.copyfile(script, target)
+            return target
+        extract(
+            script,
+            root,
+            max_bytes=self.settings.extract_max_bytes,
+            max_members=self.settings.extract_max_members,
+        )
+        if not work.execution.entrypoint:
+            raise ExecutionError("an archive payload needs an entrypoint")
+        target = safe_member_path(root, work.execution.entrypoint)
+        if not target.is_file():
+            raise ExecutionError(f"entrypoint {work.execution.entrypoint!r} is not in the archive")
+        return target
+
+    def _upload_log(
+        self, work: Work, result: executor.ExecResult, secrets: list[str]
+    ) -> str | None:
+        """Upload the full log only if the tails lost something: one transaction saved per
+        typical job. Create-only, so a re-run never overwrites the first attempt's log."""
+        size = result.log_path.stat().st_size
+        if size <= TAIL_CHARS and result.exit_code == 0:
+            return None
+        path = Names.log_blob(work.run_id, work.job_id, self.identity.instance, work.attempt)
+        data = redact(result.log_path.read_text(errors="replace"), secrets).encode()
+        container = self.storage.names.logs_container
+        try:
+            self.storage.put_blob(
+                container, path, data, create_only=True, content_type="text/plain; charset=utf-8"
+            )
+        except ConcurrencyConflict:
+            pass  # this attempt's log is already there (a replay after a crash)
+        except StorageError:
+            return None  # the tails are in the completion; a missing full log is not fatal
+        return f"{container}/{path}"

@@ -1,0 +1,119 @@
+"""The instance's local state: its incarnation and what that incarnation has applied.
+
+The state directory stands for the instance's disk. If it is missing or empty, this is a new
+incarnation (first boot, or a reimage that reverted the disk to the base image) and every
+marker is gone, so the baseline is applied again: cloud-init's per-instance semaphore idea.
+A plain restart keeps the directory and re-applies nothing.
+
+Writes are atomic (temp file + rename) so a SIGKILL never leaves a half-written marker; they
+are not fsync'd, so a power cut may lose the last marker, which costs at most one re-run of an
+idempotent job (the same as a crash just before writing it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from schemas.base import utcnow
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def make_private_dir(path: Path) -> Path:
+    """Create ``path`` readable and writable by the agent's user only."""
+    path.mkdir(parents=True, exist_ok=True)
+    if sys.platform != "win32":
+        path.chmod(0o700)
+    return path
+
+
+@dataclass(frozen=True)
+class StepMark:
+    status: str  # "done" | "pending_reboot"
+    boot: str  # the agent start that recorded it
+
+
+class LocalState:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.new_incarnation = False
+        self.incarnation = ""
+        #: identifies this agent start; a step pending reboot completes on the next one
+        self.boot = f"{time.time_ns():x}"
+
+    def open(self) -> LocalState:
+        make_private_dir(self.root)
+        for sub in ("jobs", "steps", "outbox", "cache", "work"):
+            make_private_dir(self.root / sub)
+        inc = self.root / "incarnation"
+        if inc.exists():
+            self.incarnation = inc.read_text().strip()
+        if not self.incarnation:
+            self.incarnation = f"{utcnow():%Y%m%d%H%M%S}-{secrets.token_hex(4)}"
+            self.new_incarnation = True
+            atomic_write(inc, self.incarnation.encode())
+        return self
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.root / "cache"
+
+    @property
+    def work_dir(self) -> Path:
+        return self.root / "work"
+
+    @property
+    def outbox_dir(self) -> Path:
+        return self.root / "outbox"
+
+    # --- job markers -------------------------------------------------------------------
+
+    def _job_path(self, job_id: str) -> Path:
+        return self.root / "jobs" / (hashlib.sha256(job_id.encode()).hexdigest()[:40] + ".json")
+
+    def job_result(self, job_id: str) -> dict[str, Any] | None:
+        """The completion this incarnation recorded for ``job_id``, if it ran it."""
+        try:
+            data: dict[str, Any] = json.loads(self._job_path(job_id).read_bytes())
+        except (FileNotFoundError, ValueError):
+            return None
+        return data
+
+    def mark_job(self, job_id: str, completion: dict[str, Any]) -> None:
+        atomic_write(self._job_path(job_id), json.dumps(completion).encode())
+
+    # --- baseline step markers -----------------------------------------------------------
+
+    def step_mark(self, fingerprint: str) -> StepMark | None:
+        try:
+            data = json.loads((self.root / "steps" / fingerprint).read_bytes())
+        except (FileNotFoundError, ValueError):
+            return None
+        return StepMark(status=data["status"], boot=data["boot"])
+
+    def mark_step(self, fingerprint: str, status: str) -> None:
+        body = json.dumps({"status": status, "boot": self.boot}).encode()
+        atomic_write(self.root / "steps" / fingerprint, body)
+
+    @property
+    def baseline_version(self) -> int | None:
+        try:
+            return int((self.root / "baseline_version").read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    @baseline_version.setter
+    def baseline_version(self, version: int) -> None:
+        atomic_write(self.root / "baseline_version", str(version).encode())

@@ -141,20 +141,24 @@ class TargetResult(Contract):
         default_factory=dict, description="baseline runs: the latest incarnation's steps"
     )
     steps_total: int | None = None
+    shown_step: int | None = Field(default=None, description="whose output the row shows")
 
     def folded(self, c: Completion, *, cancelled: bool) -> TargetResult:
         """This target after completion ``c``: a pure, order-free fold.
 
         Of all completions seen for a target, the one with the highest rank
-        (terminal, ok, attempt) wins; ties keep what is there. A maximum does not care about
+        (terminal, ok, attempt, then tie-breakers) wins. A maximum does not care about
         order or repetition, which is what a queue that delivers at least once, in any order,
         needs. A cancelled run keeps showing ``cancelled`` but records what the job did.
         """
         reported = TargetState.RETRYING if c.will_retry else TargetState.of(c.outcome)
-        if self.reported is not None and _rank(reported, c.attempt) <= _rank(
-            self.reported, self.attempts
-        ):
-            return self
+        if self.reported is not None and self.finished_at is not None:
+            mine = _rank(
+                self.reported, self.attempts, self.finished_at, self.instance, self.exit_code
+            )
+            theirs = _rank(reported, c.attempt, c.finished_at, c.instance, c.exit_code)
+            if theirs <= mine:
+                return self
         state = reported
         if cancelled and (not reported.terminal or self.state == TargetState.CANCELLED):
             state = TargetState.CANCELLED
@@ -179,58 +183,65 @@ class TargetResult(Contract):
 
     def folded_step(self, c: Completion) -> TargetResult:
         """A baseline step report. Only the newest incarnation's steps count (a reimaged
-        instance starts over); within it the latest report of each step wins. Both are
-        maxima, so order and repetition do not matter."""
+        instance starts over); within it the latest report of each step wins, and the target
+        shows the latest report overall. All three are maxima under total orders, so the
+        order and repetition of events do not matter."""
         assert c.step is not None
         if self.finished_at is not None and self.incarnation != c.incarnation:
-            if c.finished_at <= self.finished_at:
+            if (c.finished_at, c.incarnation) <= (self.finished_at, self.incarnation or ""):
                 return self  # from an incarnation that has since been replaced
-            base: dict[int, StepResult] = {}
+            steps: dict[int, StepResult] = {}
+            shown = None
         else:
-            base = dict(self.steps)
-        current = base.get(c.step)
-        if current is not None and current.finished_at >= c.finished_at:
-            return self
-        base[c.step] = StepResult(
-            outcome=c.outcome,
-            finished_at=c.finished_at,
-            exit_code=c.exit_code,
+            steps = dict(self.steps)
+            shown = self.shown_step
+        new = StepResult(
+            outcome=c.outcome, finished_at=c.finished_at, exit_code=c.exit_code,
             duration_s=c.duration_s,
-        )
-        total = c.steps_total or len(base)
-        failed = [s for s in base.values() if not s.outcome.ok]
+        )  # fmt: skip
+        current = steps.get(c.step)
+        if current is not None and _step_key(new, c.step) <= _step_key(current, c.step):
+            return self
+        before = steps.get(shown) if shown is not None else None
+        steps[c.step] = new
+        total = c.steps_total or len(steps)
+        failed = [s for s in steps.values() if not s.outcome.ok]
         if failed:
             state = TargetState.of(failed[0].outcome)
-        elif sum(1 for s in base.values() if s.outcome.ok) >= total:
+        elif sum(1 for s in steps.values() if s.outcome.ok) >= total:
             state = TargetState.SUCCEEDED
         else:
             state = TargetState.QUEUED
-        newest = max(c.finished_at, self.finished_at or c.finished_at)
         update: dict[str, object] = {
-            "steps": base,
+            "steps": dict(sorted(steps.items())),
             "steps_total": total,
             "state": state,
             "reported": state,
             "instance": c.instance,
             "incarnation": c.incarnation,
-            "finished_at": newest,
             "attempts": 1,
             "outcome": failed[0].outcome if failed else (Outcome.SUCCEEDED if state.ok else None),
         }
-        if newest == c.finished_at:
+        if before is None or shown is None or _step_key(new, c.step) > _step_key(before, shown):
             update.update(
-                exit_code=c.exit_code,
-                stdout_tail=c.stdout_tail,
-                stderr_tail=c.stderr_tail,
-                log_blob=c.log_blob,
-                reason=c.reason,
-                duration_s=c.duration_s,
-            )
+                shown_step=c.step, finished_at=c.finished_at, exit_code=c.exit_code,
+                stdout_tail=c.stdout_tail, stderr_tail=c.stderr_tail, log_blob=c.log_blob,
+                reason=c.reason, duration_s=c.duration_s,
+            )  # fmt: skip
         return self.model_copy(update=update)
 
 
-def _rank(state: TargetState, attempt: int) -> tuple[bool, bool, int]:
-    return (state.terminal, state.ok, attempt)
+def _step_key(s: StepResult, index: int) -> tuple[datetime, int, bool, str, int]:
+    return (s.finished_at, index, s.outcome.ok, s.outcome.value, s.exit_code or 0)
+
+
+def _rank(
+    state: TargetState, attempt: int, finished: datetime, instance: str | None, code: int | None
+) -> tuple[bool, bool, int, datetime, str, str, int]:
+    """A total order on reports: terminal beats retrying, success beats failure, later
+    attempts beat earlier ones; the rest only breaks ties so the order of arrival never
+    matters."""
+    return (state.terminal, state.ok, attempt, finished, state.value, instance or "", code or 0)
 
 
 class RunMode(str, Enum):

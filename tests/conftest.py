@@ -12,6 +12,7 @@ import pytest
 from rolecall.azurite import Azurite
 from schemas.settings import StorageSettings
 from storage.clients import Storage
+from tests.fleet import Fleet, Ledger, Operator, fleet
 
 
 @pytest.fixture(scope="session")
@@ -50,3 +51,19 @@ def env(azurite: Azurite, namespace: str, tmp_path: Path) -> dict[str, str]:
         PYTHONUNBUFFERED="1",
     )
     return e
+
+
+@pytest.fixture
+def ops(storage: Storage) -> Operator:
+    return Operator(storage)
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Ledger:
+    return Ledger(tmp_path / "ledger.txt")
+
+
+@pytest.fixture
+def workers(tmp_path: Path, env: dict[str, str]) -> Iterator[Fleet]:
+    with fleet(tmp_path, env) as f:
+        yield f

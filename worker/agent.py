@@ -98,6 +98,7 @@ class Agent:
         self.next_baseline_retry = 0.0
         self.reboot_pending = False
         self._held: list[Lease] = []
+        self._said_stopping = False
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -217,6 +218,9 @@ class Agent:
 
     def _tick(self, lease: Lease | None) -> None:
         """Between slices of waiting on a child: renew, flush, heartbeat."""
+        if self.shutdown.stopping and not self._said_stopping:
+            self._said_stopping = True
+            log.info("shutdown requested; the running job has %gs to finish", self.settings.grace_s)
         if lease is not None and lease.renewal_due:
             lease.renew()
             if lease.renewals == 1:

@@ -91,7 +91,8 @@ def _extract_zip(archive: Path, dest: Path, budget: _Budget) -> None:
             if stat.S_ISLNK(mode):
                 link = zf.read(info).decode("utf-8", "replace")
                 _check_link(dest, info.filename, link)
-            elif mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            elif stat.S_IFMT(mode) and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                # zip writers often leave the type bits unset for plain files
                 raise HostileArchive(f"archive member {info.filename!r} is a special file")
         links = []
         for info in infos:

@@ -37,7 +37,7 @@ class WorkerSettings(StorageSettings):
     )
 
     # claiming
-    lease_s: int = Field(default=60, ge=10, le=3600, validation_alias=env_alias("lease_s"))
+    lease_s: int = Field(default=60, ge=2, le=3600, validation_alias=env_alias("lease_s"))
     batch: int = Field(default=32, ge=1, le=32, validation_alias=env_alias("batch"))
     poll_min_s: float = Field(default=0.1, gt=0, validation_alias=env_alias("poll_min_s"))
     poll_max_s: float = Field(default=60.0, gt=0, validation_alias=env_alias("poll_max_s"))

@@ -1,0 +1,294 @@
+"""Test helpers: real worker processes, an operator's view of storage, ground truth.
+
+Workers are real ``rolecall worker`` subprocesses with their own state directories (their
+"disks"). Job scripts append to a ledger file outside every state directory: that is the
+ground truth of what ran where, which no crash or reimage can erase.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+from controller.payloads import publish_bytes
+from schemas import (
+    Completion,
+    EventBatch,
+    Hello,
+    JobEnvelope,
+    PayloadKind,
+    PayloadRef,
+    PoisonRecord,
+    Target,
+    decode_message,
+    encode_message,
+    utcnow,
+)
+from schemas.jobs import EnvVar, Execution
+from storage.clients import Storage
+
+T = TypeVar("T")
+ROLECALL = str(Path(sys.executable).with_name("rolecall"))
+
+
+def wait_for(
+    condition: Callable[[], T], timeout: float = 30.0, interval: float = 0.1, what: str = ""
+) -> T:
+    """Poll ``condition`` until it returns something truthy; fail with ``what`` otherwise."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
+        time.sleep(interval)
+
+
+# --- workers ---------------------------------------------------------------------------
+
+
+@dataclass
+class Worker:
+    role: str
+    instance: str
+    state_dir: Path
+    env: dict[str, str]
+    args: list[str] = field(default_factory=list)
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+    starts: int = 0
+
+    def start(self, *extra: str) -> Worker:
+        self.starts += 1
+        self.log_path = self.state_dir.parent / f"{self.instance}.{self.starts}.log"
+        log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(
+            [
+                ROLECALL, "worker", "--role", self.role, "--instance", self.instance,
+                "--state-dir", str(self.state_dir), *self.args, *extra,
+            ],
+            env=self.env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        log.close()
+        return self
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def kill(self) -> None:
+        """SIGKILL: the instance is lost mid-whatever it was doing."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
+    def reimage(self) -> None:
+        """SIGKILL and revert the disk to the base image (the state dir is wiped)."""
+        self.kill()
+        shutil.rmtree(self.state_dir, ignore_errors=True)
+
+    def wait(self, timeout: float = 60) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def stop(self) -> None:
+        if self.alive:
+            assert self.proc is not None
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def log(self) -> str:
+        return "".join(
+            p.read_text(errors="replace")
+            for p in sorted(self.state_dir.parent.glob(f"{self.instance}.*.log"))
+        )
+
+    @property
+    def incarnation(self) -> str:
+        return (self.state_dir / "incarnation").read_text().strip()
+
+
+class Fleet:
+    """Starts workers for a test and makes sure none outlives it."""
+
+    def __init__(self, root: Path, env: dict[str, str]) -> None:
+        self.root = root
+        self.env = env
+        self.workers: list[Worker] = []
+
+    def worker(self, role: str, instance: str, *args: str, start: bool = True) -> Worker:
+        w = Worker(
+            role, instance, self.root / "disks" / instance, self.env,
+            ["--lease", "4", "--poll-max", "0.3", "--heartbeat", "30", "--grace", "2", *args],
+        )  # fmt: skip
+        (self.root / "disks").mkdir(parents=True, exist_ok=True)
+        self.workers.append(w)
+        return w.start() if start else w
+
+    def stop(self) -> None:
+        for w in self.workers:
+            if w.alive:
+                assert w.proc is not None
+                w.proc.kill()
+                w.proc.wait()
+
+
+@contextmanager
+def fleet(root: Path, env: dict[str, str]) -> Iterator[Fleet]:
+    f = Fleet(root, env)
+    try:
+        yield f
+    finally:
+        f.stop()
+
+
+# --- the operator's side ------------------------------------------------------------------
+
+
+class Ledger:
+    """Ground truth: one line per job effect, written by the job scripts themselves."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.touch()
+
+    def lines(self) -> list[list[str]]:
+        return [ln.split() for ln in self.path.read_text().splitlines() if ln.strip()]
+
+    def entries(self, tag: str) -> list[list[str]]:
+        return [ln for ln in self.lines() if ln and ln[0] == tag]
+
+    def script(self, tag: str, body: str = "") -> bytes:
+        """A shell script that records ``tag instance incarnation attempt`` then runs ``body``."""
+        return (
+            "#!/bin/sh\nset -e\n"
+            f'echo "{tag} $ROLECALL_INSTANCE $ROLECALL_INCARNATION $ROLECALL_ATTEMPT" >> "{self.path}"\n'
+            f"{body}\n"
+        ).encode()
+
+
+class Operator:
+    """Enqueues jobs and reads what workers report, straight from storage."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+        self.names = storage.names
+        self.events: list[Any] = []
+        storage.ensure_containers()
+        storage.ensure_queue(self.names.events_queue)
+
+    def publish(
+        self, data: bytes, filename: str = "job.sh", kind: PayloadKind = PayloadKind.SCRIPT
+    ) -> PayloadRef:
+        return publish_bytes(self.storage, data, filename, kind)
+
+    def job(self, role: str, payload: PayloadRef | None, *, instance: str | None = None,
+            run_id: str = "run1", job_id: str | None = None, **kw: Any) -> JobEnvelope:  # fmt: skip
+        target = Target(instance=instance)
+        return JobEnvelope(
+            job_id=job_id or f"{run_id}.{target.key}", run_id=run_id, role=role, target=target,
+            payload=payload, created_at=utcnow(), **kw,
+        )  # fmt: skip
+
+    def enqueue(self, job: JobEnvelope) -> None:
+        queue = (
+            self.names.role_queue(job.role)
+            if job.target.instance is None
+            else self.names.instance_queue(job.target.instance)
+        )
+        self.storage.ensure_queue(queue)
+        self.storage.send(queue, encode_message(job))
+
+    def send_raw(self, queue: str, text: str) -> None:
+        self.storage.ensure_queue(queue)
+        self.storage.send(queue, text)
+
+    def drain_events(self) -> list[Any]:
+        while True:
+            msgs = self.storage.receive(self.names.events_queue, max_messages=32, visibility_s=30)
+            if not msgs:
+                return self.events
+            for m in msgs:
+                self.events += decode_message(m.content, EventBatch).events
+                self.storage.delete(m)
+
+    def completions(self, job_id: str | None = None, **match: Any) -> list[Completion]:
+        self.drain_events()
+        out = [e for e in self.events if isinstance(e, Completion)]
+        if job_id is not None:
+            out = [c for c in out if c.job_id == job_id]
+        return [c for c in out if all(getattr(c, k) == v for k, v in match.items())]
+
+    def hellos(self, instance: str) -> list[Hello]:
+        self.drain_events()
+        return [e for e in self.events if isinstance(e, Hello) and e.instance == instance]
+
+    def poison(self, queue: str) -> list[PoisonRecord]:
+        try:
+            msgs = self.storage.peek(self.names.poison_queue(queue), 32)
+        except Exception:
+            return []
+        return [decode_message(m.content, PoisonRecord) for m in msgs]
+
+    def visible(self, queue: str) -> int:
+        return len(self.storage.peek(queue, 32))
+
+
+def env_vars(**kv: str) -> Execution:
+    return Execution(env=[EnvVar(name=k, value=v) for k, v in kv.items()])
+
+
+def in_the_past(seconds: float = 60) -> Any:
+    return utcnow() - timedelta(seconds=seconds)
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+__all__ = [
+    "Fleet",
+    "Ledger",
+    "Operator",
+    "Worker",
+    "env_vars",
+    "fleet",
+    "in_the_past",
+    "os",
+    "sha",
+    "wait_for",
+]
+
+
+def write_baseline(root: Path, steps: list[tuple[str, bytes]], **step_fields: Any) -> Path:
+    """A baseline YAML file with one script per step, as an operator would write it."""
+    import yaml
+
+    root.mkdir(parents=True, exist_ok=True)
+    spec = []
+    for i, (name, body) in enumerate(steps):
+        (root / f"step{i}.sh").write_bytes(body)
+        spec.append({"name": name, "script": f"step{i}.sh", **step_fields})
+    path = root / "baseline.yaml"
+    path.write_text(yaml.safe_dump({"steps": spec}))
+    return path

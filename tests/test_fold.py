@@ -1,0 +1,127 @@
+"""The fold is a pure function: order and repetition of events do not change the result."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from controller.dispatch import mark_dispatched, parse_limit, plan
+from controller.fold import fold_completion
+from schemas import Outcome, RunMode, RunRecord, TargetResult, TargetState, utcnow
+from tests.factories import completion
+
+NOW = utcnow()
+
+
+def run_of(mode: RunMode, targets: list[str], **kw: object) -> RunRecord:
+    return RunRecord.model_validate({
+        "run_id": "r1", "role": "web", "mode": mode, "created_at": NOW, "updated_at": NOW,
+        "targets": {t: TargetResult(target=t, state=TargetState.QUEUED) for t in targets}, **kw,
+    })  # fmt: skip
+
+
+def fold_all(run: RunRecord, events: list) -> RunRecord:  # type: ignore[type-arg]
+    for e in events:
+        run = fold_completion(run, e)
+    return run
+
+
+attempt_events = st.lists(
+    st.tuples(
+        st.sampled_from(["w0", "w1", "w2"]),
+        st.integers(1, 3),
+        st.sampled_from([Outcome.SUCCEEDED, Outcome.FAILED, Outcome.TIMED_OUT]),
+        st.booleans(),
+    ),
+    min_size=1,
+    max_size=12,
+)
+
+
+def to_completions(raw):  # type: ignore[no-untyped-def]
+    return [
+        completion(instance=i, attempt=a, outcome=o, will_retry=r and not o.ok,
+                   job_id=f"r1.{i}", finished_at=NOW + timedelta(seconds=a))
+        for i, a, o, r in raw
+    ]  # fmt: skip
+
+
+@settings(max_examples=200)
+@given(attempt_events, st.randoms())
+def test_fold_is_order_free_and_idempotent(raw, rnd) -> None:  # type: ignore[no-untyped-def]
+    events = to_completions(raw)
+    base = run_of(RunMode.EACH, ["w0", "w1", "w2"])
+    once = fold_all(base, events)
+    shuffled = events + events
+    rnd.shuffle(shuffled)
+    assert fold_all(base, shuffled) == once
+
+
+def test_a_success_is_not_undone_by_a_late_retrying_report() -> None:
+    run = run_of(RunMode.EACH, ["w0"])
+    ok = completion(instance="w0", attempt=2, outcome=Outcome.SUCCEEDED)
+    retry = completion(instance="w0", attempt=1, outcome=Outcome.FAILED, will_retry=True)
+    assert fold_all(run, [ok, retry]).targets["w0"].state is TargetState.SUCCEEDED
+    assert fold_all(run, [retry, ok]).targets["w0"].state is TargetState.SUCCEEDED
+
+
+baseline_events = st.lists(
+    st.tuples(st.sampled_from(["incA", "incB"]), st.integers(0, 2), st.booleans(), st.integers(0, 50)),
+    min_size=1, max_size=10,
+)  # fmt: skip
+
+
+@settings(max_examples=200)
+@given(baseline_events, st.randoms())
+def test_baseline_steps_fold_order_free(raw, rnd) -> None:  # type: ignore[no-untyped-def]
+    events = [
+        completion(instance="w0", incarnation=inc, step=s, steps_total=3,
+                   outcome=Outcome.SUCCEEDED if ok else Outcome.FAILED,
+                   finished_at=NOW + timedelta(seconds=t + (100 if inc == "incB" else 0)))
+        for inc, s, ok, t in raw
+    ]  # fmt: skip
+    base = run_of(RunMode.BASELINE, [])
+    once = fold_all(base, events)
+    again = events + events
+    rnd.shuffle(again)
+    assert fold_all(base, again) == once
+
+
+def test_a_reimaged_instance_starts_its_baseline_over() -> None:
+    run = run_of(RunMode.BASELINE, [])
+    old = [completion(instance="w0", incarnation="A", step=i, steps_total=2,
+                      finished_at=NOW + timedelta(seconds=i)) for i in range(2)]  # fmt: skip
+    run = fold_all(run, old)
+    assert run.targets["w0"].state is TargetState.SUCCEEDED
+    new = completion(instance="w0", incarnation="B", step=0, steps_total=2,
+                     finished_at=NOW + timedelta(seconds=10))  # fmt: skip
+    run = fold_completion(run, new)
+    assert run.targets["w0"].state is TargetState.QUEUED, "1 of 2 steps in the new incarnation"
+    assert fold_all(run, old) == run, "late reports of the old incarnation are ignored"
+
+
+def test_rate_control_plans_within_concurrency_and_stops_after_errors() -> None:
+    run = run_of(RunMode.EACH, [], max_concurrency=2, max_errors=1)
+    run = run.model_copy(update={"targets": {
+        f"w{i}": TargetResult(target=f"w{i}") for i in range(5)}})  # fmt: skip
+    run, keys = plan(run)
+    assert keys == ["w0", "w1"]
+    run = mark_dispatched(run, keys)
+    assert plan(run)[1] == []
+    run = fold_completion(run, completion(instance="w0", outcome=Outcome.FAILED))
+    run, keys = plan(run)
+    assert keys == ["w2"], "one error is within max errors 1"
+    run = mark_dispatched(run, keys)
+    run = fold_completion(run, completion(instance="w1", outcome=Outcome.FAILED))
+    run, keys = plan(run)
+    assert keys == []
+    assert [run.targets[f"w{i}"].state for i in (3, 4)] == [TargetState.NOT_DISPATCHED] * 2
+
+
+def test_limits_parse_numbers_and_percentages() -> None:
+    assert parse_limit("3", 10) == 3
+    assert parse_limit("25%", 10) == 2
+    assert parse_limit("1%", 10) == 1
+    assert parse_limit(None, 10) is None

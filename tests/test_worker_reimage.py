@@ -1,0 +1,91 @@
+"""Incarnations: a reimaged instance configures itself again; a restart re-applies nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from controller.baselines import publish_baseline
+from schemas import Outcome
+from tests.fleet import Fleet, Ledger, Operator, wait_for, write_baseline
+
+
+def steps(ledger: Ledger, n: int, body: str = "") -> list[tuple[str, bytes]]:
+    return [(f"step {i}", ledger.script(f"s{i}", body)) for i in range(n)]
+
+
+def test_reimage_reapplies_the_baseline_and_does_pending_work(
+    ops: Operator, ledger: Ledger, workers: Fleet, tmp_path: Path
+) -> None:
+    """Boot applies the baseline; SIGKILL + wiped disk + restart under the same name is a new
+    incarnation that applies it again and then does the work queued for it meanwhile."""
+    publish_baseline(ops.storage, "web", write_baseline(tmp_path / "b", steps(ledger, 3)))
+    w = workers.worker("web", "web-0")
+    wait_for(lambda: len(ledger.entries("s2")) == 1, what="the baseline at first boot")
+    first = w.incarnation
+
+    w.reimage()
+    ops.enqueue(ops.job("web", ops.publish(ledger.script("pending")), instance="web-0"))
+    w.start()
+    wait_for(lambda: ledger.entries("pending"), what="the pending instance job")
+    second = w.incarnation
+    assert second != first
+    for i in range(3):
+        assert [e[2] for e in ledger.entries(f"s{i}")] == [first, second]
+    assert ledger.entries("pending")[0][2] == second
+    hellos = ops.hellos("web-0")
+    wait_for(lambda: len(ops.hellos("web-0")) == 2, what="two hello events")
+    hellos = ops.hellos("web-0")
+    assert [h.new_incarnation for h in hellos] == [True, True]
+
+
+def test_a_plain_restart_reapplies_nothing(
+    ops: Operator, ledger: Ledger, workers: Fleet, tmp_path: Path
+) -> None:
+    publish_baseline(ops.storage, "web", write_baseline(tmp_path / "b", steps(ledger, 2)))
+    w = workers.worker("web", "web-0")
+    wait_for(lambda: ledger.entries("s1"), what="the baseline")
+    w.kill()  # even a crash: the disk survives
+    w.start()
+    wait_for(lambda: len(ops.hellos("web-0")) == 2, what="the second hello")
+    hello = ops.hellos("web-0")[1]
+    assert hello.new_incarnation is False
+    w.stop()
+    assert len(ledger.entries("s0")) == len(ledger.entries("s1")) == 1
+
+
+def test_a_reboot_code_pauses_the_baseline_until_the_next_boot(
+    ops: Operator, ledger: Ledger, workers: Fleet, tmp_path: Path
+) -> None:
+    """Step 1 exits 194 (reboot required). The agent runs the reboot command (a stub here)
+    and exits; at the next start steps 2 and 3 continue and step 1 is not run again."""
+    marker = tmp_path / "rebooted"
+    plan = steps(ledger, 3)
+    plan[1] = ("needs reboot", ledger.script("s1", "exit 194"))
+    publish_baseline(ops.storage, "web", write_baseline(tmp_path / "b", plan))
+    w = workers.worker("web", "web-0", "--reboot-command", f"touch {marker}")
+    assert w.wait(30) == 5  # ExitCode.REBOOTING
+    assert marker.exists()
+    assert (len(ledger.entries("s1")), len(ledger.entries("s2"))) == (1, 0)
+    w.start()
+    wait_for(lambda: ledger.entries("s2"), what="the steps after the reboot")
+    assert len(ledger.entries("s1")) == 1
+    outcomes = {c.step: c.outcome for c in ops.completions(run_id="baseline-web-v1")}
+    assert outcomes == {0: Outcome.SUCCEEDED, 1: Outcome.REBOOT_REQUIRED, 2: Outcome.SUCCEEDED}
+
+
+def test_a_new_baseline_version_reaches_live_instances_without_a_restart(
+    ops: Operator, ledger: Ledger, workers: Fleet, tmp_path: Path
+) -> None:
+    publish_baseline(ops.storage, "web", write_baseline(tmp_path / "v1", steps(ledger, 1)))
+    ws = [workers.worker("web", f"web-{i}") for i in range(3)]
+    wait_for(lambda: len(ledger.entries("s0")) == 3, what="v1 on every instance")
+    from controller.fleet import list_instances
+
+    wait_for(lambda: all(s.baseline_version == 1 for s in list_instances(ops.storage, "web"))
+             and len(list_instances(ops.storage, "web")) == 3, what="v1 recorded")  # fmt: skip
+    v2 = [*steps(ledger, 1), ("new step", ledger.script("v2"))]
+    _, run = publish_baseline(ops.storage, "web", write_baseline(tmp_path / "v2", v2))
+    assert sorted(run.targets) == ["web-0", "web-1", "web-2"]
+    wait_for(lambda: len(ledger.entries("v2")) == 3, what="v2 on every instance")
+    assert len(ledger.entries("s0")) == 3, "the unchanged step is not run again"
+    assert all(w.alive and w.starts == 1 for w in ws)

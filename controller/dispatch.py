@@ -35,7 +35,7 @@ def parse_limit(text: str | None, total: int) -> int | None:
 
 def plan(run: RunRecord) -> tuple[RunRecord, list[str]]:
     """Which pending targets to send now, and the record with the error threshold applied."""
-    if run.cancelled or run.mode is RunMode.BASELINE:
+    if run.cancelled or run.template is None:  # baseline runs and runs recorded from events
         return run, []
     errors = run.count("error")
     pending = [k for k, t in run.targets.items() if t.state is TargetState.PENDING]

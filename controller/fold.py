@@ -179,5 +179,6 @@ class EventFolder:
             original=m.content[:40 * 1024], original_truncated=len(m.content) > 40 * 1024,
             message_id=m.id, dequeue_count=m.dequeue_count, poisoned_at=utcnow(),
         )  # fmt: skip
-        self.storage.send(self.storage.names.poison_queue(m.queue), encode_message(record))
+        poison = self.storage.names.poison_queue(m.queue)
+        self.storage.send(poison, encode_message(record), create=True)
         self.storage.delete(m)

@@ -261,14 +261,22 @@ class Storage:
             return False
         return True
 
-    def send(self, queue: str, text: str, *, delay_s: int = 0) -> str:
-        r = call(
-            f"send to {queue}",
-            self.queue(queue).send_message,
-            text,
-            visibility_timeout=delay_s or None,
-            time_to_live=NEVER_EXPIRE,
-        )
+    def send(self, queue: str, text: str, *, delay_s: int = 0, create: bool = False) -> str:
+        """Add a message; with ``create``, make the queue first if it does not exist yet
+        (poison queues appear on first use)."""
+        try:
+            r = call(
+                f"send to {queue}",
+                self.queue(queue).send_message,
+                text,
+                visibility_timeout=delay_s or None,
+                time_to_live=NEVER_EXPIRE,
+            )
+        except NotFound:
+            if not create:
+                raise
+            self.ensure_queue(queue)
+            return self.send(queue, text, delay_s=delay_s)
         return str(r.id)
 
     def approximate_count(self, queue: str) -> int:

@@ -292,3 +292,19 @@ def write_baseline(root: Path, steps: list[tuple[str, bytes]], **step_fields: An
     path = root / "baseline.yaml"
     path.write_text(yaml.safe_dump({"steps": spec}))
     return path
+
+
+def cli(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run ``rolecall ARGS`` as an operator would."""
+    return subprocess.run(
+        [ROLECALL, *args], env=env, capture_output=True, text=True, timeout=timeout,
+        check=False,
+    )  # fmt: skip
+
+
+def cli_json(env: dict[str, str], *args: str) -> Any:
+    import json
+
+    r = cli(env, *args, "-o", "json")
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)

@@ -144,7 +144,7 @@ class Outbox:
                 if s.lease.lost:
                     return  # someone else owns it now; they will judge it themselves
                 queue = self.storage.names.poison_queue(s.lease.msg.queue)
-                self.storage.send(queue, encode_message(s.poison))
+                self.storage.send(queue, encode_message(s.poison), create=True)
                 s.lease.delete()
         except StorageError as e:
             # the message reappears when its lease expires; markers make that harmless

@@ -1,0 +1,100 @@
+"""Folding against real storage: redelivered events change nothing; cancel; logs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from controller.fold import EventFolder
+from controller.store import RunStore
+from schemas import EventBatch, RunMode, RunRecord, TargetResult, encode_message, utcnow
+from schemas.names import Names
+from storage.clients import Storage
+from tests.factories import completion, hello
+from tests.fleet import Fleet, Ledger, Operator, cli, cli_json, wait_for
+
+
+def make_run(storage: Storage, targets: list[str]) -> RunRecord:
+    now = utcnow()
+    return RunStore(storage).create(
+        RunRecord(
+            run_id="r1",
+            role="web",
+            mode=RunMode.EACH,
+            created_at=now,
+            updated_at=now,
+            targets={t: TargetResult(target=t) for t in targets},
+        )  # fmt: skip
+    )
+
+
+def test_an_event_folded_twice_changes_nothing(storage: Storage) -> None:
+    storage.ensure_queue(storage.names.events_queue)
+    make_run(storage, ["web-0", "web-1"])
+    batch = EventBatch(sender="web-0", events=[hello(), completion(instance="web-0")])
+    text = encode_message(batch)
+    folder = EventFolder(storage)
+    storage.send(storage.names.events_queue, text)
+    first = folder.fold_all()
+    assert (first.completions, first.hellos) == (1, 1)
+    blob = storage.get_blob(storage.names.state_container, Names.run_blob("r1"))
+    history = storage.get_blob(storage.names.state_container, Names.history_blob("web", "web-0"))
+
+    storage.send(storage.names.events_queue, text)  # the same message, redelivered
+    folder.fold_all()
+    again = storage.get_blob(storage.names.state_container, Names.run_blob("r1"))
+    assert again.etag == blob.etag, "not even rewritten"
+    assert (
+        storage.get_blob(storage.names.state_container, Names.history_blob("web", "web-0")).etag
+        == history.etag
+    )
+    run = RunStore(storage).get("r1")
+    assert run.targets["web-0"].attempts == 1 and run.count("ok") == 1
+
+
+def test_malformed_events_are_poisoned_and_do_not_block_the_rest(storage: Storage) -> None:
+    storage.ensure_queue(storage.names.events_queue)
+    make_run(storage, ["web-0"])
+    storage.send(storage.names.events_queue, "not an event")
+    storage.send(storage.names.events_queue, encode_message(
+        EventBatch(sender="web-0", events=[completion(instance="web-0")])))  # fmt: skip
+    stats = EventFolder(storage).fold_all()
+    assert stats.poisoned == 1 and stats.completions == 1
+    assert RunStore(storage).get("r1").targets["web-0"].state.ok
+    poison = storage.peek(storage.names.poison_queue(storage.names.events_queue))
+    assert len(poison) == 1
+
+
+def test_cancel_stops_dispatch_removes_queued_work_and_reports_the_running_job(
+    workers: Fleet, env: dict[str, str], ledger: Ledger, tmp_path: Path, ops: Operator
+) -> None:
+    for i in range(3):
+        workers.worker("web", f"web-{i}")
+    wait_for(lambda: len(cli_json(env, "instances")) == 3, what="3 instances")
+    s = tmp_path / "slow.sh"
+    s.write_text(f'#!/bin/sh\necho "ran $ROLECALL_INSTANCE" >> {ledger.path}\nsleep 3\n')
+    run_id = cli(
+        env, "run", "web", "--script", str(s), "--each", "--max-concurrency", "1"
+    ).stdout.strip()
+    wait_for(lambda: ledger.entries("ran"), what="the first target to start")
+    r = cli(env, "cancel", run_id)
+    assert r.returncode == 0, r.stderr
+    r = cli(env, "wait", run_id, "--timeout", "60")
+    doc = cli_json(env, "status", run_id)
+    assert doc["state"] == "cancelled"
+    assert [t["state"] for t in doc["targets"]] == ["cancelled"] * 3
+    assert len(ledger.entries("ran")) == 1, "nothing dispatched after the cancel"
+
+
+def test_logs_prints_the_full_log_of_a_failed_job(
+    workers: Fleet, env: dict[str, str], tmp_path: Path
+) -> None:
+    workers.worker("web", "web-0")
+    wait_for(lambda: cli_json(env, "instances"), what="the instance")
+    s = tmp_path / "noisy.sh"
+    s.write_text("#!/bin/sh\nseq 1 2000\necho boom >&2\nexit 2\n")
+    r = cli(env, "run", "web", "--script", str(s), "--any", "--max-attempts", "1", "--wait",
+            "--wait-timeout", "60")  # fmt: skip
+    assert r.returncode == 1
+    run_id = r.stdout.splitlines()[0]
+    log = cli(env, "logs", run_id, "any").stdout
+    assert log.splitlines()[1] == "1" and "2000" in log and "boom" in log

@@ -76,11 +76,21 @@ class Worker:
         log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
             [
-                ROLECALL, "worker", "--role", self.role, "--instance", self.instance,
-                "--state-dir", str(self.state_dir), *self.args, *extra,
+                ROLECALL,
+                "worker",
+                "--role",
+                self.role,
+                "--instance",
+                self.instance,
+                "--state-dir",
+                str(self.state_dir),
+                *self.args,
+                *extra,
             ],
-            env=self.env, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         log.close()
         return self
 
@@ -138,9 +148,12 @@ class Fleet:
 
     def worker(self, role: str, instance: str, *args: str, start: bool = True) -> Worker:
         w = Worker(
-            role, instance, self.root / "disks" / instance, self.env,
+            role,
+            instance,
+            self.root / "disks" / instance,
+            self.env,
             ["--lease", "4", "--poll-max", "0.3", "--heartbeat", "30", "--grace", "2", *args],
-        )  # fmt: skip
+        )
         (self.root / "disks").mkdir(parents=True, exist_ok=True)
         self.workers.append(w)
         return w.start() if start else w
@@ -202,13 +215,26 @@ class Operator:
     ) -> PayloadRef:
         return publish_bytes(self.storage, data, filename, kind)
 
-    def job(self, role: str, payload: PayloadRef | None, *, instance: str | None = None,
-            run_id: str = "run1", job_id: str | None = None, **kw: Any) -> JobEnvelope:  # fmt: skip
+    def job(
+        self,
+        role: str,
+        payload: PayloadRef | None,
+        *,
+        instance: str | None = None,
+        run_id: str = "run1",
+        job_id: str | None = None,
+        **kw: Any,
+    ) -> JobEnvelope:
         target = Target(instance=instance)
         return JobEnvelope(
-            job_id=job_id or f"{run_id}.{target.key}", run_id=run_id, role=role, target=target,
-            payload=payload, created_at=utcnow(), **kw,
-        )  # fmt: skip
+            job_id=job_id or f"{run_id}.{target.key}",
+            run_id=run_id,
+            role=role,
+            target=target,
+            payload=payload,
+            created_at=utcnow(),
+            **kw,
+        )
 
     def enqueue(self, job: JobEnvelope) -> None:
         queue = (
@@ -297,9 +323,13 @@ def write_baseline(root: Path, steps: list[tuple[str, bytes]], **step_fields: An
 def cli(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """Run ``rolecall ARGS`` as an operator would."""
     return subprocess.run(
-        [ROLECALL, *args], env=env, capture_output=True, text=True, timeout=timeout,
+        [ROLECALL, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
         check=False,
-    )  # fmt: skip
+    )
 
 
 def cli_json(env: dict[str, str], *args: str) -> Any:

@@ -69,8 +69,10 @@ def test_each_with_max_concurrency_never_exceeds_it(
     doc = cli_json(env, "status", run_id)
     assert doc["state"] == "succeeded" and doc["run_id"] == run_id
     assert sorted(t["instance"] for t in doc["targets"]) == [f"web-{i}" for i in range(5)]
-    assert all(t["state"] == "succeeded" and t["exit_code"] == 0 and t["attempts"] == 1
-               for t in doc["targets"])  # fmt: skip
+    assert all(
+        t["state"] == "succeeded" and t["exit_code"] == 0 and t["attempts"] == 1
+        for t in doc["targets"]
+    )
     table = cli(env, "status", run_id).stdout
     assert sum(f"web-{i}" in table for i in range(5)) == 5
 
@@ -80,16 +82,34 @@ def test_max_errors_stops_dispatch_and_wait_fails(
 ) -> None:
     start_fleet(workers, 5)
     s = script(tmp_path, "flaky.sh", 'case "$ROLECALL_INSTANCE" in web-0|web-1) exit 7;; esac')
-    r = cli(env, "run", "web", "--script", str(s), "--each", "--max-concurrency", "1",
-            "--max-errors", "1", "--max-attempts", "1", "--wait", "--wait-timeout", "60")  # fmt: skip
+    r = cli(
+        env,
+        "run",
+        "web",
+        "--script",
+        str(s),
+        "--each",
+        "--max-concurrency",
+        "1",
+        "--max-errors",
+        "1",
+        "--max-attempts",
+        "1",
+        "--wait",
+        "--wait-timeout",
+        "60",
+    )
     assert r.returncode == 1, r.stdout + r.stderr
     assert "failed targets" in r.stdout
     run_id = r.stdout.splitlines()[0]
     states = {t["instance"]: t["state"] for t in cli_json(env, "status", run_id)["targets"]}
     assert states == {
-        "web-0": "failed", "web-1": "failed",
-        "web-2": "not_dispatched", "web-3": "not_dispatched", "web-4": "not_dispatched",
-    }  # fmt: skip
+        "web-0": "failed",
+        "web-1": "failed",
+        "web-2": "not_dispatched",
+        "web-3": "not_dispatched",
+        "web-4": "not_dispatched",
+    }
     w = cli(env, "wait", run_id, "--timeout", "5")
     assert w.returncode == 1
 
@@ -124,8 +144,10 @@ def test_a_baseline_change_reaches_live_instances_through_the_cli(
     assert sorted(e[1] for e in ledger.entries("v1")) == ["web-0", "web-1", "web-2"]
     shown = cli_json(env, "baseline", "show", "web")
     assert shown["version"] == 1 and shown["steps"][0]["name"] == "mark"
-    wait_for(lambda: all(r["baseline_version"] == 1 for r in cli_json(env, "instances")),
-             what="instances to record v1")  # fmt: skip
+    wait_for(
+        lambda: all(r["baseline_version"] == 1 for r in cli_json(env, "instances")),
+        what="instances to record v1",
+    )
     stale = cli(env, "baseline", "set", "web", str(b), "--if-version", "0")
     assert stale.returncode == 2 and "version 1, not 0" in stale.stderr
 
@@ -135,16 +157,23 @@ def test_two_controllers_at_once_make_the_same_records_as_one(
 ) -> None:
     start_fleet(workers, 4)
     services = [
-        subprocess.Popen([ROLECALL, "controller", "--poll-max", "0.3"], env=env,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.Popen(
+            [ROLECALL, "controller", "--poll-max", "0.3"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         for _ in range(2)
-    ]  # fmt: skip
+    ]
     try:
         s = script(tmp_path, "c.sh", timed(ledger, 0.3))
         r = cli(env, "run", "web", "--script", str(s), "--each", "--max-concurrency", "1")
         run_id = r.stdout.strip()
-        wait_for(lambda: cli_json(env, "status", run_id, "--no-fold")["state"] == "succeeded",
-                 timeout=60, what="the services to drive the run to the end")  # fmt: skip
+        wait_for(
+            lambda: cli_json(env, "status", run_id, "--no-fold")["state"] == "succeeded",
+            timeout=60,
+            what="the services to drive the run to the end",
+        )
     finally:
         for p in services:
             p.send_signal(signal.SIGTERM)
@@ -165,8 +194,11 @@ def test_operator_errors_are_clear_and_have_no_traceback(
     s = script(tmp_path, "x.sh", "true")
     r = cli(env, "run", "no-such-role", "--script", str(s), "--any")
     assert r.returncode == 2 and "no-such-role" in r.stderr and "Traceback" not in r.stderr
-    bad = dict(env, AZURE_STORAGE_CONNECTION_STRING="DefaultEndpointsProtocol=http;AccountName="
-               "x;AccountKey=eA==;QueueEndpoint=http://127.0.0.1:9/x;BlobEndpoint=http://127.0.0.1:9/x")  # fmt: skip
+    bad = dict(
+        env,
+        AZURE_STORAGE_CONNECTION_STRING="DefaultEndpointsProtocol=http;AccountName="
+        "x;AccountKey=eA==;QueueEndpoint=http://127.0.0.1:9/x;BlobEndpoint=http://127.0.0.1:9/x",
+    )
     r = cli(bad, "instances", timeout=120)
     assert r.returncode == 2 and "unavailable" in r.stderr and "Traceback" not in r.stderr
     assert "eA==" not in r.stderr

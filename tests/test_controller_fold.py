@@ -23,7 +23,7 @@ def make_run(storage: Storage, targets: list[str]) -> RunRecord:
             created_at=now,
             updated_at=now,
             targets={t: TargetResult(target=t) for t in targets},
-        )  # fmt: skip
+        )
     )
 
 
@@ -55,8 +55,10 @@ def test_malformed_events_are_poisoned_and_do_not_block_the_rest(storage: Storag
     storage.ensure_queue(storage.names.events_queue)
     make_run(storage, ["web-0"])
     storage.send(storage.names.events_queue, "not an event")
-    storage.send(storage.names.events_queue, encode_message(
-        EventBatch(sender="web-0", events=[completion(instance="web-0")])))  # fmt: skip
+    storage.send(
+        storage.names.events_queue,
+        encode_message(EventBatch(sender="web-0", events=[completion(instance="web-0")])),
+    )
     stats = EventFolder(storage).fold_all()
     assert stats.poisoned == 1 and stats.completions == 1
     assert RunStore(storage).get("r1").targets["web-0"].state.ok
@@ -92,8 +94,19 @@ def test_logs_prints_the_full_log_of_a_failed_job(
     wait_for(lambda: cli_json(env, "instances"), what="the instance")
     s = tmp_path / "noisy.sh"
     s.write_text("#!/bin/sh\nseq 1 2000\necho boom >&2\nexit 2\n")
-    r = cli(env, "run", "web", "--script", str(s), "--any", "--max-attempts", "1", "--wait",
-            "--wait-timeout", "60")  # fmt: skip
+    r = cli(
+        env,
+        "run",
+        "web",
+        "--script",
+        str(s),
+        "--any",
+        "--max-attempts",
+        "1",
+        "--wait",
+        "--wait-timeout",
+        "60",
+    )
     assert r.returncode == 1
     run_id = r.stdout.splitlines()[0]
     log = cli(env, "logs", run_id, "any").stdout

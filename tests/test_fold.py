@@ -16,10 +16,17 @@ NOW = utcnow()
 
 
 def run_of(mode: RunMode, targets: list[str], **kw: object) -> RunRecord:
-    return RunRecord.model_validate({
-        "run_id": "r1", "role": "web", "mode": mode, "created_at": NOW, "updated_at": NOW,
-        "targets": {t: TargetResult(target=t, state=TargetState.QUEUED) for t in targets}, **kw,
-    })  # fmt: skip
+    return RunRecord.model_validate(
+        {
+            "run_id": "r1",
+            "role": "web",
+            "mode": mode,
+            "created_at": NOW,
+            "updated_at": NOW,
+            "targets": {t: TargetResult(target=t, state=TargetState.QUEUED) for t in targets},
+            **kw,
+        }
+    )
 
 
 def fold_all(run: RunRecord, events: list) -> RunRecord:  # type: ignore[type-arg]
@@ -42,10 +49,16 @@ attempt_events = st.lists(
 
 def to_completions(raw):  # type: ignore[no-untyped-def]
     return [
-        completion(instance=i, attempt=a, outcome=o, will_retry=r and not o.ok,
-                   job_id=f"r1.{i}", finished_at=NOW + timedelta(seconds=a))
+        completion(
+            instance=i,
+            attempt=a,
+            outcome=o,
+            will_retry=r and not o.ok,
+            job_id=f"r1.{i}",
+            finished_at=NOW + timedelta(seconds=a),
+        )
         for i, a, o, r in raw
-    ]  # fmt: skip
+    ]
 
 
 @settings(max_examples=200)
@@ -68,20 +81,28 @@ def test_a_success_is_not_undone_by_a_late_retrying_report() -> None:
 
 
 baseline_events = st.lists(
-    st.tuples(st.sampled_from(["incA", "incB"]), st.integers(0, 2), st.booleans(), st.integers(0, 50)),
-    min_size=1, max_size=10,
-)  # fmt: skip
+    st.tuples(
+        st.sampled_from(["incA", "incB"]), st.integers(0, 2), st.booleans(), st.integers(0, 50)
+    ),
+    min_size=1,
+    max_size=10,
+)
 
 
 @settings(max_examples=200)
 @given(baseline_events, st.randoms())
 def test_baseline_steps_fold_order_free(raw, rnd) -> None:  # type: ignore[no-untyped-def]
     events = [
-        completion(instance="w0", incarnation=inc, step=s, steps_total=3,
-                   outcome=Outcome.SUCCEEDED if ok else Outcome.FAILED,
-                   finished_at=NOW + timedelta(seconds=t + (100 if inc == "incB" else 0)))
+        completion(
+            instance="w0",
+            incarnation=inc,
+            step=s,
+            steps_total=3,
+            outcome=Outcome.SUCCEEDED if ok else Outcome.FAILED,
+            finished_at=NOW + timedelta(seconds=t + (100 if inc == "incB" else 0)),
+        )
         for inc, s, ok, t in raw
-    ]  # fmt: skip
+    ]
     base = run_of(RunMode.BASELINE, [])
     once = fold_all(base, events)
     again = events + events
@@ -91,12 +112,25 @@ def test_baseline_steps_fold_order_free(raw, rnd) -> None:  # type: ignore[no-un
 
 def test_a_reimaged_instance_starts_its_baseline_over() -> None:
     run = run_of(RunMode.BASELINE, [])
-    old = [completion(instance="w0", incarnation="A", step=i, steps_total=2,
-                      finished_at=NOW + timedelta(seconds=i)) for i in range(2)]  # fmt: skip
+    old = [
+        completion(
+            instance="w0",
+            incarnation="A",
+            step=i,
+            steps_total=2,
+            finished_at=NOW + timedelta(seconds=i),
+        )
+        for i in range(2)
+    ]
     run = fold_all(run, old)
     assert run.targets["w0"].state is TargetState.SUCCEEDED
-    new = completion(instance="w0", incarnation="B", step=0, steps_total=2,
-                     finished_at=NOW + timedelta(seconds=10))  # fmt: skip
+    new = completion(
+        instance="w0",
+        incarnation="B",
+        step=0,
+        steps_total=2,
+        finished_at=NOW + timedelta(seconds=10),
+    )
     run = fold_completion(run, new)
     assert run.targets["w0"].state is TargetState.QUEUED, "1 of 2 steps in the new incarnation"
     assert fold_all(run, old) == run, "late reports of the old incarnation are ignored"
@@ -104,8 +138,9 @@ def test_a_reimaged_instance_starts_its_baseline_over() -> None:
 
 def test_rate_control_plans_within_concurrency_and_stops_after_errors() -> None:
     run = run_of(RunMode.EACH, [], max_concurrency=2, max_errors=1)
-    run = run.model_copy(update={"targets": {
-        f"w{i}": TargetResult(target=f"w{i}") for i in range(5)}})  # fmt: skip
+    run = run.model_copy(
+        update={"targets": {f"w{i}": TargetResult(target=f"w{i}") for i in range(5)}}
+    )
     run, keys = plan(run)
     assert keys == ["w0", "w1"]
     run = mark_dispatched(run, keys)

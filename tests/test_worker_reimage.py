@@ -81,8 +81,13 @@ def test_a_new_baseline_version_reaches_live_instances_without_a_restart(
     wait_for(lambda: len(ledger.entries("s0")) == 3, what="v1 on every instance")
     from controller.fleet import list_instances
 
-    wait_for(lambda: all(s.baseline_version == 1 for s in list_instances(ops.storage, "web"))
-             and len(list_instances(ops.storage, "web")) == 3, what="v1 recorded")  # fmt: skip
+    wait_for(
+        lambda: (
+            all(s.baseline_version == 1 for s in list_instances(ops.storage, "web"))
+            and len(list_instances(ops.storage, "web")) == 3
+        ),
+        what="v1 recorded",
+    )
     v2 = [*steps(ledger, 1), ("new step", ledger.script("v2"))]
     _, run = publish_baseline(ops.storage, "web", write_baseline(tmp_path / "v2", v2))
     assert sorted(run.targets) == ["web-0", "web-1", "web-2"]

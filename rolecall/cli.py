@@ -13,7 +13,7 @@ import typer
 from controller import cli as ops
 from controller.cli_admin import baseline_app, names, poison_app
 from controller.context import Ctx
-from rolecall.dev import dev_app
+from rolecall.dev import demo, dev_app
 from worker.cli import worker
 
 app = typer.Typer(
@@ -48,6 +48,7 @@ app.add_typer(baseline_app, name="baseline")
 app.add_typer(poison_app, name="poison")
 app.command("names")(names)
 app.add_typer(dev_app, name="dev")
+app.command("demo")(demo)
 
 
 def main() -> None:

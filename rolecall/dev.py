@@ -42,3 +42,27 @@ def azurite(
         pass
     finally:
         az.stop()
+
+
+def demo(
+    connection_string: Annotated[
+        str | None,
+        typer.Option(help="Use this storage account instead of starting a local Azurite."),
+    ] = None,
+) -> None:
+    """Watch a small fleet configure itself, survive a reimage mid-job, and converge.
+
+    Starts a local Azurite (from the repo's pinned npm install) unless a connection string
+    is given; launches 2 roles x 3 instances as real worker processes; publishes baselines
+    from examples/; runs a reconfiguration (--each) and a one-of-N job (--any); reimages one
+    instance in the middle of its job; shows the status converging. Leaves nothing running.
+    """
+    from rolecall.demo import main
+    from schemas.errors import RolecallError
+
+    try:
+        code = main(connection_string)
+    except RolecallError as e:
+        typer.echo(f"rolecall demo: {e.message}", err=True)
+        raise typer.Exit(2) from None
+    raise typer.Exit(code)

@@ -9,19 +9,16 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
 from controller.payloads import publish_bytes
+from rolecall.localfleet import LocalInstance, rolecall_command
 from schemas import (
     Completion,
     EventBatch,
@@ -39,7 +36,7 @@ from schemas.jobs import EnvVar, Execution
 from storage.clients import Storage
 
 T = TypeVar("T")
-ROLECALL = str(Path(sys.executable).with_name("rolecall"))
+ROLECALL = rolecall_command()[0]
 
 
 def wait_for(
@@ -58,84 +55,16 @@ def wait_for(
 
 # --- workers ---------------------------------------------------------------------------
 
+#: Short leases and polls keep the tests quick; the defaults are for real fleets.
+TEST_ARGS = ["--lease", "4", "--poll-max", "0.3", "--heartbeat", "30", "--grace", "2"]
 
-@dataclass
-class Worker:
-    role: str
-    instance: str
-    state_dir: Path
-    env: dict[str, str]
-    args: list[str] = field(default_factory=list)
-    proc: subprocess.Popen[bytes] | None = None
-    log_path: Path | None = None
-    starts: int = 0
 
-    def start(self, *extra: str) -> Worker:
-        self.starts += 1
-        self.log_path = self.state_dir.parent / f"{self.instance}.{self.starts}.log"
-        log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(
-            [
-                ROLECALL,
-                "worker",
-                "--role",
-                self.role,
-                "--instance",
-                self.instance,
-                "--state-dir",
-                str(self.state_dir),
-                *self.args,
-                *extra,
-            ],
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        log.close()
-        return self
-
-    @property
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def signal(self, sig: int) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
-
-    def kill(self) -> None:
-        """SIGKILL: the instance is lost mid-whatever it was doing."""
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait()
-
-    def reimage(self) -> None:
-        """SIGKILL and revert the disk to the base image (the state dir is wiped)."""
-        self.kill()
-        shutil.rmtree(self.state_dir, ignore_errors=True)
-
-    def wait(self, timeout: float = 60) -> int:
-        assert self.proc is not None
-        return self.proc.wait(timeout)
-
-    def stop(self) -> None:
-        if self.alive:
-            assert self.proc is not None
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
+class Worker(LocalInstance):
     def log(self) -> str:
-        return "".join(
-            p.read_text(errors="replace")
-            for p in sorted(self.state_dir.parent.glob(f"{self.instance}.*.log"))
-        )
+        return self.logs()
 
-    @property
-    def incarnation(self) -> str:
-        return (self.state_dir / "incarnation").read_text().strip()
+    def reimage(self, *, restart: bool = False) -> None:
+        super().reimage(restart=restart)
 
 
 class Fleet:
@@ -147,23 +76,13 @@ class Fleet:
         self.workers: list[Worker] = []
 
     def worker(self, role: str, instance: str, *args: str, start: bool = True) -> Worker:
-        w = Worker(
-            role,
-            instance,
-            self.root / "disks" / instance,
-            self.env,
-            ["--lease", "4", "--poll-max", "0.3", "--heartbeat", "30", "--grace", "2", *args],
-        )
-        (self.root / "disks").mkdir(parents=True, exist_ok=True)
+        w = Worker(role, instance, self.root, self.env, [*TEST_ARGS, *args])
         self.workers.append(w)
-        return w.start() if start else w
+        return w.start() if start else w  # type: ignore[return-value]
 
     def stop(self) -> None:
         for w in self.workers:
-            if w.alive:
-                assert w.proc is not None
-                w.proc.kill()
-                w.proc.wait()
+            w.kill()
 
 
 @contextmanager

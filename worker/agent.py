@@ -263,6 +263,8 @@ class Agent:
         return InstanceState.CONFIGURING
 
     def _heartbeat(self) -> None:
+        if self.settings.stats_file:
+            self.storage.meter.dump(self.settings.stats_file)  # survives a SIGKILL, roughly
         try:
             self._write_record(self._steady_state())
         except StorageError as e:

@@ -77,7 +77,14 @@ def envelope_for(run: RunRecord, key: str) -> JobEnvelope:
 
 
 class Dispatcher:
-    """Sends the messages for planned targets; signs them when a signer is configured."""
+    """Sends the messages for planned targets; signs them when a signer is configured.
+
+    Messages are sent *before* the record that marks them dispatched is written, so a crash
+    can only duplicate a message (deterministic job ids let workers recognise it), never
+    record a dispatch that did not happen. Duplicates from races are prevented: dispatch of a
+    run holds its dispatch lock, and a write that loses an ETag race to a fold re-applies what
+    it already sent instead of sending it again.
+    """
 
     def __init__(
         self, storage: Storage, sign: Callable[[JobEnvelope], JobEnvelope] = lambda j: j
@@ -85,6 +92,31 @@ class Dispatcher:
         self.storage = storage
         self.sign = sign
         self.sent = 0
+
+    def dispatch(self, run_id: str) -> RunRecord:
+        from controller.store import RunStore
+
+        store = RunStore(self.storage)
+        with store.dispatch_lock(run_id) as held:
+            if not held:
+                return store.get(run_id)
+            sent: set[str] = set()
+
+            def change(run: RunRecord) -> RunRecord:
+                ours = [k for k in sent if run.targets[k].state is TargetState.PENDING]
+                run, keys = plan(mark_dispatched(run, ours))
+                return mark_dispatched(run, keys)
+
+            def send_new(old: RunRecord, new: RunRecord) -> None:
+                keys = [
+                    k for k, t in new.targets.items()
+                    if k not in sent and t.state is TargetState.QUEUED
+                    and old.targets[k].state is TargetState.PENDING
+                ]  # fmt: skip
+                self.send(new, keys)
+                sent.update(keys)
+
+            return store.update(run_id, change, before_write=send_new)
 
     def queue_for(self, run: RunRecord, key: str) -> str:
         names = self.storage.names
@@ -104,8 +136,3 @@ class Dispatcher:
             with ThreadPoolExecutor(max_workers=16) as pool:
                 list(pool.map(one, keys))
         self.sent += len(keys)
-
-    def advance(self, run: RunRecord) -> tuple[RunRecord, list[str]]:
-        """Plan, and return the record to write plus the keys to send before writing it."""
-        run, keys = plan(run)
-        return mark_dispatched(run, keys), keys

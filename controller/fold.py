@@ -13,7 +13,7 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from controller.dispatch import Dispatcher
+from controller.dispatch import Dispatcher, plan
 from controller.store import RunStore
 from schemas.base import utcnow
 from schemas.codec import decode_document, decode_message, encode_document, encode_message
@@ -128,28 +128,29 @@ class EventFolder:
         def change(run: RunRecord) -> RunRecord:
             for c in events:
                 run = fold_completion(run, c)
-            run, _ = self.dispatcher.advance(run)
             return run
 
-        return self.store.update(
-            run_id, change, create=lambda: orphan_run(events[0]), before_write=self._send_new
-        )
+        run = self.store.update(run_id, change, create=lambda: orphan_run(events[0]))
+        planned, keys = plan(run)
+        if keys or planned != run:
+            # completions made room for more, or crossed the error threshold
+            run = self.dispatcher.dispatch(run_id)
+        return run
 
     def advance(self, run_id: str) -> RunRecord:
         """Dispatch whatever rate control allows now (no events needed)."""
-        return self.store.update(
-            run_id, lambda r: self.dispatcher.advance(r)[0], before_write=self._send_new
-        )
+        return self.dispatcher.dispatch(run_id)
 
-    def _send_new(self, old: RunRecord, new: RunRecord) -> None:
-        keys = [
-            k
-            for k, t in new.targets.items()
-            if t.dispatched_at is not None
-            and (k not in old.targets or old.targets[k].dispatched_at is None)
-        ]
-        if keys:
-            self.dispatcher.send(new, keys)
+    def sweep(self) -> int:
+        """Advance every run that still has undispatched targets.
+
+        Dispatch is normally driven by folding completions; this catches a run whose first
+        wave never went out (its creator crashed, or storage failed between creating the
+        record and dispatching)."""
+        ids = self.store.list_ids(active_only=True)
+        for run_id in ids:
+            self.advance(run_id)
+        return len(ids)
 
     def _record_hello(self, h: Hello) -> None:
         path = Names.history_blob(h.role, h.instance)

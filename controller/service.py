@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from controller.dispatch import Dispatcher
 from controller.fold import EventFolder
@@ -25,13 +26,18 @@ def serve(
     *,
     poll_min_s: float = 0.1,
     poll_max_s: float = 60.0,
+    sweep_s: float = 60.0,
 ) -> None:
     folder = EventFolder(storage, dispatcher)
     backoff = IdleBackoff(poll_min_s, poll_max_s)
     storage.ensure_containers()
     storage.ensure_queue(storage.names.events_queue)
+    next_sweep = 0.0
     while not stop.is_set():
         try:
+            if time.monotonic() >= next_sweep:
+                folder.sweep()
+                next_sweep = time.monotonic() + sweep_s
             stats = folder.fold_once()
         except StorageError as e:
             log.warning("cannot fold events: %s", e)

@@ -10,17 +10,20 @@ idempotent, which the fold is.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 
 from schemas.base import utcnow
 from schemas.codec import decode_document, encode_document
 from schemas.errors import ConcurrencyConflict, NotFound, UnknownRun
 from schemas.names import Names
-from schemas.records import RunRecord
+from schemas.records import RunRecord, TargetState
 from storage.clients import Storage
 
 MAX_CONFLICT_RETRIES = 50
+#: longest a dispatch may take before another controller can take over (1,000 sends: ~3 s)
+DISPATCH_LOCK_S = 30
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -47,7 +50,11 @@ class RunStore:
 
     def create(self, record: RunRecord) -> RunRecord:
         self.storage.put_blob(
-            self.container, Names.run_blob(record.run_id), encode_document(record), create_only=True
+            self.container,
+            Names.run_blob(record.run_id),
+            encode_document(record),
+            create_only=True,
+            metadata=_metadata(record),
         )
         return record
 
@@ -85,12 +92,40 @@ class RunStore:
                     encode_document(new),
                     etag=etag,
                     create_only=etag is None,
+                    metadata=_metadata(new),
                 )
             except ConcurrencyConflict:
                 continue
             return new
         raise ConcurrencyConflict(f"run {run_id} changed {MAX_CONFLICT_RETRIES} times under us")
 
-    def list_ids(self) -> list[str]:
-        items = self.storage.list_blobs(self.container, "runs/")
-        return [i.name[len("runs/") : -len(".json")] for i in items if i.name.endswith(".json")]
+    @contextmanager
+    def dispatch_lock(self, run_id: str) -> Iterator[bool]:
+        """Serialise dispatch of one run across controllers: a 30 s blob lease on
+        ``runs/<id>.lock``. Yields False if another controller is dispatching right now
+        (it will send what is due; a later fold or sweep catches anything it missed)."""
+        path = f"runs/{run_id}.lock"
+        lease = self.storage.try_lease(self.container, path, DISPATCH_LOCK_S)
+        try:
+            yield lease is not None
+        finally:
+            if lease is not None:
+                self.storage.release_lease(self.container, path, lease)
+
+    def list_ids(self, *, active_only: bool = False) -> list[str]:
+        """Run ids; ``active_only`` keeps runs that may still need dispatching (one List
+        Blobs call: the state is in each blob's metadata)."""
+        try:
+            items = self.storage.list_blobs(self.container, "runs/", metadata=active_only)
+        except NotFound:
+            return []
+        return [
+            i.name[len("runs/") : -len(".json")]
+            for i in items
+            if i.name.endswith(".json") and (not active_only or i.metadata.get("active") == "1")
+        ]
+
+
+def _metadata(run: RunRecord) -> dict[str, str]:
+    pending = any(t.state is TargetState.PENDING for t in run.targets.values())
+    return {"state": run.state.value, "active": "1" if pending and not run.cancelled else "0"}

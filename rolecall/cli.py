@@ -14,6 +14,7 @@ from controller import cli as ops
 from controller.cli_admin import baseline_app, names, poison_app
 from controller.context import Ctx
 from rolecall.dev import demo, dev_app
+from rolecall.sim.cli import sim
 from worker.cli import worker
 
 app = typer.Typer(
@@ -49,6 +50,7 @@ app.add_typer(poison_app, name="poison")
 app.command("names")(names)
 app.add_typer(dev_app, name="dev")
 app.command("demo")(demo)
+app.command("sim")(sim)
 
 
 def main() -> None:

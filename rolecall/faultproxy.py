@@ -58,7 +58,7 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length else b""
         fault = self.server.plan.draw()
         if fault == "busy_503":
-            return self._reply(503, b"<Error><Code>ServerBusy</Code></Error>")
+            return self._reply(503, _error("ServerBusy", "The server is busy (injected)."))
         if fault == "reset_before":
             return self._reset()
         if fault == "delay":
@@ -66,9 +66,9 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             status, headers, data = self._forward(body)
         except OSError:
-            return self._reply(503, b"<Error><Code>ServerBusy</Code></Error>")
+            return self._reply(503, _error("ServerBusy", "Upstream unreachable."))
         if fault == "error_500_after":
-            return self._reply(500, b"<Error><Code>InternalError</Code></Error>")
+            return self._reply(500, _error("InternalError", "Injected after forwarding."))
         if fault == "reset_after":
             return self._reset()
         self.send_response(status)
@@ -106,10 +106,20 @@ class _Handler(BaseHTTPRequestHandler):
     do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = do_PATCH = _relay
 
 
+def _error(code: str, message: str) -> bytes:
+    return (
+        '<?xml version="1.0" encoding="utf-8"?>'
+        f"<Error><Code>{code}</Code><Message>{message}</Message></Error>"
+    ).encode()
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     plan: FaultPlan
     upstream_port: int
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # clients hanging up on a reset we injected are not news
 
 
 class FaultProxy:

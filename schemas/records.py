@@ -154,9 +154,10 @@ class TargetResult(Contract):
         reported = TargetState.RETRYING if c.will_retry else TargetState.of(c.outcome)
         if self.reported is not None and self.finished_at is not None:
             mine = _rank(
-                self.reported, self.attempts, self.finished_at, self.instance, self.exit_code
-            )
-            theirs = _rank(reported, c.attempt, c.finished_at, c.instance, c.exit_code)
+                self.reported, self.attempts, self.finished_at, self.instance, self.exit_code,
+                self.outcome,
+            )  # fmt: skip
+            theirs = _rank(reported, c.attempt, c.finished_at, c.instance, c.exit_code, c.outcome)
             if theirs <= mine:
                 return self
         state = reported
@@ -236,12 +237,20 @@ def _step_key(s: StepResult, index: int) -> tuple[datetime, int, bool, str, int]
 
 
 def _rank(
-    state: TargetState, attempt: int, finished: datetime, instance: str | None, code: int | None
-) -> tuple[bool, bool, int, datetime, str, str, int]:
+    state: TargetState,
+    attempt: int,
+    finished: datetime,
+    instance: str | None,
+    code: int | None,
+    outcome: Outcome | None,
+) -> tuple[bool, bool, int, datetime, str, str, int, str]:
     """A total order on reports: terminal beats retrying, success beats failure, later
     attempts beat earlier ones; the rest only breaks ties so the order of arrival never
     matters."""
-    return (state.terminal, state.ok, attempt, finished, state.value, instance or "", code or 0)
+    return (
+        state.terminal, state.ok, attempt, finished, state.value, instance or "", code or 0,
+        outcome.value if outcome else "",
+    )  # fmt: skip
 
 
 class RunMode(str, Enum):

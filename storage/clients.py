@@ -21,7 +21,7 @@ from azure.storage.queue import QueueClient, QueueServiceClient
 
 from schemas.access import SasBundle
 from schemas.codec import decode_document
-from schemas.errors import AccessDenied, ConfigError, NotFound, RolecallError
+from schemas.errors import AccessDenied, ConcurrencyConflict, ConfigError, NotFound, RolecallError
 from schemas.names import Names
 from schemas.settings import AuthMode, StorageSettings
 from storage.meter import Meter
@@ -350,6 +350,29 @@ class Storage:
             ]
 
         return call(f"list {container}/{prefix}", once)
+
+    def try_lease(self, container: str, path: str, duration_s: int) -> str | None:
+        """Take a blob lease (a distributed lock that expires by itself), creating the blob
+        if needed. None if someone else holds it."""
+        client = self.blob(container, path)
+        for _ in range(2):
+            try:
+                lease = call(f"lease {container}/{path}", client.acquire_lease, duration_s)
+            except ConcurrencyConflict:
+                return None  # 409 LeaseAlreadyPresent
+            except NotFound:
+                with contextlib.suppress(ConcurrencyConflict):
+                    self.put_blob(container, path, b"", create_only=True, content_type="text/plain")
+                continue
+            return str(lease.id)
+        return None
+
+    def release_lease(self, container: str, path: str, lease_id: str) -> None:
+        from azure.storage.blob import BlobLeaseClient
+
+        lease = BlobLeaseClient(self.blob(container, path), lease_id=lease_id)
+        with contextlib.suppress(RolecallError):
+            call(f"release {container}/{path}", lease.release)
 
     def delete_blob(self, container: str, path: str) -> None:
         with contextlib.suppress(NotFound):

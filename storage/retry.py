@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
 from azure.core.exceptions import (
+    AzureError,
     ClientAuthenticationError,
     HttpResponseError,
     ResourceExistsError,
@@ -42,7 +43,21 @@ R = TypeVar("R")
 _TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
 
 
+def azure_error(exc: BaseException) -> BaseException:
+    """The Azure error behind ``exc``.
+
+    The SDK's own error formatting can fail on a response without a ``Message`` (seen with
+    503s from proxies: ``TypeError`` in ``process_storage_error``); the real error is then the
+    exception being handled when that happened.
+    """
+    seen = exc
+    while not isinstance(seen, AzureError) and seen.__context__ is not None:
+        seen = seen.__context__
+    return seen if isinstance(seen, AzureError) else exc
+
+
 def is_transient(exc: BaseException) -> bool:
+    exc = azure_error(exc)
     if isinstance(exc, (ServiceRequestError, ServiceResponseError, ConnectionError, TimeoutError)):
         return True
     return isinstance(exc, HttpResponseError) and exc.status_code in _TRANSIENT_STATUS
@@ -55,6 +70,7 @@ def error_code(exc: HttpResponseError) -> str:
 
 def translate(exc: BaseException, what: str) -> StorageError:
     """Map an SDK exception to the rolecall error a caller can act on."""
+    exc = azure_error(exc)
     text = redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     if is_transient(exc):
         return StorageUnavailable(f"{what}: storage unavailable ({text})")
@@ -99,7 +115,7 @@ def call(what: str, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
     except StorageError:
         raise
     except Exception as exc:
-        if isinstance(exc, (HttpResponseError, ServiceRequestError, ServiceResponseError)):
+        if isinstance(azure_error(exc), AzureError):
             raise translate(exc, what) from exc
         if isinstance(exc, (ConnectionError, TimeoutError)):
             raise translate(exc, what) from exc

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from controller.dispatch import mark_dispatched, parse_limit, plan
 from controller.fold import fold_completion
 from schemas import Outcome, RunMode, RunRecord, TargetResult, TargetState, utcnow
-from tests.factories import completion
+from tests.factories import completion, job
 
 NOW = utcnow()
 
@@ -61,7 +61,7 @@ def to_completions(raw):  # type: ignore[no-untyped-def]
     ]
 
 
-@settings(max_examples=200)
+@settings(max_examples=500)
 @given(attempt_events, st.randoms())
 def test_fold_is_order_free_and_idempotent(raw, rnd) -> None:  # type: ignore[no-untyped-def]
     events = to_completions(raw)
@@ -89,7 +89,7 @@ baseline_events = st.lists(
 )
 
 
-@settings(max_examples=200)
+@settings(max_examples=500)
 @given(baseline_events, st.randoms())
 def test_baseline_steps_fold_order_free(raw, rnd) -> None:  # type: ignore[no-untyped-def]
     events = [
@@ -137,7 +137,7 @@ def test_a_reimaged_instance_starts_its_baseline_over() -> None:
 
 
 def test_rate_control_plans_within_concurrency_and_stops_after_errors() -> None:
-    run = run_of(RunMode.EACH, [], max_concurrency=2, max_errors=1)
+    run = run_of(RunMode.EACH, [], max_concurrency=2, max_errors=1, template=job())
     run = run.model_copy(
         update={"targets": {f"w{i}": TargetResult(target=f"w{i}") for i in range(5)}}
     )

@@ -155,8 +155,16 @@ class Agent:
                 continue
             try:
                 worked = self._claim_batch()
+            except AccessDenied:
+                raise
             except StorageError as e:
                 log.warning("cannot claim work: %s", e)
+                self.shutdown.wait(backoff.idle())
+                continue
+            except Exception:
+                # An agent that dies leaves its instance unconfigurable until someone looks.
+                # Log with the traceback, back off, carry on; leases protect the work.
+                log.exception("unexpected error in the claim loop; continuing")
                 self.shutdown.wait(backoff.idle())
                 continue
             if worked:
@@ -204,6 +212,7 @@ class Agent:
             for lease in leases:
                 if self.shutdown.stopping or self.reboot_pending:
                     break
+                lease.started = True
                 if not lease.ensure(margin_s=self.settings.lease_s / 2):
                     continue
                 self.jobs.handle(lease, tick=lambda lease=lease: self._tick(lease))  # type: ignore[misc]
@@ -211,9 +220,12 @@ class Agent:
                     self.outbox.flush()
         finally:
             self.outbox.flush()
+            # Only never-started messages go back (shutdown). A handled message is the
+            # outbox's until its completion is posted: releasing it early would let another
+            # instance run it again while its result is still on its way.
             for lease in leases:
-                if not lease.lost:
-                    lease.release(0)  # unstarted (shutdown): let another instance have it
+                if not lease.started and not lease.lost:
+                    lease.release(0)
             self._held = []
 
     def _tick(self, lease: Lease | None) -> None:
@@ -224,9 +236,10 @@ class Agent:
         if lease is not None and lease.renewal_due:
             lease.renew()
             if lease.renewals == 1:
-                # a long job: stop sitting on the rest of the batch
+                # a long job: stop sitting on the rest of the batch (never on messages that
+                # already ran: their settlement is waiting in the outbox)
                 for other in self._held:
-                    if other is not lease and not other.lost and other.renewals == 0:
+                    if not other.started and not other.lost:
                         other.release(0)
         if self.outbox.due():
             self.outbox.flush()

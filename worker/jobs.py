@@ -64,6 +64,7 @@ class JobHandler:
         job: JobEnvelope | None = None
         try:
             job = decode_message(msg.content, JobEnvelope)
+            lease.job_id = job.job_id
             self._check_addressing(job, msg.queue)
             signed_by = self.verify(job)
         except RolecallError as e:

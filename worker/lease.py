@@ -35,6 +35,10 @@ class Lease:
         self.expires_at = claimed_at + visibility_s
         self.lost = False
         self.renewals = 0
+        #: set once the message decodes, so every lease-loss log line names its job
+        self.job_id: str | None = None
+        #: handed to the job pipeline: from then on only its settlement may end the lease
+        self.started = False
 
     @property
     def remaining(self) -> float:
@@ -95,8 +99,6 @@ class Lease:
 
     def _lose(self, why: str) -> None:
         if not self.lost:
-            log.warning(
-                "lease lost on %s message %s: %s", self.msg.queue, self.msg.id, why,
-                extra={"queue": self.msg.queue, "message_id": self.msg.id},
-            )  # fmt: skip
+            extra = {"queue": self.msg.queue, "message_id": self.msg.id, "job_id": self.job_id}
+            log.warning("lease lost on %s: %s", self.msg.queue, why, extra=extra)
         self.lost = True

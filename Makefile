@@ -34,7 +34,7 @@ unit: setup
 test: lint typecheck unit
 
 chaos: setup
-	$(BIN)/python -m pytest -m chaos tests/test_chaos.py -s
+	$(BIN)/python -m pytest -m chaos tests/test_chaos.py -s -o addopts=""
 
 bench: setup
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'

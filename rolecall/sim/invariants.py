@@ -24,7 +24,7 @@ from controller.fleet import list_instances
 from controller.poison import list_poison
 from controller.store import RunStore
 from schemas.names import Names, name_key
-from schemas.records import RunMode, TargetState
+from schemas.records import RunMode, RunRecord, TargetState
 
 if TYPE_CHECKING:
     from rolecall.sim.runner import SimState
@@ -60,7 +60,10 @@ class Report:
         }
 
 
-def read_ledger(state: SimState) -> dict[str, list[list[str]]]:
+Ledger = dict[str, list[list[str]]]
+
+
+def read_ledger(state: SimState) -> Ledger:
     by_job: dict[str, list[list[str]]] = defaultdict(list)
     for line in state.ledger.read_text().splitlines():
         parts = line.split()
@@ -88,16 +91,46 @@ def check(state: SimState) -> Report:
     report = Report()
     ledger = read_ledger(state)
     store = RunStore(state.storage)
-    runs = [store.get(r) for r in store.list_ids()]
-    job_runs = [r for r in runs if r.mode is not RunMode.BASELINE]
+    runs = [r for r in (store.get(i) for i in store.list_ids()) if r.mode is not RunMode.BASELINE]
+    report.checks.append(Check("converged in time", state.converged, f"{state.elapsed_s:.0f}s"))
+    nothing_lost(report, runs)
+    baselines_converged(report, state, ledger)
+    duplicates = duplicates_explained(report, state, ledger)
+    status_matches_ledger(report, state, runs, ledger)
+    poison_is_designed(report, state)
+    faults = {k: v for k, v in state.plan.counts.items() if k != "requests"}
+    report.figures = {
+        "instances": len(state.fleet.instances),
+        "runs": len(runs),
+        "targets": sum(len(r.targets) for r in runs),
+        "effects (ledger lines)": sum(len(v) for v in ledger.values()),
+        "duplicate effects": duplicates,
+        "reimages": sum(1 for e in state.events if e.kind == "reimage"),
+        "reimages mid-job": state.mid_job_reimages,
+        "kills": sum(1 for e in state.events if e.kind == "kill"),
+        "azurite restarts": sum(1 for e in state.events if e.kind == "azurite_restart"),
+        "proxied requests": state.plan.counts.get("requests", 0),
+        "injected faults": sum(faults.values()),
+        "faults by kind": dict(sorted(faults.items())),
+        "lost leases logged": len(lease_losses(state)),
+        "controller transactions": state.storage.meter.total,
+        "elapsed s": round(state.elapsed_s, 1),
+    }
+    return report
 
-    # 1. nothing lost
-    open_targets = [f"{r.run_id}/{k}={t.state.value}" for r in job_runs
-                    for k, t in r.targets.items() if not t.state.terminal]  # fmt: skip
-    report.add("no job lost", open_targets,
-               f"{sum(len(r.targets) for r in job_runs)} targets in {len(job_runs)} runs, all terminal")  # fmt: skip
 
-    # 2. baselines converged
+def nothing_lost(report: Report, runs: list[RunRecord]) -> None:
+    open_targets = [
+        f"{r.run_id}/{k}={t.state.value}"
+        for r in runs
+        for k, t in r.targets.items()
+        if not t.state.terminal
+    ]
+    total = sum(len(r.targets) for r in runs)
+    report.add("no job lost", open_targets, f"{total} targets in {len(runs)} runs, all terminal")
+
+
+def baselines_converged(report: Report, state: SimState, ledger: Ledger) -> None:
     problems = []
     for s in list_instances(state.storage):
         inst = state.fleet.instances[s.instance]
@@ -109,11 +142,14 @@ def check(state: SimState) -> Report:
             job = f"{run_id}.{name_key(s.instance)}.s{i}"
             if not any(e[2] == inst.incarnation for e in ledger.get(job, [])):
                 problems.append(f"{s.instance} ({inst.incarnation}) never ran {job}")
-    report.add("baselines converged", problems,
-               f"{len(state.fleet.instances)} final incarnations have their role's current baseline")  # fmt: skip
+    fine = f"{len(state.fleet.instances)} final incarnations have their role's current baseline"
+    report.add("baselines converged", problems, fine)
 
-    # 3. duplicates, each explained
-    kills = defaultdict(list)
+
+def duplicates_explained(report: Report, state: SimState, ledger: Ledger) -> int:
+    """A repeat of an effect is explained if the instance that had it first was killed or
+    reimaged between the two, or logged that it lost the job's lease."""
+    kills: dict[str, list[float]] = defaultdict(list)
     for ev in state.events:
         if ev.instance:
             kills[ev.instance].append(ev.at)
@@ -123,70 +159,54 @@ def check(state: SimState) -> Report:
     for job, effects in ledger.items():
         if job in failing_jobs:
             continue
-        per_incarnation = effects if not job.startswith("baseline-") else _same_incarnation(effects)
-        extra = sorted(per_incarnation, key=lambda e: float(e[4]))
-        for earlier, later in itertools.pairwise(extra):
+        group = _same_incarnation(effects) if job.startswith("baseline-") else effects
+        for earlier, later in itertools.pairwise(sorted(group, key=lambda e: float(e[4]))):
             duplicates += 1
             t0, t1, who = float(earlier[4]), float(later[4]), earlier[1]
             killed = any(t0 <= k <= t1 + 1 for k in kills.get(who, []))
             if not killed and job not in lost:
                 unexplained.append(f"{job} ran on {who} then {later[1]}")
-    report.add("duplicate effects explained", unexplained,
-               f"{duplicates} duplicate effects, each after a kill/reimage or a lost lease")  # fmt: skip
+    fine = f"{duplicates} duplicate effects, each after a kill/reimage or a lost lease"
+    report.add("duplicate effects explained", unexplained, fine)
+    return duplicates
 
-    # 4. controller status == ground truth
+
+def status_matches_ledger(
+    report: Report, state: SimState, runs: list[RunRecord], ledger: Ledger
+) -> None:
     mismatches = []
-    for r in job_runs:
+    for r in runs:
+        designed_to_fail = r.run_id in state.failing_runs
         for key, t in r.targets.items():
             job = Names.job_id(r.run_id, key)
             ran = ledger.get(job, [])
             if t.state.ok and not any(e[1] == t.instance and e[2] == t.incarnation for e in ran):
                 mismatches.append(f"{job}: {t.state.value} by {t.instance} but no such effect")
-            if t.state is TargetState.FAILED and (r.run_id not in state.failing_runs or not ran):
+            if t.state is TargetState.FAILED and (not designed_to_fail or not ran):
                 mismatches.append(f"{job}: failed unexpectedly ({t.reason})")
             if t.state in (TargetState.PENDING, TargetState.NOT_DISPATCHED) and ran:
                 mismatches.append(f"{job}: ran although never dispatched")
-            if r.run_id in state.failing_runs and not t.state.error:
+            if designed_to_fail and not t.state.error:
                 mismatches.append(f"{job}: designed to fail, shown {t.state.value}")
-    report.add("controller status equals ground truth", mismatches,
-               "every target's state matches the ledger")  # fmt: skip
+    report.add("controller status equals ground truth", mismatches, "every target's state matches")
 
-    # 5. poison is exactly what was designed to be bad
-    found_bad, found_jobs, other = set(), set(), []
+
+def poison_is_designed(report: Report, state: SimState) -> None:
+    found_bad, found_runs, other = set(), set(), []
     for e in list_poison(state.storage):
         rec = e.record
-        if rec is not None and rec.job_id:
-            found_jobs.add(rec.run_id)
+        if rec is not None and rec.run_id:
+            found_runs.add(rec.run_id)
         elif rec is not None and "sim_bad" in _decoded(rec.original):
             found_bad.add(_decoded(rec.original)["sim_bad"])
         else:
             other.append(f"{e.queue}/{e.message_id}: {rec.reason if rec else '?'}")
     wrong = [f"unexpected poison: {x}" for x in other]
-    wrong += [f"good run poisoned: {r}" for r in found_jobs - state.failing_runs]
+    wrong += [f"good run poisoned: {r}" for r in found_runs - state.failing_runs]
     wrong += [f"designed-bad not poisoned: {x}" for x in state.malformed_ids - found_bad]
-    wrong += [f"failing run not poisoned: {x}" for x in state.failing_runs - found_jobs]
-    report.add("poison holds exactly the designed-bad work", wrong,
-               f"{len(found_bad)} malformed + {len(found_jobs)} always-failing, nothing else")  # fmt: skip
-
-    report.checks.insert(0, Check("converged in time", state.converged, f"{state.elapsed_s:.0f}s"))
-    faults = {k: v for k, v in state.plan.counts.items() if k != "requests"}
-    report.figures = {
-        "instances": len(state.fleet.instances),
-        "runs": len(job_runs),
-        "targets": sum(len(r.targets) for r in job_runs),
-        "effects (ledger lines)": sum(len(v) for v in ledger.values()),
-        "duplicate effects": duplicates,
-        "reimages": sum(1 for e in state.events if e.kind == "reimage"),
-        "kills": sum(1 for e in state.events if e.kind == "kill"),
-        "azurite restarts": sum(1 for e in state.events if e.kind == "azurite_restart"),
-        "proxied requests": state.plan.counts.get("requests", 0),
-        "injected faults": sum(faults.values()),
-        "faults by kind": dict(sorted(faults.items())),
-        "lost leases logged": len(lost),
-        "controller transactions": state.storage.meter.total,
-        "elapsed s": round(state.elapsed_s, 1),
-    }
-    return report
+    wrong += [f"failing run not poisoned: {x}" for x in state.failing_runs - found_runs]
+    fine = f"{len(found_bad)} malformed + {len(found_runs)} always-failing, nothing else"
+    report.add("poison holds exactly the designed-bad work", wrong, fine)
 
 
 def _steps(state: SimState) -> int:

@@ -32,7 +32,8 @@ from schemas.records import RunMode
 from storage.clients import Storage
 
 LEDGER_SCRIPT = """#!/bin/sh
-echo "$ROLECALL_JOB_ID $ROLECALL_INSTANCE $ROLECALL_INCARNATION $ROLECALL_ATTEMPT $(date +%s.%N)" >> "$LEDGER"
+R="$ROLECALL_JOB_ID $ROLECALL_INSTANCE $ROLECALL_INCARNATION $ROLECALL_ATTEMPT"
+echo "$R $(date +%s.%N)" >> "$LEDGER"
 sleep "${SLEEP:-0}"
 exit "${EXIT:-0}"
 """
@@ -61,6 +62,7 @@ class SimState:
     report: Any = None
     elapsed_s: float = 0.0
     enqueue_errors: int = 0
+    mid_job_reimages: int = 0
 
     @property
     def ledger(self) -> Path:
@@ -204,7 +206,15 @@ class Simulation:
                 self.azurite.restart()
 
     def _fault(self, state: SimState, kind: str) -> None:
-        inst = self.rnd.choice(list(state.fleet.instances.values()))
+        """Reimages hit the instance that most recently started a job (mid-job, usually);
+        plain kills hit anyone."""
+        instances = list(state.fleet.instances.values())
+        inst = self.rnd.choice(instances)
+        busy = _last_started(state.ledger)
+        if kind == "reimage" and busy is not None and busy[0] in state.fleet.instances:
+            inst = state.fleet.instances[busy[0]]
+            if time.time() - busy[1] < self.cfg.job_sleep_max_s / 2:
+                state.mid_job_reimages += 1
         state.events.append(Event(time.time(), kind, inst.instance))
         if kind == "reimage":
             inst.reimage()
@@ -295,3 +305,16 @@ class Simulation:
                     and s.baseline_version == state.baseline_versions[role]):  # fmt: skip
                 return False
         return True
+
+
+def _last_started(ledger: Path) -> tuple[str, float] | None:
+    """(instance, time) of the newest ledger line that is a queued job, not a baseline step."""
+    with ledger.open("rb") as f:
+        f.seek(0, os.SEEK_END)
+        f.seek(max(0, f.tell() - 4096))
+        lines = f.read().decode(errors="replace").splitlines()[1:]
+    for line in reversed(lines):
+        parts = line.split()
+        if len(parts) == 5 and not parts[0].startswith("baseline-"):
+            return parts[1], float(parts[4])
+    return None

@@ -80,16 +80,18 @@ def poison_list(
     """List poisoned messages with their reasons."""
     from rich.table import Table
 
-    from controller.poison import list_poison
+    from controller.poison import list_poison, masked
 
     c = ctx_of(ctx)
     entries = list_poison(c.storage, role)
     if output == "json":
-        emit_json([
-            {"queue": e.queue, "message_id": e.message_id,
-             "record": e.record.model_dump(mode="json") if e.record else None}
-            for e in entries
-        ])  # fmt: skip
+        emit_json(
+            [
+                {"queue": e.queue, "message_id": e.message_id,
+                 "record": masked(e.record) if e.record else None}
+                for e in entries
+            ]
+        )  # fmt: skip
         return
     table = Table()
     for col in ("queue", "message id", "reason", "job", "error"):
@@ -117,9 +119,11 @@ def _find(ctx: typer.Context, message_id: str):  # type: ignore[no-untyped-def]
 @expected_errors
 def poison_show(ctx: typer.Context, message_id: Annotated[str, typer.Argument()]) -> None:
     """Show one poisoned message: reason, error, last output and the original."""
+    from controller.poison import masked
+
     e = _find(ctx, message_id)
     emit_json({"queue": e.queue, "message_id": e.message_id,
-               "record": e.record.model_dump(mode="json") if e.record else e.raw})  # fmt: skip
+               "record": masked(e.record) if e.record else e.raw})  # fmt: skip
 
 
 @poison_app.command("requeue")

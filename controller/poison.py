@@ -7,13 +7,16 @@ release the ones they leave (visibility 0) so nothing else is disturbed.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from schemas.codec import decode_message
 from schemas.errors import ContractError, NotFound, RolecallError
+from schemas.jobs import JobEnvelope
 from schemas.names import POISON_SUFFIX, Names
 from schemas.records import PoisonRecord
+from schemas.redact import MASK, redact
 from storage.clients import Message, Storage
 
 
@@ -45,6 +48,23 @@ def _entry(m: Message) -> PoisonEntry:
     except ContractError:
         record = None
     return PoisonEntry(m.queue, m.id, record, m.content)
+
+
+def masked(record: PoisonRecord) -> dict[str, object]:
+    """The record for display: values of secret environment variables in the original job
+    are masked (requeue still sends the original, untouched)."""
+    data = record.model_dump(mode="json")
+    try:
+        job = decode_message(record.original, JobEnvelope)
+    except ContractError:
+        return data
+    secrets = job.execution.secret_values()
+    if secrets:
+        env = [v.model_copy(update={"value": MASK}) if v.secret else v for v in job.execution.env]
+        safe = job.model_copy(update={"execution": job.execution.model_copy(update={"env": env})})
+        data["original"] = json.loads(safe.model_dump_json(exclude_none=True))
+        data["last_output"] = redact(record.last_output, secrets)
+    return data
 
 
 def list_poison(storage: Storage, role: str | None = None) -> list[PoisonEntry]:

@@ -8,9 +8,8 @@ from datetime import timedelta
 from pathlib import Path
 
 from controller.baselines import current_baseline
-from controller.dispatch import Dispatcher, parse_limit
+from controller.dispatch import Dispatcher, mark_dispatched, parse_limit, plan
 from controller.fleet import list_instances, live_instances
-from controller.fold import EventFolder
 from controller.payloads import publish_file
 from controller.store import RunStore, new_run_id
 from schemas.base import utcnow
@@ -117,5 +116,10 @@ def start_run(
         # registered instances made their own queue; only hand-named ones may lack one
         for t in req.instances:
             storage.ensure_queue(storage.names.instance_queue(t))
-    RunStore(storage).create(record)
-    return EventFolder(storage, Dispatcher(storage, sign)).advance(run_id)
+    # The first wave goes out before the record exists: nobody else can dispatch a run they
+    # cannot see, so no lock is needed, and a crash in between leaves messages whose
+    # completions create the record (nothing lost) rather than a record with nothing sent.
+    record, first_wave = plan(record)
+    record = mark_dispatched(record, first_wave)
+    Dispatcher(storage, sign).send(record, first_wave)
+    return RunStore(storage).create(record)

@@ -1,18 +1,84 @@
-"""Signing jobs and baselines (Ed25519); see docs/security.md."""
+"""Signing jobs and baselines with the controller's Ed25519 key.
+
+The private key is a PEM file (``--signing-key`` / ``ROLECALL_SIGNING_KEY``); workers hold
+the matching public keys (``--trusted-key``). ``rolecall keys generate`` makes a pair.
+"""
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
-from typing import Protocol
+from typing import TypeVar
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from schemas.baseline import Baseline
-from schemas.jobs import JobEnvelope
+from schemas.errors import ConfigError
+from schemas.jobs import JobEnvelope, Signature
+from schemas.signing import b64, canonical_bytes, key_id
+
+Signed = TypeVar("Signed", JobEnvelope, Baseline)
 
 
-class Signer(Protocol):
-    def sign_job(self, job: JobEnvelope) -> JobEnvelope: ...
-    def sign_baseline(self, baseline: Baseline) -> Baseline: ...
+class Signer:
+    def __init__(self, private_key: Ed25519PrivateKey) -> None:
+        self._key = private_key
+        raw = private_key.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+        self.key_id = key_id(raw)
+
+    def __repr__(self) -> str:
+        return f"Signer(key_id={self.key_id!r})"
+
+    def sign(self, doc: Signed) -> Signed:
+        # sign exactly what will be sent: the JSON the codec produces, minus the signature
+        unsigned = doc.model_copy(update={"signature": None})
+        data = json.loads(unsigned.model_dump_json(exclude_none=True))
+        value = self._key.sign(canonical_bytes(data))
+        return doc.model_copy(update={"signature": Signature(key_id=self.key_id, value=b64(value))})
+
+    def sign_job(self, job: JobEnvelope) -> JobEnvelope:
+        return self.sign(job)
+
+    def sign_baseline(self, baseline: Baseline) -> Baseline:
+        return self.sign(baseline)
 
 
 def load_signer(path: Path | None) -> Signer | None:
-    return None
+    if path is None:
+        return None
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except OSError as e:
+        raise ConfigError(f"cannot read signing key {path}: {e.strerror}") from e
+    except ValueError as e:
+        raise ConfigError(f"{path} is not a PEM private key") from e
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ConfigError(f"{path} is not an Ed25519 key")
+    return Signer(key)
+
+
+def generate(path: Path) -> tuple[Path, str]:
+    """Write a new private key (mode 0600) and its public key next to it."""
+    if path.exists():
+        raise ConfigError(f"{path} exists; refusing to overwrite a key")
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+    fd = os.open(path, flags, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(pem)
+    public = path.with_name(path.name + ".pub")
+    public.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    return public, Signer(key).key_id

@@ -12,6 +12,7 @@ import typer
 
 from controller import cli as ops
 from controller.cli_admin import baseline_app, names, poison_app
+from controller.cli_security import keys_app, sas_app
 from controller.context import Ctx
 from rolecall.dev import demo, dev_app
 from rolecall.sim.cli import sim
@@ -48,6 +49,8 @@ for fn in (ops.run, ops.status, ops.wait, ops.logs, ops.instances, ops.cancel, o
 app.add_typer(baseline_app, name="baseline")
 app.add_typer(poison_app, name="poison")
 app.command("names")(names)
+app.add_typer(keys_app, name="keys")
+app.add_typer(sas_app, name="sas")
 app.add_typer(dev_app, name="dev")
 app.command("demo")(demo)
 app.command("sim")(sim)

@@ -31,6 +31,8 @@ class LocalInstance:
     root: Path
     env: dict[str, str]
     args: list[str] = field(default_factory=list)
+    #: False: let the agent find its role and name itself (instance metadata)
+    identity_flags: bool = True
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
     kills: int = 0
@@ -52,11 +54,11 @@ class LocalInstance:
         self.starts += 1
         for d in ("disks", "stats", "logs"):
             (self.root / d).mkdir(parents=True, exist_ok=True)
+        who = ["--role", self.role, "--instance", self.instance] if self.identity_flags else []
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(
                 [
-                    *rolecall_command(), "worker", "--role", self.role,
-                    "--instance", self.instance, "--state-dir", str(self.state_dir),
+                    *rolecall_command(), "worker", *who, "--state-dir", str(self.state_dir),
                     "--stats-file", str(self.stats_file), *self.args, *extra,
                 ],
                 env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

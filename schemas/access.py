@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_serializer
 
 from schemas.base import Contract, Timestamp
 
@@ -29,3 +29,8 @@ class SasBundle(Contract):
     blobs: dict[str, SecretStr] = Field(
         default_factory=dict, description='"<container>/<blob path>" -> SAS token'
     )
+
+    @field_serializer("queues", "containers", "blobs", when_used="json")
+    def _reveal(self, tokens: dict[str, SecretStr]) -> dict[str, str]:
+        """The bundle file must hold the tokens themselves; ``repr`` still hides them."""
+        return {k: v.get_secret_value() for k, v in tokens.items()}

@@ -14,6 +14,7 @@ from tests.hostile import CASES
 @pytest.fixture
 def small_caps(env: dict[str, str]) -> None:
     env["ROLECALL_EXTRACT_MAX_BYTES"] = str(1_000_000)
+    env["ROLECALL_PAYLOAD_MAX_BYTES"] = str(500_000)
 
 
 def test_every_hostile_message_is_poisoned_and_good_work_behind_them_completes(
@@ -92,3 +93,5 @@ def test_an_expired_job_is_refused_not_run(ops: Operator, ledger: Ledger, worker
     wait_for(lambda: ops.completions("run1.any"), what="the expired completion")
     assert [c.outcome for c in ops.completions("run1.any")] == [Outcome.EXPIRED]
     assert ledger.entries("late") == []
+    wait_for(lambda: ops.poison(ops.names.role_queue("web")), what="the audit record")
+    assert [p.reason for p in ops.poison(ops.names.role_queue("web"))] == ["expired"]

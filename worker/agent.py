@@ -16,11 +16,9 @@ from collections.abc import Callable
 
 from schemas import __version__
 from schemas.base import utcnow
-from schemas.baseline import Baseline
 from schemas.codec import encode_document
 from schemas.errors import AccessDenied, RolecallError, StorageError
 from schemas.events import Hello
-from schemas.jobs import JobEnvelope
 from schemas.names import Names
 from schemas.records import InstanceRecord, InstanceState
 from storage.backoff import IdleBackoff
@@ -36,18 +34,13 @@ from worker.payloads import PayloadCache
 from worker.runner import Runner
 from worker.shutdown import ExitCode, Shutdown
 from worker.state import LocalState
+from worker.trust import verifier
 
 log = logging.getLogger("rolecall.worker")
 
 
 class Agent:
-    def __init__(
-        self,
-        settings: WorkerSettings,
-        *,
-        verify_job: Callable[[JobEnvelope], str | None] = lambda job: None,
-        verify_baseline: Callable[[Baseline], str | None] = lambda b: None,
-    ) -> None:
+    def __init__(self, settings: WorkerSettings) -> None:
         self.settings = settings
         self.shutdown = Shutdown(settings.grace_s)
         self.identity: Identity = resolve_identity(settings)
@@ -69,13 +62,14 @@ class Agent:
         )
         cache = PayloadCache(self.storage, self.state.cache_dir, settings.payload_max_bytes)
         self.runner = Runner(settings, self.storage, self.identity, self.state, cache)
+        verify = verifier(settings)
         self.baseline = BaselineApplier(
             storage=self.storage,
             identity=self.identity,
             state=self.state,
             runner=self.runner,
             outbox=self.outbox,
-            verify=verify_baseline,
+            verify=verify,
             reboot_command=settings.reboot_command,
             tick=lambda: self._tick(None),
             should_kill=self.shutdown.should_kill_job,
@@ -86,7 +80,7 @@ class Agent:
             state=self.state,
             runner=self.runner,
             outbox=self.outbox,
-            verify=verify_job,
+            verify=verify,
             reconcile=self._apply_baseline,
             should_kill=self.shutdown.should_kill_job,
             on_reboot_required=self._reboot_after_settling,

@@ -28,6 +28,7 @@ from worker.identity import Identity
 from worker.outbox import Outbox
 from worker.runner import Runner, Work
 from worker.state import LocalState
+from worker.trust import Verify
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ class BaselineApplier:
         state: LocalState,
         runner: Runner,
         outbox: Outbox,
-        verify: Callable[[Baseline], str | None],
+        verify: Verify,
         reboot_command: str | None,
         tick: Callable[[], None],
         should_kill: Callable[[], bool],
@@ -63,6 +64,7 @@ class BaselineApplier:
         self.tick = tick
         self.should_kill = should_kill
         self.version: int | None = state.baseline_version
+        self.signed_by: str | None = None
         self.reboot_requested = False
 
     def fetch(self) -> Baseline | None:
@@ -72,9 +74,9 @@ class BaselineApplier:
         except NotFound:
             return None
         baseline = decode_document(raw, Baseline)
+        self.signed_by = self.verify(raw, False)
         if baseline.role != self.identity.role:
             raise ContractError(f"baseline at {path} is for role {baseline.role!r}")
-        self.verify(baseline)
         return baseline
 
     def apply(self) -> BaselineStatus:
@@ -172,6 +174,7 @@ class BaselineApplier:
                         "step": index,
                         "steps_total": len(baseline.steps),
                         "baseline_version": baseline.version,
+                        "signed_by": self.signed_by,
                         **fields,
                     }
                 )

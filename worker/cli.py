@@ -79,10 +79,8 @@ def worker(
     try:
         settings = WorkerSettings(**{k: v for k, v in flags.items() if v is not None})
         from worker.agent import Agent
-        from worker.trust import verifiers
 
-        verify_job, verify_baseline = verifiers(settings)
-        agent = Agent(settings, verify_job=verify_job, verify_baseline=verify_baseline)
+        agent = Agent(settings)
     except RolecallError as e:
         typer.echo(f"rolecall worker: {e.message}", err=True)
         raise typer.Exit(ExitCode.CONFIG) from None

@@ -25,6 +25,7 @@ from worker.outbox import Outbox, Settlement
 from worker.poison import poison_record
 from worker.runner import Runner, Work
 from worker.state import LocalState
+from worker.trust import Verify
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ class JobHandler:
         state: LocalState,
         runner: Runner,
         outbox: Outbox,
-        verify: Callable[[JobEnvelope], str | None],
+        verify: Verify,
         reconcile: Callable[[], None],
         should_kill: Callable[[], bool],
         on_reboot_required: Callable[[], None],
@@ -65,8 +66,8 @@ class JobHandler:
         try:
             job = decode_message(msg.content, JobEnvelope)
             lease.job_id = job.job_id
+            signed_by = self.verify(msg.content, True)
             self._check_addressing(job, msg.queue)
-            signed_by = self.verify(job)
         except RolecallError as e:
             self._reject(lease, job, e)
             return
@@ -87,7 +88,7 @@ class JobHandler:
             return
         if job.not_after is not None and utcnow() > job.not_after:
             log.info("job expired before it was claimed", extra=ctx)
-            self._complete(lease, job, Outcome.EXPIRED, reason="claimed after not_after")
+            self._expire(lease, job)
             return
         prior = self.state.job_result(job.job_id)
         if prior is not None:
@@ -216,9 +217,17 @@ class JobHandler:
             )
         self.outbox.add(events, Settlement(lease, "poison", poison=record))
 
-    def _complete(self, lease: Lease, job: JobEnvelope, outcome: Outcome, reason: str) -> None:
-        c = self._completion(job, outcome, lease.msg.dequeue_count, reason=reason)
-        self.outbox.add([c], Settlement(lease, "delete"))
+    def _expire(self, lease: Lease, job: JobEnvelope) -> None:
+        """Refused, not run: reported as expired and kept in the poison queue for audit (an
+        old signed job replayed later is refused here too)."""
+        assert job.not_after is not None
+        reason = f"claimed after its deadline {job.not_after.isoformat()}"
+        c = self._completion(job, Outcome.EXPIRED, lease.msg.dequeue_count, reason=reason)
+        record = poison_record(
+            lease.msg, "expired", reason, job=job,
+            instance=self.identity.instance, incarnation=self.state.incarnation,
+        )  # fmt: skip
+        self.outbox.add([c], Settlement(lease, "poison", poison=record))
 
     def _completion(
         self, job: JobEnvelope, outcome: Outcome, attempt: int, **fields: Any

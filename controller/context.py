@@ -7,18 +7,21 @@ import functools
 import json
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import typer
-from rich.console import Console
 
-from controller.config import ControllerSettings
-from schemas.baseline import Baseline
 from schemas.errors import RolecallError
-from schemas.jobs import JobEnvelope
-from storage.clients import Storage
+
+if TYPE_CHECKING:  # kept out of `rolecall worker`'s start-up path
+    from rich.console import Console
+
+    from controller.config import ControllerSettings
+    from schemas.baseline import Baseline
+    from schemas.jobs import JobEnvelope
+    from storage.clients import Storage
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -32,12 +35,22 @@ EXIT_TIMEOUT = 3  # wait gave up before the run finished
 class Ctx:
     config: Path | None = None
     namespace: str | None = None
-    console: Console = field(default_factory=Console)
+    _console: Console | None = None
     _storage: Storage | None = None
     _settings: ControllerSettings | None = None
 
     @property
+    def console(self) -> Console:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console()
+        return self._console
+
+    @property
     def settings(self) -> ControllerSettings:
+        from controller.config import ControllerSettings
+
         if self._settings is None:
             flags: dict[str, Any] = {"config_file": self.config, "namespace": self.namespace}
             self._settings = ControllerSettings(**{k: v for k, v in flags.items() if v})
@@ -45,6 +58,8 @@ class Ctx:
 
     @property
     def storage(self) -> Storage:
+        from storage.clients import Storage
+
         if self._storage is None:
             self._storage = Storage(self.settings)
         return self._storage
@@ -75,11 +90,11 @@ def expected_errors(fn: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return fn(*args, **kwargs)
-        except RolecallError as e:
-            Console(stderr=True).print(f"[red]error:[/] {e.message}", highlight=False)
-            raise typer.Exit(EXIT_ERROR) from None
-        except ValueError as e:  # pydantic validation of settings and flags
-            Console(stderr=True).print(f"[red]error:[/] {e}", highlight=False)
+        except (RolecallError, ValueError) as e:  # ValueError: pydantic validation of flags
+            from rich.console import Console
+
+            text = e.message if isinstance(e, RolecallError) else str(e)
+            Console(stderr=True).print(f"[red]error:[/] {text}", highlight=False)
             raise typer.Exit(EXIT_ERROR) from None
 
     return wrapper

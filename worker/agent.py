@@ -127,7 +127,9 @@ class Agent:
             boot_time=self.boot_time,
             platform=platform.platform(terse=True),
         )
+        # said at once: a reimage mid-baseline would otherwise wipe the unposted hello
         self.outbox.add([hello])
+        self.outbox.flush()
         log.info("agent started (%s incarnation)", "new" if self.state.new_incarnation else "known")
         self._apply_baseline()
         self.outbox.flush()

@@ -180,6 +180,9 @@ class BaselineApplier:
                 )
             ]
         )
+        # Steps are few and slow: report each at once. Whatever is unposted when the disk is
+        # wiped is lost with it; the new incarnation re-runs the step and reports it then.
+        self.outbox.flush()
 
 
 def step_outcome(exit_code: int | None, timed_out: bool, reboot: RebootPolicy) -> Outcome:

@@ -19,6 +19,7 @@ STATE_DIR_HELP = (
 
 
 def worker(
+    ctx: typer.Context,
     role: Annotated[str | None, Opt(help="Role of this instance (or ROLECALL_ROLE).")] = None,
     instance: Annotated[
         str | None, Opt(help="Stable instance name, e.g. WebRole_IN_0 (or ROLECALL_INSTANCE).")
@@ -69,6 +70,9 @@ def worker(
     from worker.config import WorkerSettings
     from worker.shutdown import ExitCode
 
+    root = ctx.find_root().obj  # `rolecall --config F --namespace N worker ...` works too
+    config = config or getattr(root, "config", None)
+    namespace = namespace or getattr(root, "namespace", None)
     flags: dict[str, Any] = {
         "role": role, "instance": instance, "state_dir": state_dir, "config_file": config,
         "namespace": namespace, "use_imds": use_imds, "imds_endpoint": imds_endpoint,

@@ -25,6 +25,7 @@ def azurite(
       export AZURE_STORAGE_CONNECTION_STRING='<printed string>'
     """
     import signal
+    import threading
 
     from rolecall.azurite import Azurite
     from schemas.errors import RolecallError
@@ -36,10 +37,12 @@ def azurite(
         raise typer.Exit(2) from None
     typer.echo(f"Azurite is running (pid {az.pid}); blob {az.blob_url}, queue {az.queue_url}")
     typer.echo(f"export AZURE_STORAGE_CONNECTION_STRING='{az.connection_string}'")
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
     try:
-        signal.sigwait({signal.SIGINT, signal.SIGTERM}) if hasattr(signal, "sigwait") else None
-    except KeyboardInterrupt:
-        pass
+        while not stop.wait(1.0):
+            pass
     finally:
         az.stop()
 

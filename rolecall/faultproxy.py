@@ -16,6 +16,7 @@ import struct
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -30,13 +31,19 @@ class FaultPlan:
     kinds: tuple[str, ...] = FAULTS
     delay_s: float = 1.0
     seed: int | None = None
+    #: refuse (503) every request this matches, e.g. "all sends to the events queue"
+    blocked: Callable[[str, str], bool] | None = None
     counts: Counter[str] = field(default_factory=Counter)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         self._rnd = random.Random(self.seed)  # noqa: S311 - not crypto
 
-    def draw(self) -> str | None:
+    def draw(self, method: str = "", path: str = "") -> str | None:
+        if self.blocked is not None and self.blocked(method, path):
+            with self.lock:
+                self.counts["blocked"] += 1
+            return "busy_503"
         with self.lock:
             self.counts["requests"] += 1
             if self.rate <= 0 or self._rnd.random() >= self.rate:
@@ -56,7 +63,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _relay(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
-        fault = self.server.plan.draw()
+        fault = self.server.plan.draw(self.command, self.path)
         if fault == "busy_503":
             return self._reply(503, _error("ServerBusy", "The server is busy (injected)."))
         if fault == "reset_before":

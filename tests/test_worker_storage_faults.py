@@ -1,0 +1,69 @@
+"""Storage trouble: the worker never dies of it, and never loses a completion to it."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from rolecall.azurite import Azurite, connection_string
+from rolecall.faultproxy import FaultPlan, FaultProxy
+from schemas import Outcome
+from tests.fleet import Fleet, Ledger, Operator, wait_for
+
+
+@pytest.fixture
+def proxied(azurite: Azurite, env: dict[str, str]) -> Iterator[FaultPlan]:
+    """Workers reach Azurite through a proxy the test can turn against them."""
+    plan = FaultPlan()
+    with FaultProxy(azurite.blob_port, plan) as blob, FaultProxy(azurite.queue_port, plan) as queue:
+        acct = azurite.blob_url.rsplit("/", 1)[1]
+        env["AZURE_STORAGE_CONNECTION_STRING"] = connection_string(
+            f"http://127.0.0.1:{blob.port}/{acct}", f"http://127.0.0.1:{queue.port}/{acct}"
+        )
+        yield plan
+
+
+def test_completions_wait_out_an_events_outage_and_no_new_work_is_claimed(
+    proxied: FaultPlan, ops: Operator, ledger: Ledger, workers: Fleet
+) -> None:
+    """While the events queue refuses posts, the finished job's message is kept (not
+    deleted) and nothing new is claimed; when posting works again the completion arrives
+    once and the next job runs."""
+    events = ops.names.events_queue
+    outage = threading.Event()
+    proxied.blocked = lambda method, path: (
+        outage.is_set() and method == "POST" and f"/{events}/" in path
+    )
+    w = workers.worker("web", "web-0")
+    wait_for(lambda: ops.hellos("web-0"), what="the worker to register")
+    outage.set()
+    ops.enqueue(ops.job("web", ops.publish(ledger.script("first")), job_id="first"))
+    wait_for(lambda: ledger.entries("first"), what="the first job to run")
+    wait_for(lambda: proxied.counts["blocked"] >= 3, what="posting to be refused a few times")
+    ops.enqueue(ops.job("web", ops.publish(ledger.script("second")), job_id="second"))
+    wait_for(lambda: proxied.counts["blocked"] >= 8, what="more refused posts")
+    assert ledger.entries("second") == [], "no new claims while a completion is owed"
+    assert [type(e).__name__ for e in ops.drain_events()] == ["Hello"]
+    assert w.alive
+    outage.clear()
+    wait_for(lambda: len(ops.completions()) == 2, timeout=60, what="both completions")
+    assert {c.job_id: c.outcome for c in ops.completions()} == {
+        "first": Outcome.SUCCEEDED,
+        "second": Outcome.SUCCEEDED,
+    }
+    assert len(ledger.entries("first")) == 1, "not run again"
+
+
+def test_the_worker_survives_storage_going_away_and_coming_back(
+    proxied: FaultPlan, ops: Operator, ledger: Ledger, workers: Fleet
+) -> None:
+    proxied.blocked = lambda method, path: True
+    w = workers.worker("web", "web-0")
+    wait_for(lambda: proxied.counts["blocked"] >= 5, what="boot to hit the outage")
+    assert w.alive
+    proxied.blocked = None
+    ops.enqueue(ops.job("web", ops.publish(ledger.script("after"))))
+    wait_for(lambda: ops.completions("run1.any"), timeout=90, what="work after the outage")
+    assert w.alive

@@ -31,6 +31,9 @@ def worker(
     once: Annotated[
         bool, Opt("--once", help="Boot, apply the baseline, drain queued work, exit.")
     ] = False,
+    check: Annotated[
+        bool, Opt("--check", help="Verify settings, identity and storage access; claim nothing.")
+    ] = False,
     config: Annotated[Path | None, Opt(help="Config file (TOML, JSON or YAML).")] = None,
     namespace: Annotated[str | None, Opt(help="Storage namespace prefix (default rc).")] = None,
     use_imds: Annotated[
@@ -64,7 +67,9 @@ def worker(
 
       rolecall worker --role web --instance WebRole_IN_0 --state-dir /var/lib/rolecall
 
-      rolecall worker --use-imds --once        # at image-bake or boot time
+      rolecall worker --use-imds --once        # at boot time
+
+      rolecall worker --use-imds --check       # at image-bake time: verify, claim nothing
     """
     from schemas.errors import RolecallError
     from worker.config import WorkerSettings
@@ -82,6 +87,10 @@ def worker(
     }  # fmt: skip
     try:
         settings = WorkerSettings(**{k: v for k, v in flags.items() if v is not None})
+        if check:  # image-bake check (worker/check.py): runs no Agent, so nothing is claimed
+            from worker.check import run_check
+
+            raise typer.Exit(run_check(settings))
         from worker.agent import Agent
 
         agent = Agent(settings)

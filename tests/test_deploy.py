@@ -1,0 +1,162 @@
+"""`rolecall worker --check`: passes against Azurite, claims nothing, and fails clearly.
+
+Every address contacted is on 127.0.0.1; the metadata endpoint is always pointed at a local
+stand-in, so nothing here can reach 169.254.169.254.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from controller.fleet import list_instances
+from rolecall.azurite import Azurite, connection_string
+from schemas.access import SasBundle
+from schemas.base import utcnow
+from storage.clients import Storage
+from tests.fleet import ROLECALL, Operator
+
+REPO = Path(__file__).resolve().parent.parent
+AZURE = REPO / "deploy" / "azure"
+LINUX = REPO / "deploy" / "linux"
+WINDOWS = REPO / "deploy" / "windows"
+
+
+def run(argv: list[Any], **kw: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(a) for a in argv], check=False, capture_output=True, text=True, timeout=300, **kw
+    )
+
+
+class Metadata:
+    """A stand-in for Azure instance metadata on 127.0.0.1: one VM, tagged with its role."""
+
+    def __init__(self, vm_name: str, role: str) -> None:
+        compute = {"name": vm_name, "tagsList": [{"name": "rolecall-role", "value": role}]}
+        body = json.dumps(compute).encode()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                ok = self.headers.get("Metadata") == "true" and self.path.startswith(
+                    "/metadata/instance/compute"
+                )
+                self.send_response(200 if ok else 400)
+                self.end_headers()
+                self.wfile.write(body if ok else b"{}")
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def metadata() -> Iterator[Metadata]:
+    m = Metadata("vmss-web_3", "web")
+    yield m
+    m.close()
+
+
+# --- rolecall worker --check -------------------------------------------------------------
+
+
+WEB_0 = ("--role", "web", "--instance", "web-0")
+
+
+def check(env: dict[str, str], state: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return run([ROLECALL, "worker", "--check", "--state-dir", state, *args], env=env)
+
+
+def test_check_passes_and_claims_nothing(
+    env: dict[str, str], storage: Storage, ops: Operator, tmp_path: Path, metadata: Metadata
+) -> None:
+    ops.enqueue(ops.job("web", ops.publish(b"#!/bin/sh\nexit 0\n")))
+    state = tmp_path / "state"
+    r = check(env, state, "--use-imds", "--imds-endpoint", metadata.url)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "role web, instance vmss-web_3 (from instance metadata" in r.stdout
+    assert "OK: nothing failed" in r.stdout
+    assert re.search(r"ok\s+queue \S+-role-web\s+readable: 1 message", r.stdout), r.stdout
+    (msg,) = storage.peek(storage.names.role_queue("web"))
+    assert msg.dequeue_count == 0, "the check must never claim a job"
+    assert list_instances(storage, "web") == [], "the check must never register"
+    assert not state.exists(), "the check must never create the state directory"
+
+
+def closed_port() -> socket.socket:
+    """Bound, never listening: connections to it are refused, and nobody else can take it."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    return s
+
+
+def test_check_fails_clearly_when_storage_is_unreachable(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    with closed_port() as s:
+        url = f"http://127.0.0.1:{s.getsockname()[1]}/devstoreaccount1"
+        started = time.monotonic()
+        unreachable = {**env, "AZURE_STORAGE_CONNECTION_STRING": connection_string(url, url)}
+        r = check(unreachable, tmp_path / "s", *WEB_0)
+        took = time.monotonic() - started
+    assert r.returncode == 1
+    assert "FAILED" in r.stderr and "storage unreachable" in r.stderr
+    assert "Connection refused" in r.stderr
+    assert "skipped: storage is unreachable" in r.stdout
+    assert "Traceback" not in r.stdout + r.stderr
+    assert took < 20, f"a dead endpoint should fail fast, took {took:.1f}s"
+
+
+def test_check_fails_clearly_when_the_key_is_refused(
+    env: dict[str, str], azurite: Azurite, tmp_path: Path
+) -> None:
+    bad = re.sub(r"AccountKey=[^;]+", "AccountKey=" + "A" * 86 + "==", azurite.connection_string)
+    r = check({**env, "AZURE_STORAGE_CONNECTION_STRING": bad}, tmp_path / "s", *WEB_0)
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert "FAILED" in r.stderr and "Traceback" not in r.stdout + r.stderr
+
+
+def test_check_fails_clearly_without_a_storage_account_or_identity(tmp_path: Path) -> None:
+    bare = {k: v for k, v in os.environ.items() if not k.startswith(("ROLECALL_", "AZURE_"))}
+    r = check(bare, tmp_path / "s")
+    assert r.returncode == 2
+    assert "no storage account configured" in r.stdout and "no role" in r.stdout
+    assert "Traceback" not in r.stdout + r.stderr
+
+
+@pytest.mark.parametrize(
+    ("instance", "expires_in", "code", "says"),
+    [("web-0", -60, 3, "SAS bundle expired"), ("web-9", 3600, 2, "SAS bundle is for web/web-9")],
+)
+def test_check_refuses_an_expired_or_foreign_sas_bundle(
+    env: dict[str, str], tmp_path: Path, instance: str, expires_in: int, code: int, says: str
+) -> None:
+    nowhere = "http://127.0.0.1:1/devstoreaccount1"  # the bundle is refused before any request
+    bundle = SasBundle(
+        namespace=env["ROLECALL_NAMESPACE"], role="web", instance=instance,
+        blob_endpoint=nowhere, queue_endpoint=nowhere,
+        expires_at=utcnow() + timedelta(seconds=expires_in),
+    )  # fmt: skip
+    sas = tmp_path / "worker.sas.json"
+    sas.write_text(bundle.model_dump_json())
+    r = check({**env, "ROLECALL_SAS_FILE": str(sas)}, tmp_path / "s", *WEB_0)
+    assert r.returncode == code, r.stdout + r.stderr
+    assert says in r.stderr and "Traceback" not in r.stdout + r.stderr

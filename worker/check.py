@@ -1,0 +1,397 @@
+"""``rolecall worker --check``: would the agent work on this machine? Asked without working.
+
+Run it when baking an image and on an instance that looks wrong. It answers, in seconds and in
+one short report, what a failed boot would otherwise answer hours later in a log nobody reads:
+do the settings parse, who does this instance think it is, does the credential work, can storage
+be reached, and may this credential read what the agent reads.
+
+It never claims a message, never runs a job, never registers the instance and never creates
+the state directory: on a VM about to be captured it leaves nothing behind for every future
+instance to inherit.
+
+Why these calls, and not others:
+
+* the instance and role queues get a Peek. A receive would bump the dequeue count (a job's
+  attempts) and hide the message from real workers. Peek needs ``messages/read``, which
+  "Storage Queue Data Message Processor" grants; Get Queue Properties would need
+  ``queues/read``, which the least-privilege worker roles deliberately do not have.
+* the events queue gets Get Queue Properties. A worker may only *add* there, and no call
+  proves an add right without adding, so a refusal (as opposed to an unknown credential) is a
+  warning, not a failure.
+* the baseline blob and the payloads container get one HEAD each; for payloads, a HEAD on a
+  digest no payload has, which proves read access by answering 404 rather than 403.
+* writes (instance record, completions, logs) are not probed: proving a write means writing.
+
+Exit codes: 0 nothing failed (warnings allowed); 2 the configuration or identity is wrong
+(``ExitCode.CONFIG``); 3 the credential was refused (``ExitCode.ACCESS_DENIED``); 1 storage
+could not be reached, or anything else.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from enum import Enum
+from pathlib import Path
+from typing import Any, TextIO, TypeVar
+
+from schemas.base import utcnow
+from schemas.errors import AccessDenied, ConfigError, NotFound, RolecallError, StorageUnavailable
+from schemas.names import Names
+from schemas.settings import AuthMode
+from worker.config import WorkerSettings
+from worker.identity import Identity, resolve_identity
+from worker.shutdown import ExitCode
+
+T = TypeVar("T")
+
+UNREACHABLE = 1
+#: No payload has this digest, so a HEAD on it answers 404 to anyone allowed to read.
+ABSENT_DIGEST = "0" * 64
+STORAGE_SCOPE = "https://storage.azure.com/.default"
+SAS_EXPIRY_WARNING = timedelta(days=7)
+WRITES_NOTE = "writes (instance record, completions, logs) are not probed: that would mean writing"
+
+
+class Status(str, Enum):
+    OK = "ok"
+    WARN = "warn"
+    FAIL = "FAIL"
+    SKIP = "skip"
+
+
+@dataclass(frozen=True)
+class Finding:
+    status: Status
+    what: str
+    detail: str
+    exit_code: int = 0
+
+
+@dataclass
+class Report:
+    findings: list[Finding] = field(default_factory=list)
+
+    def ok(self, what: str, detail: str) -> None:
+        self.findings.append(Finding(Status.OK, what, detail))
+
+    def warn(self, what: str, detail: str) -> None:
+        self.findings.append(Finding(Status.WARN, what, detail))
+
+    def fail(self, what: str, detail: str, exit_code: int) -> None:
+        self.findings.append(Finding(Status.FAIL, what, detail, exit_code))
+
+    def skip(self, what: str, detail: str) -> None:
+        self.findings.append(Finding(Status.SKIP, what, detail))
+
+    @property
+    def failures(self) -> list[Finding]:
+        return [f for f in self.findings if f.status is Status.FAIL]
+
+    @property
+    def exit_code(self) -> int:
+        failures = self.failures
+        return failures[0].exit_code if failures else int(ExitCode.OK)
+
+    @property
+    def unreachable(self) -> bool:
+        return any(f.exit_code == UNREACHABLE for f in self.failures)
+
+    def render(self, out: TextIO) -> None:
+        width = max(len(f.what) for f in self.findings)
+        for f in self.findings:
+            out.write(f"  {f.status.value:<4}  {f.what:<{width}}  {f.detail}\n")
+        warnings = sum(f.status is Status.WARN for f in self.findings)
+        if self.failures:
+            out.write(f"FAILED: {len(self.failures)} check(s) failed, {warnings} warning(s)\n")
+        else:
+            out.write(f"OK: nothing failed, {warnings} warning(s); {WRITES_NOTE}\n")
+
+
+def run_check(
+    settings: WorkerSettings, out: TextIO | None = None, err: TextIO | None = None
+) -> int:
+    """Check everything the agent needs before its first claim; print the report; return the
+    exit code. Never raises for an expected problem: each becomes a line in the report."""
+    out, err = out or sys.stdout, err or sys.stderr
+    logging.getLogger("azure").setLevel(logging.CRITICAL)  # the report says it, once
+    report = Report()
+    _settings(settings, report)
+    identity = _identity(settings, report)
+    _state_dir(settings.state_dir, report)
+    _trusted_keys(settings.trusted_keys, report)
+    if not report.failures:
+        _storage(settings, identity, report)
+    names = f"namespace {settings.namespace}"
+    if identity is not None:
+        names += f", role {identity.role}, instance {identity.instance}"
+    out.write(f"rolecall worker --check ({names})\n")
+    report.render(out)
+    out.flush()
+    if report.failures:
+        first = report.failures[0]
+        err.write(f"rolecall worker --check: FAILED: {first.what}: {first.detail}\n")
+    return report.exit_code
+
+
+# --- local checks ------------------------------------------------------------------------
+
+
+def _settings(settings: WorkerSettings, report: Report) -> None:
+    try:
+        mode = settings.auth_mode
+        if mode is AuthMode.CONNECTION_STRING:
+            assert settings.connection_string is not None
+            account = _account_of(settings.connection_string.get_secret_value())
+            how = f"connection string for account {account} (account key: full access)"
+        elif mode is AuthMode.IDENTITY:
+            _, queue = settings.endpoints()
+            client_id = os.environ.get("AZURE_CLIENT_ID")
+            who = f"managed identity {client_id}" if client_id else "the VM's managed identity"
+            how = f"{who} against {queue}"
+        else:
+            how = f"SAS bundle {settings.sas_file}"
+    except ConfigError as e:
+        report.fail("settings", e.message, ExitCode.CONFIG)
+        return
+    report.ok("settings", f"namespace {settings.namespace}; {how}")
+
+
+def _account_of(connection_string: str) -> str:
+    parts = dict(p.split("=", 1) for p in connection_string.split(";") if "=" in p)
+    return parts.get("AccountName", "?")
+
+
+def _identity(settings: WorkerSettings, report: Report) -> Identity | None:
+    from_imds = settings.use_imds and (settings.role is None or settings.instance is None)
+    try:
+        identity = resolve_identity(settings)
+    except ConfigError as e:
+        report.fail("identity", e.message, ExitCode.CONFIG)
+        return None
+    source = f"instance metadata at {settings.imds_endpoint}" if from_imds else "flags/settings"
+    report.ok("identity", f"role {identity.role}, instance {identity.instance} (from {source})")
+    return identity
+
+
+def _state_dir(root: Path, report: Report) -> None:
+    """An image must not carry an incarnation: every instance made from it would share it,
+    believe its baseline already applied, and skip it."""
+    incarnation = root / "incarnation"
+    if incarnation.is_file():
+        inc = incarnation.read_text(errors="replace").strip()
+        report.warn(
+            "state dir",
+            f"{root} holds incarnation {inc}: fine on a running instance, but delete {root} "
+            "before capturing an image, or every instance made from it skips its baseline",
+        )
+    elif root.exists():
+        if os.access(root, os.W_OK | os.X_OK):
+            report.ok("state dir", f"{root} exists, no incarnation: first start is a new one")
+        else:
+            report.fail("state dir", f"{root} is not writable by this user", ExitCode.CONFIG)
+    else:
+        parent = next((p for p in root.parents if p.exists()), root.anchor)
+        if os.access(parent, os.W_OK | os.X_OK):
+            report.ok("state dir", f"{root} absent: created at first start (a new incarnation)")
+        else:
+            report.warn(
+                "state dir",
+                f"{root} absent and {parent} not writable by this user; the agent runs as "
+                "root (systemd) or SYSTEM (Windows task) and creates it",
+            )
+
+
+def _trusted_keys(keys: list[Path], report: Report) -> None:
+    if not keys:
+        report.warn(
+            "trusted keys",
+            "none configured: jobs and baselines are accepted unsigned (development only)",
+        )
+        return
+    missing = [str(k) for k in keys if not os.access(k, os.R_OK)]
+    if missing:
+        report.fail("trusted keys", f"cannot read {', '.join(missing)}", ExitCode.CONFIG)
+    else:
+        report.ok("trusted keys", f"{len(keys)} readable")
+
+
+# --- storage -----------------------------------------------------------------------------
+
+
+def _storage(settings: WorkerSettings, identity: Identity | None, report: Report) -> None:
+    from storage.clients import Storage
+
+    try:
+        storage = Storage(settings)
+    except RolecallError as e:
+        report.fail("storage client", e.message, ExitCode.CONFIG)
+        return
+    try:
+        _credential(settings, identity, report)
+        if report.failures:
+            return
+        names = storage.names
+        if identity is not None:
+            for q in (names.instance_queue(identity.instance), names.role_queue(identity.role)):
+                _guarded(report, f"queue {q}", functools.partial(_peek, storage, q, report))
+        events = names.events_queue
+        _guarded(report, f"queue {events}", lambda: _events(storage, settings, report))
+        if identity is not None:
+            _guarded(report, "baseline", lambda: _baseline(storage, identity.role, report))
+        payloads = names.payloads_container
+        _guarded(report, f"container {payloads}", lambda: _payloads(storage, report))
+    finally:
+        storage.close()
+
+
+def _guarded(report: Report, what: str, probe: Callable[[], None]) -> None:
+    """Run one probe; once storage proved unreachable, skip the rest (each would only wait
+    out its own retries to say the same thing)."""
+    if report.unreachable:
+        report.skip(what, "skipped: storage is unreachable")
+        return
+    try:
+        probe()
+    except StorageUnavailable as e:
+        report.fail(what, f"storage unreachable: {e.message}", UNREACHABLE)
+    except AccessDenied as e:
+        report.fail(what, e.message, ExitCode.ACCESS_DENIED)
+    except RolecallError as e:
+        report.fail(what, e.message, UNREACHABLE)
+    except Exception as e:  # a diagnostic tool reports, it does not crash
+        report.fail(what, f"unexpected {type(e).__name__}: {e}", UNREACHABLE)
+
+
+def _once(what: str, fn: Callable[[], T]) -> T:
+    """One storage call with a single quick retry: the agent's own policy (minutes of
+    patience) would make a dead endpoint look like a hung check."""
+    from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
+
+    from storage.retry import transient_retry, translate
+
+    try:
+        return transient_retry(attempts=2, max_delay=5.0, max_wait=1.0)(fn)()
+    except (HttpResponseError, ServiceRequestError, ServiceResponseError, OSError) as e:
+        raise translate(e, what) from e
+
+
+def _credential(settings: WorkerSettings, identity: Identity | None, report: Report) -> None:
+    mode = settings.auth_mode
+    if mode is AuthMode.IDENTITY:
+        from storage.clients import identity_credential
+
+        try:
+            token: Any = identity_credential().get_token(STORAGE_SCOPE)
+        except Exception as e:  # azure.identity raises several unrelated types
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            report.fail("credential", f"no storage token: {first}", ExitCode.ACCESS_DENIED)
+            return
+        minutes = max(0, int((token.expires_on - utcnow().timestamp()) / 60))
+        report.ok("credential", f"storage token issued (valid for {minutes} min)")
+    elif mode is AuthMode.SAS:
+        _sas_bundle(settings, identity, report)
+    else:
+        report.ok("credential", "account key (checked by the requests below)")
+
+
+def _sas_bundle(settings: WorkerSettings, identity: Identity | None, report: Report) -> None:
+    from schemas.access import SasBundle
+    from schemas.codec import decode_document
+
+    assert settings.sas_file is not None
+    bundle = decode_document(settings.sas_file.read_bytes(), SasBundle)
+    left = bundle.expires_at - utcnow()
+    if left <= timedelta(0):
+        report.fail(
+            "credential",
+            f"SAS bundle expired {bundle.expires_at:%Y-%m-%d %H:%M}Z",
+            ExitCode.ACCESS_DENIED,
+        )
+        return
+    issued_to = f"{bundle.role}/{bundle.instance}"
+    me = f"{identity.role}/{identity.instance}" if identity else None
+    if me and issued_to != me:
+        report.fail("credential", f"SAS bundle is for {issued_to}, not {me}", ExitCode.CONFIG)
+        return
+    if left < SAS_EXPIRY_WARNING:
+        report.warn("credential", f"SAS bundle expires in {left.days} day(s); reissue it")
+    else:
+        report.ok("credential", f"SAS bundle valid until {bundle.expires_at:%Y-%m-%d}")
+
+
+def _missing(kind: str) -> str:
+    return (
+        f"{kind} does not exist yet: the agent creates it at first start where its "
+        "credentials allow; otherwise deploy it (deploy/azure/main.bicep)"
+    )
+
+
+def _peek(storage: Any, queue: str, report: Report) -> None:
+    what = f"queue {queue}"
+    try:
+        msgs = _once(f"peek {queue}", lambda: storage.queue(queue).peek_messages(max_messages=32))
+    except NotFound:
+        report.warn(what, _missing("queue"))
+        return
+    except AccessDenied as e:
+        report.fail(
+            what,
+            f"{e.message}; the worker needs Storage Queue Data Message Processor on this queue",
+            ExitCode.ACCESS_DENIED,
+        )
+        return
+    waiting = f"{len(msgs)}+" if len(msgs) >= 32 else str(len(msgs))
+    report.ok(what, f"readable: {waiting} message(s) waiting (peeked, none claimed)")
+
+
+def _events(storage: Any, settings: WorkerSettings, report: Report) -> None:
+    queue = storage.names.events_queue
+    what = f"queue {queue}"
+    try:
+        _once(f"properties of {queue}", storage.queue(queue).get_queue_properties)
+    except NotFound:
+        report.warn(what, _missing("queue"))
+        return
+    except AccessDenied as e:
+        unknown = "AuthenticationFailed" in e.message or "credentials refused" in e.message
+        if settings.auth_mode is AuthMode.CONNECTION_STRING or unknown:
+            raise
+        report.warn(
+            what,
+            "reachable; this credential may only add messages here (as least privilege "
+            "intends), and an add cannot be proven without sending one",
+        )
+        return
+    report.ok(what, "reachable")
+
+
+def _baseline(storage: Any, role: str, report: Report) -> None:
+    container, path = storage.names.state_container, Names.baseline_blob(role)
+    try:
+        props = _once(f"stat {container}/{path}", storage.blob(container, path).get_blob_properties)
+    except NotFound as e:
+        if "ContainerNotFound" in e.message:
+            report.warn("baseline", _missing(f"container {container}"))
+        else:
+            report.ok("baseline", f"none published for role {role} yet ({container}/{path})")
+        return
+    report.ok("baseline", f"{container}/{path} readable ({int(props.size)} bytes)")
+
+
+def _payloads(storage: Any, report: Report) -> None:
+    container = storage.names.payloads_container
+    what = f"container {container}"
+    probe = Names.payload_blob(ABSENT_DIGEST)
+    try:
+        _once(f"stat {container}/{probe}", storage.blob(container, probe).get_blob_properties)
+    except NotFound as e:
+        if "ContainerNotFound" in e.message:
+            report.warn(what, _missing("container"))
+            return
+    report.ok(what, "readable")

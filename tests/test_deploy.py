@@ -1,4 +1,8 @@
-"""`rolecall worker --check`: passes against Azurite, claims nothing, and fails clearly.
+"""Deploy artifacts (deploy/) held to the code, and `rolecall worker --check`.
+
+* The Azure template and its example parameters are parsed with regular expressions (no Bicep
+  compiler on the test machine) and held to schemas/names.py and deploy/azure/roles.json.
+* `rolecall worker --check` passes, claims nothing, and fails clearly.
 
 Every address contacted is on 127.0.0.1; the metadata endpoint is always pointed at a local
 stand-in, so nothing here can reach 169.254.169.254.
@@ -9,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import threading
@@ -25,6 +30,7 @@ from controller.fleet import list_instances
 from rolecall.azurite import Azurite, connection_string
 from schemas.access import SasBundle
 from schemas.base import utcnow
+from schemas.names import POISON_SUFFIX, Names
 from storage.clients import Storage
 from tests.fleet import ROLECALL, Operator
 
@@ -32,12 +38,126 @@ REPO = Path(__file__).resolve().parent.parent
 AZURE = REPO / "deploy" / "azure"
 LINUX = REPO / "deploy" / "linux"
 WINDOWS = REPO / "deploy" / "windows"
+BICEP = (AZURE / "main.bicep").read_text()
+PARAMS = json.loads((AZURE / "main.parameters.json").read_text())["parameters"]
+
+
+def bicep_default(param: str) -> str:
+    m = re.search(rf"^param {param} string = '([^']*)'$", BICEP, re.M)
+    assert m, f"main.bicep has no string default for {param}"
+    return m.group(1)
+
+
+def bicep_var(name: str) -> str:
+    m = re.search(rf"^var {name} = '(.*)'$", BICEP, re.M)
+    assert m, f"main.bicep has no string var {name}"
+    return m.group(1)
 
 
 def run(argv: list[Any], **kw: Any) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(a) for a in argv], check=False, capture_output=True, text=True, timeout=300, **kw
     )
+
+
+def interpolate(text: str, values: dict[str, str]) -> str:
+    """Bicep's '${x}' interpolation and \\' escapes, for the variables these tests know."""
+    for _ in range(5):
+        text = re.sub(r"\$\{(\w+)\}", lambda m: values.get(m.group(1), m.group(0)), text)
+    return text.replace("\\'", "'")
+
+
+# --- Azure template ----------------------------------------------------------------------
+
+
+def test_parameters_name_every_queue_as_schemas_names_does() -> None:
+    names = Names(PARAMS["namespace"]["value"])
+    for r in PARAMS["roles"]["value"]:
+        assert r["queue"] == names.role_queue(r["role"])
+        assert r["poisonQueue"] == names.poison_queue(names.role_queue(r["role"]))
+    for i in PARAMS["instances"]["value"]:
+        assert i["queue"] == names.instance_queue(i["instance"])
+        assert i["poisonQueue"] == names.poison_queue(names.instance_queue(i["instance"]))
+    # the example shows a role name that needs hashing, as real ones (WebRole_IN_0) do
+    assert any(
+        r["queue"] != f"{names.namespace}-role-{r['role']}" for r in PARAMS["roles"]["value"]
+    )
+
+
+@pytest.mark.parametrize("namespace", ["rc", "prod-eu"])
+def test_bicep_defaults_derive_names_as_schemas_names_does(namespace: str) -> None:
+    names = Names(namespace)
+    derived = {
+        p: interpolate(bicep_default(p), {"namespace": namespace})
+        for p in "payloadsContainer stateContainer logsContainer eventsQueue eventsPoisonQueue "
+        "instanceQueuePrefix".split()
+    }
+    assert derived["payloadsContainer"] == names.payloads_container
+    assert derived["stateContainer"] == names.state_container
+    assert derived["logsContainer"] == names.logs_container
+    assert derived["eventsQueue"] == names.events_queue
+    assert derived["eventsPoisonQueue"] == names.poison_queue(names.events_queue)
+    assert names.instance_queue("vm-1") == derived["instanceQueuePrefix"] + "vm-1"
+    assert bicep_default("namespace") == "rc" == Names().namespace
+
+
+def test_bicep_blob_prefixes_and_poison_pattern_match_schemas_names() -> None:
+    assert Names.baseline_blob("web").startswith(bicep_var("baselinesPrefix"))
+    assert bicep_var("instancesPrefix") == Names.instances_prefix()
+    assert f"'*{POISON_SUFFIX}'" in interpolate(bicep_var("isInstancePoisonQueue"), {})
+
+
+def test_bicep_role_ids_are_the_cited_built_in_roles() -> None:
+    cited = dict(
+        (name.strip(), guid)
+        for guid, name in re.findall(
+            r"'([0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12})' // (.+)$", BICEP, re.M
+        )
+    )
+    expected = json.loads((AZURE / "roles.json").read_text())["builtin"]
+    assert cited == expected
+    for key in re.findall(r"builtInRoles\.(\w+)", BICEP):
+        assert re.search(rf"^  {key}: '", BICEP, re.M), f"builtInRoles.{key} is not defined"
+
+
+def test_bicep_conditions_are_well_formed_and_name_the_right_prefixes() -> None:
+    values = {
+        name: interpolate(v, {}) for name, v in re.findall(r"^var (\w+) = '(.*)'$", BICEP, re.M)
+    }
+    values["instanceQueuePrefix"] = "rc-inst-"
+    conditions = [
+        interpolate(c, values) for c in re.findall(r"^    condition: '(.*)'$", BICEP, re.M)
+    ]
+    assert len(conditions) == 5
+    for c in conditions:
+        assert "${" not in c and c.count("'") % 2 == 0, c
+        depth = 0
+        for ch in c:
+            depth += {"(": 1, ")": -1}.get(ch, 0)
+            assert depth >= 0, c
+        assert depth == 0, c
+    joined = "\n".join(conditions)
+    assert "StringStartsWith 'baselines/'" in joined and "StringStartsWith 'instances/'" in joined
+    assert "StringStartsWith 'rc-inst-'" in joined
+
+
+def test_bicep_account_refuses_anonymous_plaintext_and_old_tls() -> None:
+    assert re.search(r"^param allowSharedKeyAccess bool = false$", BICEP, re.M)
+    for setting in (
+        "supportsHttpsTrafficOnly: true",
+        "minimumTlsVersion: 'TLS1_2'",
+        "allowBlobPublicAccess: false",
+        "allowSharedKeyAccess: allowSharedKeyAccess",
+    ):
+        assert f"    {setting}\n" in BICEP, setting
+
+
+def test_bicep_compiles_when_the_compiler_is_here(tmp_path: Path) -> None:
+    bicep = shutil.which("bicep")
+    if bicep is None:
+        pytest.skip("no bicep CLI on this machine (install it to compile main.bicep)")
+    r = run([bicep, "build", AZURE / "main.bicep", "--outdir", tmp_path])
+    assert r.returncode == 0, r.stderr
 
 
 class Metadata:

@@ -2,6 +2,9 @@
 
 * The Azure template and its example parameters are parsed with regular expressions (no Bicep
   compiler on the test machine) and held to schemas/names.py and deploy/azure/roles.json.
+* install.sh really installs into a temporary prefix; the installed agent, started with the
+  installed settings file and identity from a stand-in for Azure instance metadata, registers
+  against Azurite and applies its role's baseline: an image booting for the first time.
 * `rolecall worker --check` passes, claims nothing, and fails clearly.
 
 Every address contacted is on 127.0.0.1; the metadata endpoint is always pointed at a local
@@ -15,7 +18,10 @@ import os
 import re
 import shutil
 import socket
+import stat
 import subprocess
+import sys
+import sysconfig
 import threading
 import time
 from collections.abc import Iterator
@@ -32,7 +38,8 @@ from schemas.access import SasBundle
 from schemas.base import utcnow
 from schemas.names import POISON_SUFFIX, Names
 from storage.clients import Storage
-from tests.fleet import ROLECALL, Operator
+from tests.fleet import ROLECALL, Ledger, Operator, cli, write_baseline
+from worker.config import WorkerSettings
 
 REPO = Path(__file__).resolve().parent.parent
 AZURE = REPO / "deploy" / "azure"
@@ -160,6 +167,31 @@ def test_bicep_compiles_when_the_compiler_is_here(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
 
 
+# --- Linux unit and installer ------------------------------------------------------------
+
+
+def unit_settings(text: str) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        if "=" in line and not line.startswith(("#", "[")):
+            key, value = line.split("=", 1)
+            out.setdefault(key, []).append(value)
+    return out
+
+
+def test_unit_is_hardened_only_where_a_configuration_agent_allows() -> None:
+    u = unit_settings((LINUX / "rolecall-worker.service").read_text())
+    assert u["After"] == u["Wants"] == ["network-online.target"]
+    assert u["Restart"] in (["always"], ["on-failure"]) and int(u["RestartSec"][0]) > 0
+    assert u["StateDirectory"] == ["rolecall"] and u["EnvironmentFile"] == [
+        "/etc/rolecall/worker.env"
+    ]
+    assert u["KillMode"] == ["mixed"] and u["PrivateTmp"] == ["yes"]
+    assert int(u["TimeoutStopSec"][0]) > 2 * WorkerSettings.model_fields["grace_s"].default
+    assert "NoNewPrivileges" not in u and u.get("ProtectSystem", ["no"]) == ["no"]
+    assert Path(u["ExecStart"][0].split()[0]) == Path("/opt/rolecall/bin/rolecall")
+
+
 class Metadata:
     """A stand-in for Azure instance metadata on 127.0.0.1: one VM, tagged with its role."""
 
@@ -195,6 +227,114 @@ def metadata() -> Iterator[Metadata]:
     m.close()
 
 
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """install.sh into a temporary prefix, as in an image bake but with --no-enable.
+
+    pip gets --no-deps, and the dependencies come from this test environment (rolecall itself
+    left out) on PYTHONPATH while installing and through a .pth file afterwards: what is
+    tested is install.sh and the rolecall it installs, not PyPI, and it takes seconds, not a
+    minute. (A venv made with --system-site-packages would not do: it sees the base
+    interpreter's packages, not this virtual environment's.)"""
+    root = tmp_path_factory.mktemp("image")
+    deps = root / "deps"
+    deps.mkdir()
+    for entry in Path(sysconfig.get_paths()["purelib"]).iterdir():
+        if not entry.name.startswith(("rolecall", "_editable_impl_rolecall", "pip", "__pycache__")):
+            (deps / entry.name).symlink_to(entry)
+    started = time.monotonic()
+    r = install(root, "--pip-option=--no-deps")
+    assert r.returncode == 0, r.stdout + r.stderr
+    site = run([root / "prefix/bin/python", "-c", "import site; print(site.getsitepackages()[0])"])
+    (Path(site.stdout.strip()) / "zz_test_dependencies.pth").write_text(f"{deps}\n")
+    print(f"\ninstall.sh took {time.monotonic() - started:.1f}s")
+    return root
+
+
+def install(root: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    paths = {"--prefix": root / "prefix", "--etc": root / "etc", "--systemd-dir": root / "systemd"}
+    argv = ["bash", LINUX / "install.sh", "--from", REPO, "--python", sys.executable, "--no-enable"]
+    argv += [*(x for kv in paths.items() for x in kv), *extra]
+    return run(argv, env={**os.environ, "PYTHONPATH": str(root / "deps")})
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines as systemd's EnvironmentFile= reads them (comments, outer quotes)."""
+    out = {}
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, value = line.split("=", 1)
+            if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+                value = value[1:-1]
+            out[key.strip()] = value
+    return out
+
+
+def test_install_lays_out_venv_settings_and_unit(installed: Path) -> None:
+    prefix, etc = installed / "prefix", installed / "etc"
+    # cwd: not the checkout, since `python -c` imports from the cwd first
+    r = run([prefix / "bin/python", "-c", "import worker; print(worker.__file__)"], cwd=installed)
+    assert Path(r.stdout.strip()).is_relative_to(prefix), "rolecall must run from the prefix"
+    env_file = etc / "worker.env"
+    assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+    assert read_env_file(env_file)["ROLECALL_USE_IMDS"] == "true"
+    u = unit_settings((installed / "systemd" / "rolecall-worker.service").read_text())
+    assert u["ExecStart"] == [f"{prefix}/bin/rolecall worker"]
+    assert u["EnvironmentFile"] == [str(env_file)]
+    assert u["StateDirectory"] == ["rolecall"]  # state stays /var/lib/rolecall
+
+
+def test_installed_unit_passes_systemd_analyze_verify(installed: Path) -> None:
+    tool = shutil.which("systemd-analyze")
+    if tool is None:
+        pytest.skip("no systemd-analyze on this machine: unit not verified")
+    unit = installed / "systemd" / "rolecall-worker.service"
+    r = run([tool, "verify", unit])
+    assert r.returncode == 0 and "rolecall-worker.service" not in r.stderr, r.stderr
+
+
+def test_reinstall_upgrades_in_place_and_keeps_the_settings(installed: Path) -> None:
+    env_file = installed / "etc" / "worker.env"
+    env_file.write_text(env_file.read_text() + "ROLECALL_ACCOUNT_NAME=kept\n")
+    r = install(installed, "--pip-option=--no-deps")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "ROLECALL_ACCOUNT_NAME=kept" in env_file.read_text()
+    assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+
+
+def test_install_refuses_an_unknown_option(tmp_path: Path) -> None:
+    r = install(tmp_path, "--prefx", "x")
+    assert r.returncode == 2 and "unknown option --prefx" in r.stderr
+    assert not (tmp_path / "prefix").exists()
+
+
+def test_first_boot_of_the_installed_agent_registers_and_applies_the_baseline(
+    installed: Path,
+    env: dict[str, str],
+    storage: Storage,
+    metadata: Metadata,
+    ledger: Ledger,
+    tmp_path: Path,
+) -> None:
+    """The image's agent, with the image's settings file and its identity from instance
+    metadata (VM name, rolecall-role tag), boots once: registers and configures itself."""
+    baseline = write_baseline(tmp_path / "baseline", [("configure", ledger.script("configured"))])
+    r = cli(env, "baseline", "set", "web", str(baseline))
+    assert r.returncode == 0, r.stderr
+    boot_env = {
+        **read_env_file(installed / "etc" / "worker.env"),
+        **env,
+        "ROLECALL_IMDS_ENDPOINT": metadata.url,
+        "ROLECALL_STATE_DIR": str(tmp_path / "state"),
+    }
+    r = run([installed / "prefix/bin/rolecall", "worker", "--once"], env=boot_env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    (record,) = list_instances(storage, "web")
+    assert (record.instance, record.baseline_version) == ("vmss-web_3", 1)
+    assert [e[:2] for e in ledger.entries("configured")] == [["configured", "vmss-web_3"]]
+
+
 # --- rolecall worker --check -------------------------------------------------------------
 
 
@@ -219,6 +359,18 @@ def test_check_passes_and_claims_nothing(
     assert msg.dequeue_count == 0, "the check must never claim a job"
     assert list_instances(storage, "web") == [], "the check must never register"
     assert not state.exists(), "the check must never create the state directory"
+
+
+def test_installed_check_warns_about_an_image_that_carries_an_incarnation(
+    installed: Path, env: dict[str, str], storage: Storage, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "incarnation").write_text("20260101000000-abcd")
+    argv = ["worker", "--check", *WEB_0, "--state-dir", state]
+    r = run([installed / "prefix/bin/rolecall", *argv], env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert re.search(r"warn\s+state dir .*holds incarnation 20260101000000-abcd", r.stdout)
 
 
 def closed_port() -> socket.socket:

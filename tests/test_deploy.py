@@ -167,6 +167,33 @@ def test_bicep_compiles_when_the_compiler_is_here(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
 
 
+# --- Windows scripts ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("script", ["install.ps1", "run-worker.ps1"])
+def test_powershell_scripts_parse(script: str) -> None:
+    pwsh = shutil.which("pwsh")
+    if pwsh is None:
+        pytest.skip("no pwsh on this machine: PowerShell scripts not parsed")
+    parse = (
+        "$e = $null; [System.Management.Automation.Language.Parser]::ParseFile("
+        f"'{WINDOWS / script}', [ref]$null, [ref]$e) | Out-Null; "
+        "if ($e) { $e | ForEach-Object { $_.ToString() }; exit 1 }"
+    )
+    r = run([pwsh, "-NoProfile", "-Command", parse])
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_setup_complete_enables_and_starts_the_registered_task() -> None:
+    cmd = (WINDOWS / "SetupComplete.cmd").read_bytes()
+    assert b"\r\n" in cmd and b"\n" not in cmd.replace(b"\r\n", b"")  # cmd.exe wants CRLF
+    task = re.search(r"\$TaskPath = '(.*)'\s+", (WINDOWS / "install.ps1").read_text())
+    name = re.search(r"\$TaskName = '(.*)'", (WINDOWS / "install.ps1").read_text())
+    assert task and name
+    full = f"{task.group(1)}{name.group(1)}".encode()
+    assert b'/Change /TN "' + full + b'" /ENABLE' in cmd and b'/Run /TN "' + full + b'"' in cmd
+
+
 # --- Linux unit and installer ------------------------------------------------------------
 
 

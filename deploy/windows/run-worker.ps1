@@ -1,0 +1,102 @@
+<#
+.SYNOPSIS
+Runs the rolecall worker under the "rolecall-worker" scheduled task and keeps it running.
+
+.DESCRIPTION
+install.ps1 copies this script next to the virtual environment and registers it as the
+action of a SYSTEM scheduled task that starts at boot. It does for the agent what systemd
+does on Linux, because Task Scheduler does not:
+
+* settings: reads DATADIR\worker.env (KEY=VALUE lines, '#' comments, the same format as
+  /etc/rolecall/worker.env) into the agent's environment before every start;
+* restart: Task Scheduler's "restart on failure" only covers a task that fails to *start*;
+  a process that exits non-zero is simply finished. This loop restarts the agent after 10 s
+  whatever it exited with, except 0 (asked to stop) and 5 (it ran the reboot command);
+* logs: a task's output goes nowhere, so the agent's JSON log lines (stderr) are written to
+  DATADIR\logs\worker.log, the previous run's kept as worker.1.log.
+
+If an agent started by an earlier instance of this script is still running (ending a task
+does not always end the processes it started), it waits for that one instead of starting a
+second agent on the same state directory.
+
+With -Check it loads the same settings, runs `rolecall worker --check` once in the console
+(claims nothing, creates no state) and exits with its code: use it when baking an image.
+
+.EXAMPLE
+& 'C:\Program Files\rolecall\run-worker.ps1' -Check -CheckArgs '--role', 'web', '--instance', 'bake-check'
+#>
+[CmdletBinding()]
+param(
+    [string]$DataDir = (Join-Path $env:ProgramData 'rolecall'),
+    [int]$RestartDelaySeconds = 10,
+    [switch]$Check,
+    [string[]]$CheckArgs = @()
+)
+
+Set-StrictMode -Version Latest
+$ErrorActionPreference = 'Stop'
+
+$exe = Join-Path $PSScriptRoot 'Scripts\rolecall.exe'
+$envFile = Join-Path $DataDir 'worker.env'
+$logDir = Join-Path $DataDir 'logs'
+$log = Join-Path $logDir 'worker.log'
+$runnerLog = Join-Path $logDir 'runner.log'
+New-Item -ItemType Directory -Force -Path $logDir | Out-Null
+
+function Write-RunnerLog([string]$Message) {
+    Add-Content -LiteralPath $runnerLog -Value ('{0:o} {1}' -f (Get-Date), $Message)
+}
+
+function Import-WorkerEnv {
+    if (-not (Test-Path -LiteralPath $envFile)) {
+        Write-RunnerLog "no $envFile; starting with the machine environment only"
+        return
+    }
+    foreach ($line in Get-Content -LiteralPath $envFile) {
+        $text = $line.Trim()
+        if ($text.Length -eq 0 -or $text.StartsWith('#')) { continue }
+        $eq = $text.IndexOf('=')
+        if ($eq -lt 1) { continue }
+        $name = $text.Substring(0, $eq).Trim()
+        $value = $text.Substring($eq + 1).Trim()
+        if ($value.Length -ge 2 -and ($value[0] -eq $value[-1]) -and ('"', "'" -contains $value[0])) {
+            $value = $value.Substring(1, $value.Length - 2)
+        }
+        # An empty value removes the variable, as an unset one would be on Linux.
+        [Environment]::SetEnvironmentVariable($name, $value, 'Process')
+    }
+}
+
+function Get-RunningAgent {
+    Get-CimInstance -ClassName Win32_Process -Filter "Name = 'rolecall.exe'" |
+        Where-Object {
+            $_.ExecutablePath -eq $exe -and
+            $_.CommandLine -match '\sworker(\s|$)' -and
+            $_.CommandLine -notmatch '--check|--once'
+        }
+}
+
+if ($Check) {
+    Import-WorkerEnv
+    & $exe worker --check @CheckArgs
+    exit $LASTEXITCODE
+}
+
+while ($true) {
+    $running = @(Get-RunningAgent)
+    if ($running.Count -gt 0) {
+        Write-RunnerLog "agent already running (pid $($running[0].ProcessId)); waiting for it"
+        Wait-Process -Id $running[0].ProcessId -ErrorAction SilentlyContinue
+        continue
+    }
+    Import-WorkerEnv
+    if (Test-Path -LiteralPath $log) {
+        Move-Item -Force -LiteralPath $log -Destination (Join-Path $logDir 'worker.1.log')
+    }
+    $agent = Start-Process -FilePath $exe -ArgumentList 'worker' -NoNewWindow -PassThru -Wait `
+        -RedirectStandardError $log -RedirectStandardOutput (Join-Path $logDir 'worker.out.log')
+    $code = $agent.ExitCode
+    Write-RunnerLog "agent exited with $code"
+    if ($code -eq 0 -or $code -eq 5) { break }
+    Start-Sleep -Seconds $RestartDelaySeconds
+}

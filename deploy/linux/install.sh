@@ -8,7 +8,8 @@
 #   1. makes PREFIX a Python virtual environment (default /opt/rolecall), so the agent and its
 #      dependencies never touch the distribution's Python;
 #   2. pip-installs rolecall from PATH: a wheel, an sdist, or a source checkout (default: the
-#      checkout this script lives in);
+#      checkout this script lives in); anything else is a requirement for pip, such as
+#      rolecall==1.2.3 with --pip-option=--index-url=...;
 #   3. writes ETC/worker.env (default /etc/rolecall), mode 0600, from a commented template,
 #      but only if it does not exist yet: an operator's or cloud-init's settings survive;
 #   4. installs the systemd unit into SYSTEMD_DIR (default /etc/systemd/system) with the paths
@@ -79,8 +80,9 @@ abspath() {
 prefix="$(abspath "$prefix")"
 etc="$(abspath "$etc")"
 systemd_dir="$(abspath "$systemd_dir")"
-[ -e "$from" ] || die "--from $from does not exist"
-from="$(abspath "$from")"
+if [ -e "$from" ]; then
+    from="$(abspath "$from")"
+fi
 
 command -v "$python" >/dev/null 2>&1 || die "no Python interpreter '$python' (use --python)"
 "$python" -c 'import sys; sys.exit(sys.version_info < (3, 10))' \

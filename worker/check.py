@@ -1,13 +1,9 @@
 """``rolecall worker --check``: would the agent work on this machine? Asked without working.
 
-Run it when baking an image and on an instance that looks wrong. It answers, in seconds and in
-one short report, what a failed boot would otherwise answer hours later in a log nobody reads:
-do the settings parse, who does this instance think it is, does the credential work, can storage
-be reached, and may this credential read what the agent reads.
-
-It never claims a message, never runs a job, never registers the instance and never creates
-the state directory: on a VM about to be captured it leaves nothing behind for every future
-instance to inherit.
+Run it when baking an image and on an instance that looks wrong: in seconds, it answers what a
+failed boot would answer hours later in a log nobody reads (settings, identity, credential,
+storage reach, read access). It never claims, runs, registers, or creates the state directory,
+so a VM about to be captured keeps nothing that every future instance would inherit.
 
 Why these calls, and not others:
 
@@ -55,7 +51,7 @@ UNREACHABLE = 1
 ABSENT_DIGEST = "0" * 64
 STORAGE_SCOPE = "https://storage.azure.com/.default"
 SAS_EXPIRY_WARNING = timedelta(days=7)
-WRITES_NOTE = "writes (instance record, completions, logs) are not probed: that would mean writing"
+WRITES_NOTE = "writes (instance record, completions, logs) are not probed"
 
 
 class Status(str, Enum):
@@ -180,6 +176,13 @@ def _identity(settings: WorkerSettings, report: Report) -> Identity | None:
 
 
 def _state_dir(root: Path, report: Report) -> None:
+    try:
+        _inspect_state_dir(root, report)
+    except OSError as e:  # e.g. /var/lib/rolecall is 0700 root and the check runs as a user
+        report.warn("state dir", f"cannot inspect {root}: {e.strerror}; run the check as root")
+
+
+def _inspect_state_dir(root: Path, report: Report) -> None:
     """An image must not carry an incarnation: every instance made from it would share it,
     believe its baseline already applied, and skip it."""
     incarnation = root / "incarnation"

@@ -10,7 +10,8 @@ Why these calls, and not others:
 * the instance and role queues get a Peek. A receive would bump the dequeue count (a job's
   attempts) and hide the message from real workers. Peek needs ``messages/read``, which
   "Storage Queue Data Message Processor" grants; Get Queue Properties would need
-  ``queues/read``, which the least-privilege worker roles deliberately do not have.
+  ``queues/read``, which the least-privilege worker roles deliberately do not have. A worker
+  SAS bundle may process but not read, so there a refused Peek is a warning.
 * the events queue gets Get Queue Properties. A worker may only *add* there, and no call
   proves an add right without adding, so a refusal (as opposed to an unknown credential) is a
   warning, not a failure.
@@ -203,19 +204,13 @@ def _inspect_state_dir(root: Path, report: Report) -> None:
         if os.access(parent, os.W_OK | os.X_OK):
             report.ok("state dir", f"{root} absent: created at first start (a new incarnation)")
         else:
-            report.warn(
-                "state dir",
-                f"{root} absent and {parent} not writable by this user; the agent runs as "
-                "root (systemd) or SYSTEM (Windows task) and creates it",
-            )
+            who = "root (systemd) or SYSTEM (Windows task)"
+            report.warn("state dir", f"{root} absent, {parent} not writable; {who} creates it")
 
 
 def _trusted_keys(keys: list[Path], report: Report) -> None:
     if not keys:
-        report.warn(
-            "trusted keys",
-            "none configured: jobs and baselines are accepted unsigned (development only)",
-        )
+        report.warn("trusted keys", "none: unsigned jobs and baselines accepted (development only)")
         return
     missing = [str(k) for k in keys if not os.access(k, os.R_OK)]
     if missing:
@@ -242,7 +237,8 @@ def _storage(settings: WorkerSettings, identity: Identity | None, report: Report
         names = storage.names
         if identity is not None:
             for q in (names.instance_queue(identity.instance), names.role_queue(identity.role)):
-                _guarded(report, f"queue {q}", functools.partial(_peek, storage, q, report))
+                probe = functools.partial(_peek, storage, q, settings.auth_mode, report)
+                _guarded(report, f"queue {q}", probe)
         events = names.events_queue
         _guarded(report, f"queue {events}", lambda: _events(storage, settings, report))
         if identity is not None:
@@ -337,7 +333,7 @@ def _missing(kind: str) -> str:
     )
 
 
-def _peek(storage: Any, queue: str, report: Report) -> None:
+def _peek(storage: Any, queue: str, mode: AuthMode, report: Report) -> None:
     what = f"queue {queue}"
     try:
         msgs = _once(f"peek {queue}", lambda: storage.queue(queue).peek_messages(max_messages=32))
@@ -345,10 +341,14 @@ def _peek(storage: Any, queue: str, report: Report) -> None:
         report.warn(what, _missing("queue"))
         return
     except AccessDenied as e:
+        if mode is AuthMode.SAS and "AuthorizationPermissionMismatch" in e.message:
+            # `rolecall sas worker` grants process and update, not read: claiming is all it may
+            report.warn(what, "reachable; the SAS bundle may claim here but not peek, and a "
+                        "claim cannot be proven without claiming")  # fmt: skip
+            return
+        hint = "; the worker needs Storage Queue Data Message Processor on this queue"
         report.fail(
-            what,
-            f"{e.message}; the worker needs Storage Queue Data Message Processor on this queue",
-            ExitCode.ACCESS_DENIED,
+            what, e.message + (hint if mode is AuthMode.IDENTITY else ""), ExitCode.ACCESS_DENIED
         )
         return
     waiting = f"{len(msgs)}+" if len(msgs) >= 32 else str(len(msgs))

@@ -22,11 +22,9 @@ import stat
 import subprocess
 import sys
 import sysconfig
-import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +37,8 @@ from schemas.base import utcnow
 from schemas.names import POISON_SUFFIX, Names
 from storage.clients import Storage
 from tests.fleet import ROLECALL, Ledger, Operator, cli, write_baseline
+from tests.imds import FakeMetadata
+from tests.test_token_auth import self_signed
 from worker.config import WorkerSettings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -219,37 +219,9 @@ def test_unit_is_hardened_only_where_a_configuration_agent_allows() -> None:
     assert Path(u["ExecStart"][0].split()[0]) == Path("/opt/rolecall/bin/rolecall")
 
 
-class Metadata:
-    """A stand-in for Azure instance metadata on 127.0.0.1: one VM, tagged with its role."""
-
-    def __init__(self, vm_name: str, role: str) -> None:
-        compute = {"name": vm_name, "tagsList": [{"name": "rolecall-role", "value": role}]}
-        body = json.dumps(compute).encode()
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                ok = self.headers.get("Metadata") == "true" and self.path.startswith(
-                    "/metadata/instance/compute"
-                )
-                self.send_response(200 if ok else 400)
-                self.end_headers()
-                self.wfile.write(body if ok else b"{}")
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = HTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
-def metadata() -> Iterator[Metadata]:
-    m = Metadata("vmss-web_3", "web")
+def metadata() -> Iterator[FakeMetadata]:
+    m = FakeMetadata(vm_name="vmss-web_3", role_tag="web")
     yield m
     m.close()
 
@@ -349,7 +321,7 @@ def test_first_boot_of_the_installed_agent_registers_and_applies_the_baseline(
     installed: Path,
     env: dict[str, str],
     storage: Storage,
-    metadata: Metadata,
+    metadata: FakeMetadata,
     ledger: Ledger,
     tmp_path: Path,
 ) -> None:
@@ -382,7 +354,7 @@ def check(env: dict[str, str], state: Path, *args: str) -> subprocess.CompletedP
 
 
 def test_check_passes_and_claims_nothing(
-    env: dict[str, str], storage: Storage, ops: Operator, tmp_path: Path, metadata: Metadata
+    env: dict[str, str], storage: Storage, ops: Operator, tmp_path: Path, metadata: FakeMetadata
 ) -> None:
     ops.enqueue(ops.job("web", ops.publish(b"#!/bin/sh\nexit 0\n")))
     state = tmp_path / "state"
@@ -483,3 +455,31 @@ def test_check_passes_with_the_bundle_rolecall_sas_worker_issues(
     assert re.search(r"warn\s+queue \S+-role-web\s+reachable; the SAS bundle may claim", r.stdout)
     assert re.search(r"ok\s+container \S+-payloads\s+readable", r.stdout)
     assert re.search(r"ok\s+baseline\s+none published for role web", r.stdout)
+
+
+@pytest.fixture(scope="module")
+def oauth_azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Azurite, Path]]:
+    """Azurite over HTTPS checking bearer tokens, as in tests/test_token_auth.py."""
+    cert, key = self_signed(tmp_path_factory.mktemp("tls"))
+    with Azurite(cert=cert, key=key, oauth=True) as az:
+        yield az, cert
+
+
+@pytest.mark.parametrize(("token_lifetime_s", "code"), [(3600, 0), (-600, 3)])
+def test_check_with_a_managed_identity_gets_a_token_and_uses_it(
+    oauth_azurite: tuple[Azurite, Path], metadata: FakeMetadata, namespace: str,
+    tmp_path: Path, token_lifetime_s: int, code: int,
+) -> None:  # fmt: skip
+    """The production path: identity and token from (stand-ins for) instance metadata."""
+    az, cert = oauth_azurite
+    metadata.token_lifetime_s = token_lifetime_s
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ROLECALL_", "AZURE_"))}
+    env |= {"ROLECALL_BLOB_ENDPOINT": az.blob_url, "ROLECALL_QUEUE_ENDPOINT": az.queue_url,
+            "ROLECALL_NAMESPACE": namespace, "REQUESTS_CA_BUNDLE": str(cert),
+            "SSL_CERT_FILE": str(cert), **metadata.identity_env()}  # fmt: skip
+    r = check(env, tmp_path / "s", "--use-imds", "--imds-endpoint", metadata.url)
+    assert r.returncode == code, r.stdout + r.stderr
+    said = r"ok\s+credential\s+storage token issued" if code == 0 else r"FAIL\s+credential.*expired"
+    assert re.search(said, r.stdout), r.stdout
+    assert any(p.startswith("/msi/token") for p in metadata.requests)
+    assert "Traceback" not in r.stdout + r.stderr

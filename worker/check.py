@@ -29,6 +29,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -73,6 +74,8 @@ class Finding:
 @dataclass
 class Report:
     findings: list[Finding] = field(default_factory=list)
+    #: why the remaining storage probes are skipped (each would only say the same thing)
+    stop: str | None = None
 
     def ok(self, what: str, detail: str) -> None:
         self.findings.append(Finding(Status.OK, what, detail))
@@ -94,10 +97,6 @@ class Report:
     def exit_code(self) -> int:
         failures = self.failures
         return failures[0].exit_code if failures else int(ExitCode.OK)
-
-    @property
-    def unreachable(self) -> bool:
-        return any(f.exit_code == UNREACHABLE for f in self.failures)
 
     def render(self, out: TextIO) -> None:
         width = max(len(f.what) for f in self.findings)
@@ -144,7 +143,8 @@ def _settings(settings: WorkerSettings, report: Report) -> None:
         mode = settings.auth_mode
         if mode is AuthMode.CONNECTION_STRING:
             assert settings.connection_string is not None
-            account = _account_of(settings.connection_string.get_secret_value())
+            found = re.search(r"AccountName=([^;]+)", settings.connection_string.get_secret_value())
+            account = found.group(1) if found else "?"
             how = f"connection string for account {account} (account key: full access)"
         elif mode is AuthMode.IDENTITY:
             _, queue = settings.endpoints()
@@ -157,11 +157,6 @@ def _settings(settings: WorkerSettings, report: Report) -> None:
         report.fail("settings", e.message, ExitCode.CONFIG)
         return
     report.ok("settings", f"namespace {settings.namespace}; {how}")
-
-
-def _account_of(connection_string: str) -> str:
-    parts = dict(p.split("=", 1) for p in connection_string.split(";") if "=" in p)
-    return parts.get("AccountName", "?")
 
 
 def _identity(settings: WorkerSettings, report: Report) -> Identity | None:
@@ -250,17 +245,20 @@ def _storage(settings: WorkerSettings, identity: Identity | None, report: Report
 
 
 def _guarded(report: Report, what: str, probe: Callable[[], None]) -> None:
-    """Run one probe; once storage proved unreachable, skip the rest (each would only wait
-    out its own retries to say the same thing)."""
-    if report.unreachable:
-        report.skip(what, "skipped: storage is unreachable")
+    """Run one probe; once storage proved unreachable or refused the credential itself, skip
+    the rest."""
+    if report.stop:
+        report.skip(what, f"skipped: {report.stop}")
         return
     try:
         probe()
     except StorageUnavailable as e:
         report.fail(what, f"storage unreachable: {e.message}", UNREACHABLE)
+        report.stop = "storage is unreachable"
     except AccessDenied as e:
         report.fail(what, e.message, ExitCode.ACCESS_DENIED)
+        if "credentials refused" in e.message or "AuthenticationFailed" in e.message:
+            report.stop = "the credential was refused"
     except RolecallError as e:
         report.fail(what, e.message, UNREACHABLE)
     except Exception as e:  # a diagnostic tool reports, it does not crash
@@ -293,8 +291,12 @@ def _credential(settings: WorkerSettings, identity: Identity | None, report: Rep
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             report.fail("credential", f"no storage token: {first}", ExitCode.ACCESS_DENIED)
             return
-        minutes = max(0, int((token.expires_on - utcnow().timestamp()) / 60))
-        report.ok("credential", f"storage token issued (valid for {minutes} min)")
+        left = int(token.expires_on - utcnow().timestamp())
+        if left <= 0:
+            report.fail("credential", "the storage token issued is already expired (is the "
+                        "clock right?)", ExitCode.ACCESS_DENIED)  # fmt: skip
+        else:
+            report.ok("credential", f"storage token issued (valid for {left // 60} min)")
     elif mode is AuthMode.SAS:
         _sas_bundle(settings, identity, report)
     else:
@@ -346,11 +348,10 @@ def _peek(storage: Any, queue: str, mode: AuthMode, report: Report) -> None:
             report.warn(what, "reachable; the SAS bundle may claim here but not peek, and a "
                         "claim cannot be proven without claiming")  # fmt: skip
             return
-        hint = "; the worker needs Storage Queue Data Message Processor on this queue"
-        report.fail(
-            what, e.message + (hint if mode is AuthMode.IDENTITY else ""), ExitCode.ACCESS_DENIED
-        )
-        return
+        if mode is AuthMode.IDENTITY and "AuthorizationPermissionMismatch" in e.message:
+            hint = "; the worker identity needs Storage Queue Data Message Processor here"
+            raise AccessDenied(e.message + hint) from e
+        raise
     waiting = f"{len(msgs)}+" if len(msgs) >= 32 else str(len(msgs))
     report.ok(what, f"readable: {waiting} message(s) waiting (peeked, none claimed)")
 

@@ -31,6 +31,7 @@ from typing import Any
 import pytest
 
 from controller.fleet import list_instances
+from controller.signing import generate
 from rolecall.azurite import Azurite, connection_string
 from schemas.access import SasBundle
 from schemas.base import utcnow
@@ -358,10 +359,14 @@ def test_check_passes_and_claims_nothing(
 ) -> None:
     ops.enqueue(ops.job("web", ops.publish(b"#!/bin/sh\nexit 0\n")))
     state = tmp_path / "state"
-    r = check(env, state, "--use-imds", "--imds-endpoint", metadata.url)
+    public, _ = generate(tmp_path / "controller.key")
+    r = check(
+        env, state, "--use-imds", "--imds-endpoint", metadata.url, "--trusted-key", str(public)
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert "role web, instance vmss-web_3 (from instance metadata" in r.stdout
     assert "OK: nothing failed" in r.stdout
+    assert re.search(r"ok\s+trusted keys\s+1 Ed25519 key", r.stdout), r.stdout
     assert re.search(r"ok\s+queue \S+-role-web\s+readable: 1 message", r.stdout), r.stdout
     (msg,) = storage.peek(storage.names.role_queue("web"))
     assert msg.dequeue_count == 0, "the check must never claim a job"
@@ -416,9 +421,10 @@ def test_check_fails_clearly_when_the_key_is_refused(
 
 def test_check_fails_clearly_without_a_storage_account_or_identity(tmp_path: Path) -> None:
     bare = {k: v for k, v in os.environ.items() if not k.startswith(("ROLECALL_", "AZURE_"))}
-    r = check(bare, tmp_path / "s")
+    r = check(bare, tmp_path / "s", "--trusted-key", str(tmp_path / "missing.pub"))
     assert r.returncode == 2
     assert "no storage account configured" in r.stdout and "no role" in r.stdout
+    assert "cannot read trusted key" in r.stdout
     assert "Traceback" not in r.stdout + r.stderr
 
 

@@ -207,11 +207,14 @@ def _trusted_keys(keys: list[Path], report: Report) -> None:
     if not keys:
         report.warn("trusted keys", "none: unsigned jobs and baselines accepted (development only)")
         return
-    missing = [str(k) for k in keys if not os.access(k, os.R_OK)]
-    if missing:
-        report.fail("trusted keys", f"cannot read {', '.join(missing)}", ExitCode.CONFIG)
-    else:
-        report.ok("trusted keys", f"{len(keys)} readable")
+    from worker.trust import TrustedKeys  # the agent's own loader: same errors, same keys
+
+    try:
+        loaded = TrustedKeys(keys)
+    except ConfigError as e:
+        report.fail("trusted keys", e.message, ExitCode.CONFIG)
+        return
+    report.ok("trusted keys", f"{len(loaded.keys)} Ed25519 key(s); unsigned work is refused")
 
 
 # --- storage -----------------------------------------------------------------------------
@@ -311,11 +314,8 @@ def _sas_bundle(settings: WorkerSettings, identity: Identity | None, report: Rep
     bundle = decode_document(settings.sas_file.read_bytes(), SasBundle)
     left = bundle.expires_at - utcnow()
     if left <= timedelta(0):
-        report.fail(
-            "credential",
-            f"SAS bundle expired {bundle.expires_at:%Y-%m-%d %H:%M}Z",
-            ExitCode.ACCESS_DENIED,
-        )
+        expired = f"SAS bundle expired {bundle.expires_at:%Y-%m-%d %H:%M}Z"
+        report.fail("credential", expired, ExitCode.ACCESS_DENIED)
         return
     issued_to = f"{bundle.role}/{bundle.instance}"
     me = f"{identity.role}/{identity.instance}" if identity else None
@@ -329,10 +329,7 @@ def _sas_bundle(settings: WorkerSettings, identity: Identity | None, report: Rep
 
 
 def _missing(kind: str) -> str:
-    return (
-        f"{kind} does not exist yet: the agent creates it at first start where its "
-        "credentials allow; otherwise deploy it (deploy/azure/main.bicep)"
-    )
+    return f"{kind} does not exist yet: the agent creates it if allowed, else deploy/azure does"
 
 
 def _peek(storage: Any, queue: str, mode: AuthMode, report: Report) -> None:

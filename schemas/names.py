@@ -7,7 +7,7 @@ legal token, and the mapping is injective: a name that is already a clean token 
 itself; any other name (or one too long, or one that merely *looks* hashed) is sanitised and
 given a ``-h<10 hex>`` tail taken from the SHA-256 of the original. Clean tokens never end in
 such a tail, so the two branches cannot collide; two hashed tokens collide only if 40 bits of
-SHA-256 do.
+SHA-256 do. No key ends in ``-poison`` either, so no queue name is another's poison queue.
 
 Controller, worker, deploy templates (``rolecall names``) and tests all call this module;
 nothing else spells a storage name.
@@ -37,7 +37,12 @@ def name_key(raw: str, max_len: int = MAX_KEY) -> str:
     """Return the storage-safe key for a role or instance name (see module docstring)."""
     if not raw:
         raise InvalidName("a role or instance name must not be empty")
-    if len(raw) <= max_len and _CLEAN.fullmatch(raw) and not _HASHED_TAIL.search(raw):
+    if (
+        len(raw) <= max_len
+        and _CLEAN.fullmatch(raw)
+        and not _HASHED_TAIL.search(raw)
+        and not raw.endswith(POISON_SUFFIX)  # "a-poison" must not meet "a"'s poison queue
+    ):
         return raw
     tail = "-h" + hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()[:10]
     body = _NOT_ALNUM.sub("-", raw.lower()).strip("-")[: max_len - len(tail)].strip("-")

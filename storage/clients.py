@@ -167,11 +167,14 @@ class Storage:
     # --- provisioning ------------------------------------------------------------------
 
     def ensure_queue(self, name: str) -> None:
-        """Create a queue if missing. With a SAS (no create right) assume it exists."""
+        """Create a queue if missing. Without the right to create (a SAS bundle, a
+        least-privilege identity) assume it exists: using it will say clearly if not."""
         if self._bundle is not None:
             return
         try:
             call(f"create queue {name}", self.queue(name).create_queue)
+        except AccessDenied:
+            return  # least-privilege identities may not create; the deployment did
         except RolecallError as e:
             if "QueueAlreadyExists" not in e.message and e.reason != "conflict":
                 raise
@@ -184,6 +187,8 @@ class Storage:
         for name in self.names.containers:
             try:
                 call(f"create container {name}", self.container(name).create_container)
+            except AccessDenied:
+                return  # least-privilege identities may not create; the deployment did
             except RolecallError as e:
                 if e.reason != "conflict":
                     raise

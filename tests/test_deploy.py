@@ -39,7 +39,7 @@ from schemas.names import POISON_SUFFIX, Names
 from storage.clients import Storage
 from tests.fleet import ROLECALL, Ledger, Operator, cli, write_baseline
 from tests.imds import FakeMetadata
-from tests.test_token_auth import self_signed
+from tests.tls import self_signed
 from worker.config import WorkerSettings
 
 REPO = Path(__file__).resolve().parent.parent

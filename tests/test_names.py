@@ -64,3 +64,23 @@ def test_bad_namespace_is_refused(bad: str) -> None:
 def test_empty_name_is_refused() -> None:
     with pytest.raises(InvalidName):
         name_key("")
+
+
+@settings(max_examples=300)
+@given(
+    st.lists(
+        st.one_of(names, realistic, st.just("a-poison"), st.just("a")),
+        min_size=1,
+        max_size=20,
+        unique=True,
+    )
+)
+def test_every_queue_name_is_distinct_across_kinds(raws: list[str]) -> None:
+    """Role, instance, events and all their poison queues never share a name, even when
+    a role is called 'x-poison' next to one called 'x'."""
+    n = Names()
+    queues = [n.events_queue]
+    for r in raws:
+        queues += [n.role_queue(r), n.instance_queue(r)]
+    queues += [n.poison_queue(q) for q in list(queues)]
+    assert len(set(queues)) == len(queues)

@@ -7,17 +7,11 @@ token from a local stand-in for instance metadata, as it would on a real VM.
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from controller.fleet import list_instances
 from rolecall.azurite import Azurite
@@ -26,39 +20,7 @@ from schemas.settings import StorageSettings
 from storage.clients import Storage
 from tests.fleet import Ledger, Operator, fleet, wait_for
 from tests.imds import FakeMetadata
-
-
-def self_signed(tmp: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp / "cert.pem", tmp / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
+from tests.tls import self_signed
 
 
 @pytest.fixture(scope="module")
@@ -137,4 +99,4 @@ def test_an_expired_token_is_refused(
     az, _ = tls
     metadata.token_lifetime_s = -600  # already expired when issued
     with pytest.raises(AccessDenied):
-        token_storage(az, namespace).ensure_queue(f"{namespace}-events")
+        token_storage(az, namespace).send(f"{namespace}-events", "x")

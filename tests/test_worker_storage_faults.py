@@ -67,3 +67,14 @@ def test_the_worker_survives_storage_going_away_and_coming_back(
     ops.enqueue(ops.job("web", ops.publish(ledger.script("after"))))
     wait_for(lambda: ops.completions("run1.any"), timeout=90, what="work after the outage")
     assert w.alive
+
+
+def test_a_missing_instance_queue_does_not_starve_the_role_queue(
+    ops: Operator, ledger: Ledger, workers: Fleet
+) -> None:
+    w = workers.worker("web", "web-0")
+    wait_for(lambda: ops.hellos("web-0"), what="registration")
+    ops.storage.queue(ops.names.instance_queue("web-0")).delete_queue()
+    ops.enqueue(ops.job("web", ops.publish(ledger.script("role-job"))))
+    wait_for(lambda: ops.completions("run1.any"), what="the role queue job")
+    assert "does not exist" in w.log() and w.alive

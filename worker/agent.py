@@ -17,7 +17,7 @@ from collections.abc import Callable
 from schemas import __version__
 from schemas.base import utcnow
 from schemas.codec import encode_document
-from schemas.errors import AccessDenied, RolecallError, StorageError
+from schemas.errors import AccessDenied, NotFound, RolecallError, StorageError
 from schemas.events import Hello
 from schemas.names import Names
 from schemas.records import InstanceRecord, InstanceState
@@ -93,6 +93,7 @@ class Agent:
         self.reboot_pending = False
         self._held: list[Lease] = []
         self._said_stopping = False
+        self._missing: set[str] = set()
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -192,9 +193,17 @@ class Agent:
         """Claim from the instance queue first (work only we can do), then the role queue."""
         for queue in (self.instance_queue, self.role_queue):
             claimed_at = time.monotonic()
-            msgs = self.storage.receive(
-                queue, max_messages=self.settings.batch, visibility_s=self.settings.lease_s
-            )
+            try:
+                msgs = self.storage.receive(
+                    queue, max_messages=self.settings.batch, visibility_s=self.settings.lease_s
+                )
+            except NotFound:
+                # a missing queue must not starve the other one
+                if queue not in self._missing:
+                    log.error("queue %s does not exist; create it (rolecall names)", queue)
+                    self._missing.add(queue)
+                continue
+            self._missing.discard(queue)
             if msgs:
                 self._work(
                     [Lease(self.storage, m, self.settings.lease_s, claimed_at) for m in msgs]

@@ -17,13 +17,12 @@ from collections.abc import Callable
 from enum import Enum
 
 from schemas.base import utcnow
-from schemas.baseline import Baseline, RebootPolicy
+from schemas.baseline import Baseline
 from schemas.codec import decode_document
 from schemas.errors import ContractError, NotFound, RolecallError, StorageError
 from schemas.events import Completion, Outcome
 from schemas.names import Names, name_key
 from storage.clients import Storage
-from worker.executor import REBOOT_EXIT_CODES
 from worker.identity import Identity
 from worker.outbox import Outbox
 from worker.runner import Runner, Work
@@ -128,20 +127,8 @@ class BaselineApplier:
         r = done.result
         if r.killed:
             return BaselineStatus.FAILED
-        outcome = step_outcome(r.exit_code, r.timed_out, step.reboot)
-        self._report(
-            baseline,
-            index,
-            job_id,
-            outcome,
-            exit_code=r.exit_code,
-            started_at=r.started_at,
-            finished_at=r.finished_at,
-            duration_s=r.duration_s,
-            stdout_tail=done.stdout_tail,
-            stderr_tail=done.stderr_tail,
-            log_blob=done.log_blob,
-        )
+        outcome = done.outcome(step.reboot)
+        self._report(baseline, index, job_id, outcome, **done.completion_fields())
         log.info("baseline step finished", extra={**ctx, "outcome": outcome.value})
         if outcome is Outcome.SUCCEEDED:
             self.state.mark_step(step.fingerprint, "done")
@@ -183,11 +170,3 @@ class BaselineApplier:
         # Steps are few and slow: report each at once. Whatever is unposted when the disk is
         # wiped is lost with it; the new incarnation re-runs the step and reports it then.
         self.outbox.flush()
-
-
-def step_outcome(exit_code: int | None, timed_out: bool, reboot: RebootPolicy) -> Outcome:
-    if timed_out:
-        return Outcome.TIMED_OUT
-    if exit_code in REBOOT_EXIT_CODES:
-        return Outcome.REBOOT_REQUIRED if reboot is RebootPolicy.IF_REQUIRED else Outcome.SUCCEEDED
-    return Outcome.SUCCEEDED if exit_code == 0 else Outcome.FAILED

@@ -18,7 +18,6 @@ from schemas.errors import ContractError, ExecutionError, PayloadError, Rolecall
 from schemas.events import Completion, Event, Outcome
 from schemas.jobs import JobEnvelope
 from schemas.names import Names
-from worker.executor import REBOOT_EXIT_CODES
 from worker.identity import Identity
 from worker.lease import Lease
 from worker.outbox import Outbox, Settlement
@@ -124,25 +123,12 @@ class JobHandler:
             log.info("job stopped by shutdown; releasing it for another instance", extra=ctx)
             self.outbox.add([], Settlement(lease, "retry", 0))
             return
-        if r.timed_out:
-            outcome = Outcome.TIMED_OUT
-        elif r.exit_code == 0:
-            outcome = Outcome.SUCCEEDED
-        elif r.exit_code in REBOOT_EXIT_CODES:
-            outcome = Outcome.REBOOT_REQUIRED
-        else:
-            outcome = Outcome.FAILED
+        outcome = done.outcome()
         completion = self._completion(
             job,
             outcome,
             attempt,
-            exit_code=r.exit_code,
-            started_at=r.started_at,
-            finished_at=r.finished_at,
-            duration_s=r.duration_s,
-            stdout_tail=done.stdout_tail,
-            stderr_tail=done.stderr_tail,
-            log_blob=done.log_blob,
+            **done.completion_fields(),
             signed_by=signed_by,
             reason=f"timed out after {job.timeout_s:g}s" if r.timed_out else None,
         )

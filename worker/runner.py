@@ -12,9 +12,12 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from schemas.base import TAIL_CHARS
+from schemas.baseline import RebootPolicy
 from schemas.errors import ConcurrencyConflict, ExecutionError, StorageError
+from schemas.events import Outcome
 from schemas.jobs import Execution, PayloadKind, PayloadRef
 from schemas.names import Names
 from schemas.redact import redact
@@ -29,11 +32,36 @@ from worker.state import LocalState, make_private_dir
 
 
 @dataclass(frozen=True)
-class Outcome:
+class Ran:
+    """What running a payload produced, secrets already masked."""
+
     result: executor.ExecResult
     log_blob: str | None
     stdout_tail: str
     stderr_tail: str
+
+    def outcome(self, reboot: RebootPolicy = RebootPolicy.IF_REQUIRED) -> Outcome:
+        """Exit 3010/194 means done-but-reboot, unless the step says reboots never matter."""
+        r = self.result
+        if r.timed_out:
+            return Outcome.TIMED_OUT
+        if r.exit_code in executor.REBOOT_EXIT_CODES:
+            if reboot is RebootPolicy.IF_REQUIRED:
+                return Outcome.REBOOT_REQUIRED
+            return Outcome.SUCCEEDED
+        return Outcome.SUCCEEDED if r.exit_code == 0 else Outcome.FAILED
+
+    def completion_fields(self) -> dict[str, Any]:
+        r = self.result
+        return {
+            "exit_code": r.exit_code,
+            "started_at": r.started_at,
+            "finished_at": r.finished_at,
+            "duration_s": r.duration_s,
+            "stdout_tail": self.stdout_tail,
+            "stderr_tail": self.stderr_tail,
+            "log_blob": self.log_blob,
+        }
 
 
 @dataclass(frozen=True)
@@ -63,9 +91,7 @@ class Runner:
         self.state = state
         self.cache = cache
 
-    def run(
-        self, work: Work, *, tick: Callable[[], None], should_kill: Callable[[], bool]
-    ) -> Outcome:
+    def run(self, work: Work, *, tick: Callable[[], None], should_kill: Callable[[], bool]) -> Ran:
         """Run ``work``. Raises PayloadError / ExecutionError for work that cannot start."""
         secrets = work.execution.secret_values()
         SECRETS.add(*secrets)
@@ -99,7 +125,7 @@ class Runner:
                 should_kill=should_kill,
             )
             log_blob = self._upload_log(work, result, secrets)
-            return Outcome(
+            return Ran(
                 result=result,
                 log_blob=log_blob,
                 stdout_tail=redact(result.stdout_tail, secrets),

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import BinaryIO
 
 from schemas.base import tail, utcnow
 from schemas.errors import ExecutionError
@@ -78,10 +78,9 @@ def build_command(
             return [s, *args]
 
 
-def job_environment(extra: Mapping[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith(_PRIVATE_ENV_PREFIXES)}
-    env.update(extra)
-    return env
+def base_environment() -> dict[str, str]:
+    """The agent's environment minus its own credentials; computed once per agent."""
+    return {k: v for k, v in os.environ.items() if not k.upper().startswith(_PRIVATE_ENV_PREFIXES)}
 
 
 @dataclass(frozen=True)
@@ -94,7 +93,16 @@ class ExecResult:
     duration_s: float
     stdout_tail: str
     stderr_tail: str
-    log_path: Path
+    stdout_path: Path
+    stderr_path: Path
+    output_bytes: int
+
+    def full_log(self) -> bytes:
+        """Both streams, for the log blob; built only when it will be uploaded."""
+        return (
+            b"--- stdout ---\n" + self.stdout_path.read_bytes()
+            + b"\n--- stderr ---\n" + self.stderr_path.read_bytes()
+        )  # fmt: skip
 
 
 def run(
@@ -108,10 +116,10 @@ def run(
     should_kill: Callable[[], bool] = lambda: False,
     slice_s: float = 0.5,
 ) -> ExecResult:
-    """Run ``command`` to completion, timeout, or kill; the full log lands in ``log_dir``."""
+    """Run ``command`` to completion, timeout, or kill; output lands in ``log_dir``."""
     out_path, err_path = log_dir / "stdout.log", log_dir / "stderr.log"
     started, t0 = utcnow(), time.monotonic()
-    with out_path.open("wb") as out, err_path.open("wb") as err:
+    with out_path.open("w+b") as out, err_path.open("w+b") as err:
         try:
             proc = subprocess.Popen(
                 command,
@@ -127,30 +135,19 @@ def run(
             raise ExecutionError(f"cannot start {command[0]!r}: {e.strerror or e}") from e
         timed_out = killed = False
         deadline = t0 + timeout_s
-        while True:
-            try:
-                proc.wait(timeout=max(0.01, min(slice_s, deadline - time.monotonic())))
-                break
-            except subprocess.TimeoutExpired:
-                pass
-            if time.monotonic() >= deadline:
-                timed_out = True
-            elif should_kill():
-                killed = True
-            if timed_out or killed:
-                kill_group(proc)
-                break
-            tick()
-    finished = utcnow()
-    stdout, stderr = _read_tail(out_path), _read_tail(err_path)
-    log_path = log_dir / "job.log"
-    with log_path.open("wb") as log:
-        log.write(b"--- stdout ---\n")
-        with out_path.open("rb") as f:
-            shutil.copyfileobj(f, log)
-        log.write(b"\n--- stderr ---\n")
-        with err_path.open("rb") as f:
-            shutil.copyfileobj(f, log)
+        with _ExitWatch(proc) as watch:
+            while not watch.wait(max(0.01, min(slice_s, deadline - time.monotonic()))):
+                if time.monotonic() >= deadline:
+                    timed_out = True
+                elif should_kill():
+                    killed = True
+                if timed_out or killed:
+                    kill_group(proc)
+                    break
+                tick()
+        finished = utcnow()
+        stdout, stderr = _tail_of(out), _tail_of(err)
+        size = out.tell() + err.tell()
     return ExecResult(
         exit_code=None if (timed_out or killed) else proc.returncode,
         timed_out=timed_out,
@@ -160,8 +157,52 @@ def run(
         duration_s=round(time.monotonic() - t0, 3),
         stdout_tail=stdout,
         stderr_tail=stderr,
-        log_path=log_path,
+        stdout_path=out_path,
+        stderr_path=err_path,
+        output_bytes=size,
     )
+
+
+class _ExitWatch:
+    """Wait for a child's exit without polling where the OS allows it.
+
+    ``Popen.wait(timeout)`` on POSIX sleeps in growing steps, so a 3 ms job is noticed late;
+    a pidfd (Linux 5.3+) wakes us the moment the child exits. Elsewhere (Windows waits on
+    the process handle natively) ``Popen.wait`` is used.
+    """
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+        self.fd: int | None = None
+        pidfd_open = getattr(os, "pidfd_open", None)
+        if pidfd_open is not None:
+            try:
+                self.fd = pidfd_open(proc.pid)
+            except OSError:
+                self.fd = None
+
+    def __enter__(self) -> _ExitWatch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+
+    def wait(self, timeout: float) -> bool:
+        """True once the child has exited (and been reaped)."""
+        if self.fd is not None:
+            import select
+
+            ready, _, _ = select.select([self.fd], [], [], timeout)
+            if not ready:
+                return False
+            self.proc.wait()
+            return True
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
 
 
 def kill_group(proc: subprocess.Popen[bytes], grace_s: float = 2.0) -> None:
@@ -187,9 +228,10 @@ def _killpg(pgid: int, sig: int) -> None:
         os.killpg(pgid, sig)
 
 
-def _read_tail(path: Path, limit: int = 8192) -> str:
-    with path.open("rb") as f:
-        f.seek(0, os.SEEK_END)
-        size = f.tell()
-        f.seek(max(0, size - limit))
-        return tail(f.read().decode("utf-8", "replace"))
+def _tail_of(f: BinaryIO, limit: int = 8192) -> str:
+    f.seek(0, os.SEEK_END)
+    size = f.tell()
+    f.seek(max(0, size - limit))
+    data = f.read()
+    f.seek(size)
+    return tail(data.decode("utf-8", "replace"))

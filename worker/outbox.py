@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -49,7 +50,7 @@ class Settlement:
 
 @dataclass
 class _Entry:
-    path: Path
+    path: Path | None  # None: held in memory, its message brings it back after a crash
     events: list[Event]
     added: float = field(default_factory=time.monotonic)
 
@@ -65,6 +66,7 @@ class Outbox:
         self._seq = 0
         self.posted_messages = 0
         self.failing = False
+        self._executor: ThreadPoolExecutor | None = None
 
     def recover(self) -> int:
         """Load events a previous agent process persisted but never posted."""
@@ -80,11 +82,17 @@ class Outbox:
         return len(self._entries)
 
     def add(self, events: list[Event], settlement: Settlement | None = None) -> None:
+        """Queue events for posting. Events about a claimed message are kept in memory only:
+        until they are posted the message is not deleted, so a crash re-delivers it and the
+        job marker re-reports. Events with no message behind them (hello, baseline steps)
+        are persisted, since nothing else would bring them back."""
         if events:
-            self._seq += 1
-            path = self.root / f"{time.time_ns():020d}-{self._seq:06d}.json"
-            body = json.dumps([e.model_dump(mode="json", exclude_none=True) for e in events])
-            atomic_write(path, body.encode())
+            path = None
+            if settlement is None:
+                self._seq += 1
+                path = self.root / f"{time.time_ns():020d}-{self._seq:06d}.json"
+                body = json.dumps([e.model_dump(mode="json", exclude_none=True) for e in events])
+                atomic_write(path, body.encode())
             self._entries.append(_Entry(path, events))
         if settlement is not None:
             self._settlements.append(settlement)
@@ -112,9 +120,19 @@ class Outbox:
                 return False
             self.failing = False
         settlements, self._settlements = self._settlements, []
-        for s in settlements:
-            self._settle(s)
+        if len(settlements) > 2:
+            # independent round trips (mostly deletes): overlap them, as a batch of 32
+            # finished jobs would otherwise wait 32 round trips in a row
+            list(self._pool().map(self._settle, settlements))
+        else:
+            for s in settlements:
+                self._settle(s)
         return True
+
+    def _pool(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="settle")
+        return self._executor
 
     def _post(self) -> None:
         while self._entries:
@@ -130,7 +148,8 @@ class Outbox:
             self.storage.send(self.storage.names.events_queue, encode_message(batch))
             self.posted_messages += 1
             for entry in chunk:
-                entry.path.unlink(missing_ok=True)
+                if entry.path is not None:
+                    entry.path.unlink(missing_ok=True)
             self._entries = self._entries[len(chunk) :]
 
     def _settle(self, s: Settlement) -> None:

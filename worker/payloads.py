@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
+import sys
 from pathlib import Path
 
 from schemas.errors import NotFound, PayloadMissing, PayloadTampered, PayloadTooLarge
@@ -28,12 +30,14 @@ class PayloadCache:
         self.max_bytes = max_bytes
         self.hits = 0
         self.misses = 0
+        # verified at insert; a restart re-verifies by size only (the folder is private)
+        self._known = {p for p in root.glob("*") if p.is_file() and not p.name.startswith(".")}
 
     def fetch(self, ref: PayloadRef) -> Path:
         """Return a local path holding exactly the bytes ``ref`` promises."""
         self._check_reference(ref)
-        path = self.root / ref.sha256
-        if path.exists() and path.stat().st_size == ref.size:
+        path = self.root / (ref.sha256 + _suffix(ref.filename))
+        if path in self._known:
             self.hits += 1
             return path
         self.misses += 1
@@ -51,6 +55,9 @@ class PayloadCache:
                 f"payload {ref.blob} hashes to {digest[:16]}…; the job promised {ref.sha256[:16]}…"
             )
         atomic_write(path, data)
+        if sys.platform != "win32":
+            path.chmod(0o500)  # read and run; nothing in the cache is edited in place
+        self._known.add(path)
         return path
 
     def _check_reference(self, ref: PayloadRef) -> None:
@@ -64,3 +71,9 @@ class PayloadCache:
                 f"payload reference {ref.container}/{ref.blob} is outside the payload store "
                 f"({names.payloads_container}/sha256/<digest>)"
             )
+
+
+def _suffix(filename: str) -> str:
+    """Keep the extension: Windows interpreters insist on .ps1 and .cmd."""
+    suffix = Path(filename.replace("\\", "/")).suffix.lower()
+    return suffix if re.fullmatch(r"\.[a-z0-9]{1,8}", suffix) else ""

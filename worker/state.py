@@ -39,6 +39,10 @@ def make_private_dir(path: Path) -> Path:
     return path
 
 
+#: how long a job marker is kept (so markers do not grow without bound on a busy instance)
+MARKER_TTL_S = 30 * 24 * 3600
+
+
 @dataclass(frozen=True)
 class StepMark:
     status: str  # "done" | "pending_reboot"
@@ -52,11 +56,13 @@ class LocalState:
         self.incarnation = ""
         #: identifies this agent start; a step pending reboot completes on the next one
         self.boot = f"{time.time_ns():x}"
+        self._jobs: set[str] = set()
 
     def open(self) -> LocalState:
         make_private_dir(self.root)
         for sub in ("jobs", "steps", "outbox", "cache", "work"):
             make_private_dir(self.root / sub)
+        self._load_job_markers()
         inc = self.root / "incarnation"
         if inc.exists():
             self.incarnation = inc.read_text().strip()
@@ -84,15 +90,35 @@ class LocalState:
         return self.root / "jobs" / (hashlib.sha256(job_id.encode()).hexdigest()[:40] + ".json")
 
     def job_result(self, job_id: str) -> dict[str, Any] | None:
-        """The completion this incarnation recorded for ``job_id``, if it ran it."""
+        """The completion this incarnation recorded for ``job_id``, if it ran it.
+
+        Looked up in memory first: almost every job is new, and a failed open per job is a
+        filesystem round trip for nothing."""
+        path = self._job_path(job_id)
+        if path.name not in self._jobs:
+            return None
         try:
-            data: dict[str, Any] = json.loads(self._job_path(job_id).read_bytes())
+            data: dict[str, Any] = json.loads(path.read_bytes())
         except (FileNotFoundError, ValueError):
             return None
         return data
 
     def mark_job(self, job_id: str, completion: dict[str, Any]) -> None:
-        atomic_write(self._job_path(job_id), json.dumps(completion).encode())
+        path = self._job_path(job_id)
+        atomic_write(path, json.dumps(completion).encode())
+        self._jobs.add(path.name)
+
+    def _load_job_markers(self) -> None:
+        """Index markers, forgetting those older than MARKER_TTL_S: a message re-delivered
+        after that long is from a run nobody is waiting for (and ``not_after`` bounds it)."""
+        cutoff = time.time() - MARKER_TTL_S
+        for entry in os.scandir(self.root / "jobs"):
+            if entry.name.startswith("."):
+                continue
+            if entry.stat().st_mtime < cutoff:
+                os.unlink(entry.path)
+            else:
+                self._jobs.add(entry.name)
 
     # --- baseline step markers -----------------------------------------------------------
 

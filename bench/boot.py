@@ -84,7 +84,7 @@ def boot_once(box: Sandbox, instance: str) -> tuple[float, float]:
 
 
 def run(size: Size) -> Section:
-    reps = size.pick(7, 1)
+    reps = size.pick(5, 1)
     sec = Section("boot", "4. Boot to configured (5-step baseline)")
     with sandbox("boot") as box:
         boot_once(box, "warmup")

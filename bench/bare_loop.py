@@ -1,17 +1,14 @@
 """The baseline consumer: the Azure SDK and nothing else, run as one process per worker.
 
 It does the storage work rolecall does per job, and no more: claim up to 32 messages with a
-visibility timeout, read the payload blob, post completions to the events queue, then delete
-each message (completions first, so a crash re-delivers rather than loses). Three modes, so the
-throughput benchmark can say where rolecall's time goes:
+visibility timeout, read the payload blob (once per process, as rolecall's content-addressed
+cache does), post the batch's completions as one events message (as rolecall's outbox does),
+then delete each message (completions first, so a crash re-delivers rather than loses). Two
+modes, so the throughput benchmark can say where rolecall's time goes:
 
-``floor``  rolecall's own transaction pattern: the payload read once per process (rolecall's
-           content-addressed cache) and one events message per claimed batch (rolecall's
-           outbox); nothing is executed. The storage floor of rolecall's protocol.
+``floor``  nothing is executed: the storage floor of rolecall's protocol.
 ``exec``   ``floor`` plus running the payload as a child process (``sh job.sh``) per job,
            as rolecall must: the floor plus the cost of a fork/exec.
-``naive``  the loop as one would first write it: per job a payload read, a completion
-           message and a delete (three transactions a job).
 
 Exits when a claim comes back empty and writes ``{"jobs": n, "tx": {...}}`` to ``--stats``.
 """
@@ -37,7 +34,7 @@ def main() -> None:
     p.add_argument("--events", required=True)
     p.add_argument("--container", required=True)
     p.add_argument("--blob", required=True)
-    p.add_argument("--mode", choices=("floor", "exec", "naive"), default="floor")
+    p.add_argument("--mode", choices=("floor", "exec"), default="floor")
     p.add_argument("--stats", type=Path, required=True)
     a = p.parse_args()
 
@@ -61,13 +58,6 @@ def main() -> None:
         msgs = list(next(pages, []))
         if not msgs:
             break
-        if a.mode == "naive":
-            for m in msgs:
-                blob.download_blob().readall()
-                events.send_message(json.dumps({"done": [m.id]}))
-                queue.delete_message(m.id, m.pop_receipt)
-                jobs += 1
-            continue
         if payload is None:
             payload = blob.download_blob().readall()
             script.write_bytes(payload)

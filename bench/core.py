@@ -310,6 +310,44 @@ def sandbox(name: str) -> Iterator[Sandbox]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+# --- CPU accounting ------------------------------------------------------------------------
+
+
+class CpuSpan:
+    """CPU seconds spent, over a span, by this process's children (once waited for, with
+    their own waited-for children: a worker's jobs, Celery's pool) and by Azurite.
+
+    On a 2-core machine that is what decides throughput; splitting it says whose it is.
+    """
+
+    def __init__(self, azurite_pid: int | None) -> None:
+        self.pid = azurite_pid
+        self.t0 = self._children()
+        self.a0 = self._azurite()
+
+    @staticmethod
+    def _children() -> float:
+        import resource
+
+        r = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return r.ru_utime + r.ru_stime
+
+    def _azurite(self) -> float:
+        import psutil
+
+        if self.pid is None:
+            return 0.0
+        try:
+            t = psutil.Process(self.pid).cpu_times()
+        except psutil.Error:
+            return 0.0
+        return float(t.user + t.system)
+
+    def stop(self) -> tuple[float, float]:
+        """(children's CPU seconds, Azurite's CPU seconds) since the span began."""
+        return self._children() - self.t0, self._azurite() - self.a0
+
+
 # --- small helpers -------------------------------------------------------------------------
 
 

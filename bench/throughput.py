@@ -250,6 +250,13 @@ def explain(runs: list[Run]) -> list[str]:
             "job marker written before the delete, JSON log lines) plus its process start and "
             "the empty receive on the instance queue before each claim of the role queue."
         )
+    notes.append(
+        "What would move rolecall toward the floor: settling a claimed batch's messages "
+        "concurrently rather than one delete after another (the bare loops delete serially "
+        "too), and less per-job bookkeeping (one serialisation of each completion, no joined "
+        "log file unless it is uploaded, one work-directory removal). The exec per job stays: "
+        "it is what a job is."
+    )
     celery = [r for r in runs if r.system == "celery"]
     if celery and celery[0].tx_per_job is not None:
         notes.append(

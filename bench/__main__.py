@@ -63,7 +63,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", nargs="+", choices=ORDER, help="run only these benchmarks")
     p.add_argument("--out", type=Path, help="Markdown report path")
     p.add_argument("--json", type=Path, help="JSON results path")
+    p.add_argument("--render", type=Path, metavar="JSON",
+                   help="only re-render the report from saved results (no measuring)")  # fmt: skip
     a = p.parse_args(argv)
+    if a.render is not None:
+        saved = report.load(a.render)
+        tiny = saved[2]["size"] == "tiny"
+        report.write(a.out or HERE / ("out/RESULTS-tiny.md" if tiny else "RESULTS.md"), None,
+                     *saved)  # fmt: skip
+        return 1 if saved[3] else 0
     size = Size(a.tiny)
     out = a.out or (HERE / "out" / "RESULTS-tiny.md" if a.tiny else HERE / "RESULTS.md")
     json_path = a.json or HERE / "out" / ("results-tiny.json" if a.tiny else "results.json")

@@ -58,6 +58,10 @@ def markdown(
         f"whole run took {meta['minutes']} min. Regenerate with `make bench`; do not edit by "
         "hand. What the benchmarks do and why is in each module's docstring under `bench/`.",
         "",
+        "The machine may be shared with other work: each section records the load average "
+        "when it started. A figure close to its target (boot to configured, the worst-case "
+        "idle pickup) can land on either side of it from one run to the next.",
+        "",
     ]
     if errors:
         out += ["## Errors", "", *[f"- {e}" for e in errors], ""]
@@ -77,6 +81,16 @@ def markdown(
         if s.notes:
             out.append("")
     return "\n".join(out).rstrip() + "\n"
+
+
+def load(json_path: Path) -> tuple[list[Section], dict[str, str], dict[str, str], list[str]]:
+    """Read back what ``write`` saved, to render it again without measuring again."""
+    data = json.loads(json_path.read_text())
+    sections = []
+    for raw in data["sections"]:
+        figures = [Figure(**f) for f in raw.pop("figures")]
+        sections.append(Section(**raw, figures=figures))
+    return sections, data["environment"], data["meta"], data["errors"]
 
 
 def write(

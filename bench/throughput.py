@@ -245,17 +245,15 @@ def explain(runs: list[Run]) -> list[str]:
             f"process makes it {exe:.1f} ms; rolecall takes {rc:.1f} ms. rolecall's consumer "
             f"CPU is {cpu[('rolecall', w)]:.1f} ms a job against {cpu[('bare-exec', w)]:.1f} "
             "ms for bare + exec: the difference is rolecall's own per-job work (decoding and "
-            "checking the envelope, a fresh work directory with a copy of the script, stdout "
-            "and stderr files joined into a log, the completion persisted to the outbox and a "
-            "job marker written before the delete, JSON log lines) plus its process start and "
-            "the empty receive on the instance queue before each claim of the role queue."
+            "checking the envelope, the job's work directory and output files, its marker, "
+            "its completion, JSON log lines) plus its process start and the empty receive on "
+            "the instance queue before each claim of the role queue. rolecall overlaps a "
+            "batch's deletes on a small thread pool; the bare loops delete one after another."
         )
     notes.append(
-        "What would move rolecall toward the floor: settling a claimed batch's messages "
-        "concurrently rather than one delete after another (the bare loops delete serially "
-        "too), and less per-job bookkeeping (one serialisation of each completion, no joined "
-        "log file unless it is uploaded, one work-directory removal). The exec per job stays: "
-        "it is what a job is."
+        "The exec per job stays whatever else changes: a job is a child process. Where the "
+        "cores are busy (the cores-busy column against the machine's count), more workers "
+        "only share them; elsewhere W workers add up."
     )
     celery = [r for r in runs if r.system == "celery"]
     if celery and celery[0].tx_per_job is not None:

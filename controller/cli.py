@@ -84,7 +84,6 @@ def run(
     if any_ == each:
         raise ConfigError("choose exactly one of --any or --each")
     c = ctx_of(ctx)
-    sign_job, _ = c.signers()
     req = RunRequest(
         role=role,
         script=script,
@@ -101,7 +100,7 @@ def run(
         entrypoint=entrypoint,
         issuer=c.settings.issuer,
     )
-    record = start_run(c.storage, req, sign=sign_job)
+    record = start_run(c.storage, req, signer=c.signer())
     if output == "json" and not wait:
         emit_json({"run_id": record.run_id, "targets": list(record.targets)})
     else:
@@ -143,8 +142,7 @@ def _dispatcher(ctx: typer.Context):  # type: ignore[no-untyped-def]
     from controller.dispatch import Dispatcher
 
     c = ctx_of(ctx)
-    sign_job, _ = c.signers()
-    return Dispatcher(c.storage, sign_job)
+    return Dispatcher(c.storage, c.signer())
 
 
 @expected_errors

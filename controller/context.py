@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # kept out of `rolecall worker`'s start-up path
     from rich.console import Console
 
     from controller.config import ControllerSettings
+    from controller.signing import Signer
     from schemas.baseline import Baseline
     from schemas.jobs import JobEnvelope
     from storage.clients import Storage
@@ -64,12 +65,15 @@ class Ctx:
             self._storage = Storage(self.settings)
         return self._storage
 
+    def signer(self) -> Signer | None:
+        from controller.signing import load_signer
+
+        return load_signer(self.settings.signing_key)
+
     def signers(
         self,
     ) -> tuple[Callable[[JobEnvelope], JobEnvelope], Callable[[Baseline], Baseline]]:
-        from controller.signing import load_signer
-
-        signer = load_signer(self.settings.signing_key)
+        signer = self.signer()
         if signer is None:
             return (lambda j: j), (lambda b: b)
         return signer.sign_job, signer.sign_baseline

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from controller.dispatch import Dispatcher, plan
@@ -107,8 +108,13 @@ class EventFolder:
         for h in hellos:
             self._record_hello(h)
         stats.hellos = len(hellos)
-        for m in good:
-            self.storage.delete(m)  # only after every fold above is written
+        # only after every fold above is written; independent round trips, so overlapped
+        if len(good) > 2:
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                list(pool.map(self.storage.delete, good))
+        else:
+            for m in good:
+                self.storage.delete(m)
         return stats
 
     def fold_all(self, max_rounds: int = 1000) -> FoldStats:

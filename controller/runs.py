@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from controller.baselines import current_baseline
 from controller.dispatch import Dispatcher, mark_dispatched, parse_limit, plan
 from controller.fleet import list_instances, live_instances
 from controller.payloads import publish_file
 from controller.store import RunStore, new_run_id
+
+if TYPE_CHECKING:
+    from controller.signing import Signer
 from schemas.base import utcnow
 from schemas.errors import ConfigError, UnknownRole
 from schemas.jobs import EnvVar, Execution, Interpreter, JobEnvelope, PayloadRef, Target
@@ -52,7 +55,7 @@ def start_run(
     storage: Storage,
     req: RunRequest,
     *,
-    sign: Callable[[JobEnvelope], JobEnvelope] = lambda j: j,
+    signer: Signer | None = None,
 ) -> RunRecord:
     if not known_role(storage, req.role):
         raise UnknownRole(
@@ -121,5 +124,5 @@ def start_run(
     # completions create the record (nothing lost) rather than a record with nothing sent.
     record, first_wave = plan(record)
     record = mark_dispatched(record, first_wave)
-    Dispatcher(storage, sign).send(record, first_wave)
+    Dispatcher(storage, signer).send(record, first_wave)
     return RunStore(storage).create(record)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -37,8 +37,11 @@ class Signer:
         # sign exactly what will be sent: the JSON the codec produces, minus the signature
         unsigned = doc.model_copy(update={"signature": None})
         data = json.loads(unsigned.model_dump_json(exclude_none=True))
-        value = self._key.sign(canonical_bytes(data))
-        return doc.model_copy(update={"signature": Signature(key_id=self.key_id, value=b64(value))})
+        return doc.model_copy(update={"signature": self.signature(data)})
+
+    def signature(self, data: dict[str, Any]) -> Signature:
+        """The signature for a document already in its sent (JSON) form."""
+        return Signature(key_id=self.key_id, value=b64(self._key.sign(canonical_bytes(data))))
 
     def sign_job(self, job: JobEnvelope) -> JobEnvelope:
         return self.sign(job)

@@ -3,7 +3,8 @@
 Azure Functions' queue trigger polls at 100 ms while messages flow and doubles the interval
 when a queue is empty, up to 60 s; we do the same, with jitter so a fleet that booted together
 does not poll in lock-step. Every empty poll is a billed transaction, so the ceiling is what an
-idle instance costs: with two queues polled at 60 s, 120 transactions per hour.
+idle instance costs: two queues polled at most once a minute each, about 123 transactions an
+hour, plus the heartbeat (bench/RESULTS.md measures it).
 """
 
 from __future__ import annotations

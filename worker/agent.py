@@ -114,11 +114,14 @@ class Agent:
 
     def boot(self) -> None:
         """Register, say hello, apply the baseline. Storage hiccups are waited out here."""
-        self._until_ok("prepare storage", self._provision)
+        if self.state.new_incarnation:
+            # creating what exists costs 8 conflicting requests: only on a fresh disk (and
+            # whenever something turns out to be missing, below)
+            self._until_ok("prepare storage", self._provision)
         recovered = self.outbox.recover()
         if recovered:
             log.info("recovered %d unposted event batches from the last run", recovered)
-        self._until_ok("register", lambda: self._write_record(InstanceState.CONFIGURING))
+        self._until_ok("register", self._register)
         hello = Hello(
             role=self.identity.role,
             instance=self.identity.instance,
@@ -135,6 +138,13 @@ class Agent:
         self._apply_baseline()
         self.outbox.flush()
 
+    def _register(self) -> None:
+        try:
+            self._write_record(InstanceState.CONFIGURING)
+        except NotFound:
+            self._provision()  # storage was reset under a known disk
+            self._write_record(InstanceState.CONFIGURING)
+
     def _provision(self) -> None:
         """Create what is missing, where our credentials allow (not with a SAS bundle)."""
         self.storage.ensure_containers()
@@ -145,10 +155,17 @@ class Agent:
 
     def loop(self, *, once: bool = False) -> None:
         backoff = IdleBackoff(self.settings.poll_min_s, self.settings.poll_max_s)
+        next_poll = 0.0
         while not self.shutdown.stopping and not self.reboot_pending:
             self._housekeeping()
+            now = time.monotonic()
+            if now < next_poll:
+                # woken for a duty (heartbeat, baseline retry), not to poll: every poll is a
+                # billed transaction, and an idle fleet pays them around the clock
+                self.shutdown.wait(min(next_poll - now, self._until_next_duty()))
+                continue
             if self.outbox.failing and not self.outbox.flush():
-                self.shutdown.wait(backoff.idle())  # no new work while completions wait
+                next_poll = time.monotonic() + backoff.idle()  # no new work while we owe
                 continue
             try:
                 worked = self._claim_batch()
@@ -156,13 +173,13 @@ class Agent:
                 raise
             except StorageError as e:
                 log.warning("cannot claim work: %s", e)
-                self.shutdown.wait(backoff.idle())
+                next_poll = time.monotonic() + backoff.idle()
                 continue
             except Exception:
                 # An agent that dies leaves its instance unconfigurable until someone looks.
                 # Log with the traceback, back off, carry on; leases protect the work.
                 log.exception("unexpected error in the claim loop; continuing")
-                self.shutdown.wait(backoff.idle())
+                next_poll = time.monotonic() + backoff.idle()
                 continue
             if worked:
                 backoff.busy()
@@ -170,7 +187,7 @@ class Agent:
             self.outbox.flush()
             if once:
                 break
-            self.shutdown.wait(min(backoff.idle(), self._until_next_duty()))
+            next_poll = time.monotonic() + backoff.idle()
 
     def stop(self) -> None:
         """Release what we hold, post what we owe, and say we are gone."""
@@ -198,10 +215,12 @@ class Agent:
                     queue, max_messages=self.settings.batch, visibility_s=self.settings.lease_s
                 )
             except NotFound:
-                # a missing queue must not starve the other one
+                # a missing queue must not starve the other one; create it if we may
                 if queue not in self._missing:
-                    log.error("queue %s does not exist; create it (rolecall names)", queue)
+                    log.error("queue %s does not exist; creating it if allowed", queue)
                     self._missing.add(queue)
+                    self.storage.ensure_queue(queue)
+                    self.storage.ensure_queue(self.names.poison_queue(queue))
                 continue
             self._missing.discard(queue)
             if msgs:

@@ -12,10 +12,6 @@ STATE_DIR_HELP = (
     "Local state (the instance's disk); wiped means a new incarnation. "
     "Default /var/lib/rolecall, or %ProgramData%\\rolecall on Windows."
 )
-STATE_DIR_HELP = (
-    "Local state (the instance's disk); wiped means a new incarnation. "
-    "Default /var/lib/rolecall, or %ProgramData%\\rolecall on Windows."
-)
 
 
 def worker(

@@ -145,7 +145,7 @@ class Outbox:
                 chunk.append(entry)
                 size += n
             batch = EventBatch(sender=self.sender, events=[e for c in chunk for e in c.events])
-            self.storage.send(self.storage.names.events_queue, encode_message(batch))
+            self.storage.send(self.storage.names.events_queue, encode_message(batch), create=True)
             self.posted_messages += 1
             for entry in chunk:
                 if entry.path is not None:

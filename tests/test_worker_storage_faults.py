@@ -56,6 +56,33 @@ def test_completions_wait_out_an_events_outage_and_no_new_work_is_claimed(
     assert len(ledger.entries("first")) == 1, "not run again"
 
 
+def test_a_refused_delete_is_retried_while_the_lease_holds(
+    proxied: FaultPlan, ops: Operator, ledger: Ledger, workers: Fleet
+) -> None:
+    """The job ran and its completion is posted, but the delete is refused for longer than
+    one call's retries (storage restarting). The worker keeps the settlement and deletes the
+    message when storage is back, well inside its lease: the message never reappears, so no
+    other instance can run the job again. (Dropping the settlement would leave the message
+    invisible until its 60 s lease ran out.)"""
+    queue = ops.names.role_queue("web")
+    outage = threading.Event()
+    proxied.blocked = lambda method, path: (
+        outage.is_set() and method == "DELETE" and f"/{queue}/messages/" in path
+    )
+    w = workers.worker("web", "web-0", "--lease", "60")
+    wait_for(lambda: ops.hellos("web-0"), what="the worker to register")
+    outage.set()
+    ops.enqueue(ops.job("web", ops.publish(ledger.script("once")), job_id="once"))
+    wait_for(lambda: ops.completions("once"), what="the completion")
+    wait_for(lambda: proxied.counts["blocked"] >= 8, what="deletes refused past one call's retries")
+    assert "will retry" in w.log()
+    outage.clear()
+    wait_for(lambda: ops.storage.approximate_count(queue) == 0, timeout=30, what="the delete")
+    assert len(ledger.entries("once")) == 1
+    assert "lease lost" not in w.log()
+    assert w.alive
+
+
 def test_the_worker_survives_storage_going_away_and_coming_back(
     proxied: FaultPlan, ops: Operator, ledger: Ledger, workers: Fleet
 ) -> None:

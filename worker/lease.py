@@ -97,6 +97,11 @@ class Lease:
         self.lost = True
         return True
 
+    def expire(self, why: str) -> None:
+        """Give up a lease that lapsed before it could be settled: the message will be
+        delivered again, maybe elsewhere, so the loss is logged like any other."""
+        self._lose(why)
+
     def _lose(self, why: str) -> None:
         if not self.lost:
             extra = {"queue": self.msg.queue, "message_id": self.msg.id, "job_id": self.job_id}

@@ -109,7 +109,8 @@ class Outbox:
         return any(s.lease.remaining < s.lease.visibility_s / 3 for s in self._settlements)
 
     def flush(self) -> bool:
-        """Post events, then settle their messages. False if events could not be posted."""
+        """Post events, then settle their messages. False if events could not be posted or a
+        settlement must wait for storage to come back."""
         if self._entries:
             try:
                 self._post()
@@ -118,16 +119,16 @@ class Outbox:
                     log.warning("cannot post events yet; keeping them on disk: %s", e)
                 self.failing = True
                 return False
-            self.failing = False
         settlements, self._settlements = self._settlements, []
         if len(settlements) > 2:
             # independent round trips (mostly deletes): overlap them, as a batch of 32
             # finished jobs would otherwise wait 32 round trips in a row
-            list(self._pool().map(self._settle, settlements))
+            kept = list(self._pool().map(self._settle, settlements))
         else:
-            for s in settlements:
-                self._settle(s)
-        return True
+            kept = [self._settle(s) for s in settlements]
+        self._settlements.extend(s for s in kept if s is not None)
+        self.failing = bool(self._settlements)
+        return not self.failing
 
     def _pool(self) -> ThreadPoolExecutor:
         if self._executor is None:
@@ -152,7 +153,12 @@ class Outbox:
                     entry.path.unlink(missing_ok=True)
             self._entries = self._entries[len(chunk) :]
 
-    def _settle(self, s: Settlement) -> None:
+    def _settle(self, s: Settlement) -> Settlement | None:
+        """Settle one message; returns it if storage failed and its lease still has time.
+
+        A delete that fails (say, while storage restarts) is tried again at the next flush
+        for as long as the lease holds: once the lease expires the message is delivered again,
+        and on another instance, where this incarnation's marker cannot stop the re-run."""
         try:
             if s.action == "delete":
                 s.lease.delete()
@@ -161,10 +167,15 @@ class Outbox:
             else:
                 assert s.poison is not None
                 if s.lease.lost:
-                    return  # someone else owns it now; they will judge it themselves
+                    return None  # someone else owns it now; they will judge it themselves
                 queue = self.storage.names.poison_queue(s.lease.msg.queue)
                 self.storage.send(queue, encode_message(s.poison), create=True)
+                s.action = "delete"  # poisoned: what is left to do is the delete
                 s.lease.delete()
         except StorageError as e:
-            # the message reappears when its lease expires; markers make that harmless
-            log.warning("could not settle message %s (%s): %s", s.lease.msg.id, s.action, e)
+            if s.lease.remaining > 0:
+                log.warning("could not settle message %s (%s), will retry: %s",
+                            s.lease.msg.id, s.action, e)  # fmt: skip
+                return s
+            s.lease.expire(f"could not {s.action} before expiry ({e.reason})")
+        return None

@@ -77,6 +77,14 @@ class EventFolder:
         self.store = RunStore(storage)
         self.dispatcher = dispatcher or Dispatcher(storage)
         self.queue = storage.names.events_queue
+        self._deleters: ThreadPoolExecutor | None = None
+
+    def _pool(self) -> ThreadPoolExecutor:
+        """Kept across rounds: starting 8 threads for every batch of 32 costs more than the
+        deletes they overlap save on a busy controller."""
+        if self._deleters is None:
+            self._deleters = ThreadPoolExecutor(max_workers=8, thread_name_prefix="fold-delete")
+        return self._deleters
 
     def fold_once(self, max_messages: int = 32) -> FoldStats:
         """Claim one batch of event messages, fold them, then delete them."""
@@ -110,8 +118,7 @@ class EventFolder:
         stats.hellos = len(hellos)
         # only after every fold above is written; independent round trips, so overlapped
         if len(good) > 2:
-            with ThreadPoolExecutor(max_workers=8) as pool:
-                list(pool.map(self.storage.delete, good))
+            list(self._pool().map(self.storage.delete, good))
         else:
             for m in good:
                 self.storage.delete(m)

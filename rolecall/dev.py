@@ -61,8 +61,10 @@ def demo(
     instance in the middle of its job; shows the status converging. Leaves nothing running.
     """
     from rolecall.demo import main
+    from rolecall.localfleet import stop_on_sigterm
     from schemas.errors import RolecallError
 
+    stop_on_sigterm()
     try:
         code = main(connection_string)
     except RolecallError as e:

@@ -16,6 +16,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
+def stop_on_sigterm() -> None:
+    """Make SIGTERM unwind like Ctrl+C, so a demo or simulation stopped by a supervisor (a
+    CI timeout, ``kill``) runs its clean-up and leaves no workers or Azurite behind.
+    Python's default for SIGTERM is to die on the spot, with no ``finally`` run."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def rolecall_command() -> list[str]:
     """How to start ``rolecall`` from this interpreter, installed script or not."""
     script = Path(sys.executable).with_name("rolecall")

@@ -8,12 +8,16 @@ with `make chaos` and its report is in docs/reliability.md.
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from rolecall.sim.config import LARGE, SMALL
 from rolecall.sim.runner import Simulation
+from tests.fleet import ROLECALL, wait_for
 
 
 def run_and_check(cfg, root: Path):  # type: ignore[no-untyped-def]
@@ -29,6 +33,38 @@ def test_reimages_mid_job_and_storage_faults_lose_nothing(tmp_path: Path) -> Non
     assert report.figures["reimages"] >= 2
     assert report.figures["reimages mid-job"] >= 1
     assert report.figures["injected faults"] > 0
+
+
+def processes_mentioning(text: str) -> list[str]:
+    """Command lines of live processes that mention ``text`` (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if text in cmd:
+                found.append(cmd)
+    return found
+
+
+def test_a_simulation_stopped_with_sigterm_leaves_nothing_running(tmp_path: Path) -> None:
+    """What a CI timeout or ``kill`` does: the workers and Azurite go with the simulation."""
+    work, out = tmp_path / "sim", (tmp_path / "out.txt").open("w")
+    with out:
+        proc = subprocess.Popen(
+            [ROLECALL, "sim", "--workdir", str(work)], stdout=out, stderr=subprocess.STDOUT
+        )
+        try:
+            wait_for(lambda: "registered" in (tmp_path / "out.txt").read_text(), timeout=120,
+                     what="the simulated fleet to boot")  # fmt: skip
+            assert processes_mentioning(str(work)), "workers and Azurite are running"
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=60) != 0
+        finally:
+            proc.kill()
+    assert processes_mentioning(str(work)) == []
 
 
 @pytest.mark.chaos

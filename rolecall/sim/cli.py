@@ -35,8 +35,11 @@ def sim(
     from rich.console import Console
     from rich.table import Table
 
+    from rolecall.localfleet import stop_on_sigterm
     from rolecall.sim.config import LARGE, SMALL
     from rolecall.sim.runner import Simulation
+
+    stop_on_sigterm()
 
     base = {"small": SMALL, "large": LARGE}[preset]
     overrides = {

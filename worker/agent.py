@@ -241,9 +241,11 @@ class Agent:
                     continue
                 self.jobs.handle(lease, tick=lambda lease=lease: self._tick(lease))  # type: ignore[misc]
                 if self.outbox.due():
-                    self.outbox.flush()
+                    self.outbox.flush(wait=False)
         finally:
-            self.outbox.flush()
+            # the deletes go on in the background while the next batch runs; an idle turn
+            # of the loop, and stop(), wait for them
+            self.outbox.flush(wait=False)
             # Only never-started messages go back (shutdown). A handled message is the
             # outbox's until its completion is posted: releasing it early would let another
             # instance run it again while its result is still on its way.
@@ -266,7 +268,7 @@ class Agent:
                     if not other.started and not other.lost:
                         other.release(0)
         if self.outbox.due():
-            self.outbox.flush()
+            self.outbox.flush(wait=False)
         if time.monotonic() >= self.next_heartbeat:
             self._heartbeat()
 

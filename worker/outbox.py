@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 _EVENT = TypeAdapter(Event)
 #: JSON budget per events message: base64 grows text by 4/3, keep headroom for the envelope
 _BATCH_JSON_BYTES = int(MAX_MESSAGE_BYTES * 3 / 4) - 2048
+#: settlements left running in the background while jobs go on: about two batches' worth
+_MAX_INFLIGHT = 64
 
 
 @dataclass
@@ -63,6 +65,7 @@ class Outbox:
         self.flush_s = flush_s
         self._entries: list[_Entry] = []
         self._settlements: list[Settlement] = []
+        self._inflight: list[Future[Settlement | None]] = []
         self._seq = 0
         self.posted_messages = 0
         self.failing = False
@@ -99,7 +102,7 @@ class Outbox:
 
     @property
     def pending(self) -> bool:
-        return bool(self._entries or self._settlements)
+        return bool(self._entries or self._settlements or self._inflight)
 
     def due(self) -> bool:
         """Time to flush: something waited ``flush_s``, or a held lease is running short."""
@@ -108,9 +111,15 @@ class Outbox:
             return True
         return any(s.lease.remaining < s.lease.visibility_s / 3 for s in self._settlements)
 
-    def flush(self) -> bool:
+    def flush(self, *, wait: bool = True) -> bool:
         """Post events, then settle their messages. False if events could not be posted or a
-        settlement must wait for storage to come back."""
+        settlement must wait for storage to come back.
+
+        With ``wait=False`` (between batches of jobs) the settlements run in the background
+        while the next jobs do: a batch's 32 deletes are 32 round trips, and a worker that
+        waits for them leaves its storage idle while it runs jobs and itself idle while
+        storage deletes. The events are still posted first, and synchronously: no message
+        is deleted before its completion is on the events queue."""
         if self._entries:
             try:
                 self._post()
@@ -120,15 +129,28 @@ class Outbox:
                 self.failing = True
                 return False
         settlements, self._settlements = self._settlements, []
-        if len(settlements) > 2:
-            # independent round trips (mostly deletes): overlap them, as a batch of 32
-            # finished jobs would otherwise wait 32 round trips in a row
-            kept = list(self._pool().map(self._settle, settlements))
-        else:
+        if wait and len(settlements) <= 2 and not self._inflight:
             kept = [self._settle(s) for s in settlements]
-        self._settlements.extend(s for s in kept if s is not None)
+            self._settlements.extend(k for k in kept if k is not None)
+        else:
+            self._inflight.extend(self._pool().submit(self._settle, s) for s in settlements)
+        # bounded even when not waiting: a backlog of deletes would eat into their leases
+        self._collect(keep=0 if wait else _MAX_INFLIGHT)
         self.failing = bool(self._settlements)
         return not self.failing
+
+    def _collect(self, keep: int) -> None:
+        """Take in finished settlements (waiting until at most ``keep`` are still running);
+        those storage refused come back for the next flush."""
+        running: list[Future[Settlement | None]] = []
+        for i, f in enumerate(self._inflight):
+            if f.done() or len(self._inflight) - i > keep:
+                kept = f.result()
+                if kept is not None:
+                    self._settlements.append(kept)
+            else:
+                running.append(f)
+        self._inflight = running
 
     def _pool(self) -> ThreadPoolExecutor:
         if self._executor is None:

@@ -242,13 +242,24 @@ def explain(runs: list[Run]) -> list[str]:
         floor, exe, rc = ms[("bare-floor", w)], ms[("bare-exec", w)], ms[("rolecall", w)]
         notes.append(
             f"W={w}: the bare floor takes {floor:.1f} ms a job; running the payload as a child "
-            f"process makes it {exe:.1f} ms; rolecall takes {rc:.1f} ms. rolecall's consumer "
-            f"CPU is {cpu[('rolecall', w)]:.1f} ms a job against {cpu[('bare-exec', w)]:.1f} "
-            "ms for bare + exec: the difference is rolecall's own per-job work (decoding and "
-            "checking the envelope, the job's work directory and output files, its marker, "
-            "its completion, JSON log lines) plus its process start and the empty receive on "
-            "the instance queue before each claim of the role queue. rolecall overlaps a "
-            "batch's deletes on a small thread pool; the bare loops delete one after another."
+            f"process makes it {exe:.1f} ms; rolecall takes {rc:.1f} ms. Consumer CPU: "
+            f"rolecall {cpu[('rolecall', w)]:.1f} ms a job, bare + exec "
+            f"{cpu[('bare-exec', w)]:.1f} ms."
+        )
+    notes.append(
+        "rolecall's extra consumer CPU is its own per-job work (decoding and checking the "
+        "envelope, the job's work directory and output files, its marker, its completion, "
+        "JSON log lines) plus its process start and the empty receive on the instance queue "
+        "before each claim of the role queue. It buys that back in wall time by deleting a "
+        "batch's messages on a small thread pool while the next batch runs (after their "
+        "completions are posted); the bare loops delete one after another."
+    )
+    az = [r.cpu[1] / r.jobs * 1000 for r in runs if r.system == "rolecall" and r.workers == 1]
+    if az and az[0] > 0:
+        notes.append(
+            f"Azurite is one Node.js process: at {az[0]:.1f} ms of its CPU a job (rolecall, "
+            f"W=1) it could serve at most about {1000 / az[0]:.0f} jobs/s, whoever asks: "
+            "the ceiling for every system measured here."
         )
     notes.append(
         "The exec per job stays whatever else changes: a job is a child process. Where the "

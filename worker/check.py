@@ -286,7 +286,7 @@ def _once(what: str, fn: Callable[[], T]) -> T:
 def _credential(settings: WorkerSettings, identity: Identity | None, report: Report) -> None:
     mode = settings.auth_mode
     if mode is AuthMode.IDENTITY:
-        from storage.clients import identity_credential
+        from storage.transport import identity_credential
 
         try:
             token: Any = identity_credential().get_token(STORAGE_SCOPE)

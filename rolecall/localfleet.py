@@ -8,6 +8,8 @@ wiped); the instance comes back under the same name.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import signal
 import subprocess
@@ -25,6 +27,50 @@ def stop_on_sigterm() -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, interrupt)
+
+
+def kill_tree(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL a process and all its descendants, as losing the machine would.
+
+    Killing the agent alone is not enough: it starts each job in a session of its own, so
+    the job would live on and could write its effects after the "host" was gone. On Linux
+    the tree is frozen first (SIGSTOP, so nothing in it can fork or be reparented out of
+    reach), then killed; on Windows ``taskkill /T`` does the same; elsewhere only the agent
+    is killed."""
+    if sys.platform == "win32":
+        subprocess.run(["taskkill", "/F", "/T", "/PID", str(proc.pid)],
+                       capture_output=True, check=False)  # fmt: skip
+        return
+    tree = [proc.pid]
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(proc.pid, signal.SIGSTOP)
+        frozen: set[int] = set()
+        while todo := [p for p in _descendants(proc.pid) if p not in frozen]:
+            for pid in todo:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGSTOP)
+                frozen.add(pid)
+        tree += sorted(frozen)
+    for pid in tree:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _descendants(root: int) -> list[int]:
+    """Live descendants of ``root``, from /proc (empty where there is none)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, stack = [], [root]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.append(child)
+            stack.append(child)
+    return found
 
 
 def rolecall_command() -> list[str]:
@@ -81,9 +127,10 @@ class LocalInstance:
         return self.proc is not None and self.proc.poll() is None
 
     def kill(self) -> None:
-        """The host fails: no signal handler runs, nothing is flushed."""
+        """The host fails: the agent and every job it started die at once; no signal
+        handler runs, nothing is flushed."""
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
+            kill_tree(self.proc)
             self.proc.wait()
             self.kills += 1
 

@@ -94,3 +94,27 @@ def test_a_new_baseline_version_reaches_live_instances_without_a_restart(
     wait_for(lambda: len(ledger.entries("v2")) == 3, what="v2 on every instance")
     assert len(ledger.entries("s0")) == 3, "the unchanged step is not run again"
     assert all(w.alive and w.starts == 1 for w in ws)
+
+
+def process_gone(pid: int) -> bool:
+    """Dead or a zombie waiting for a reaper: either way it can do nothing more."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def test_a_lost_host_takes_its_running_job_with_it(
+    tmp_path: Path, ops: Operator, ledger: Ledger, workers: Fleet
+) -> None:
+    """The agent starts each job in a session of its own; a simulated host failure must still
+    kill the job (and what the job started), or a "dead" instance could go on writing effects."""
+    pids = tmp_path / "pids"
+    body = f'echo $$ >> "{pids}"\nsleep 60 &\necho $! >> "{pids}"\nwait'
+    ops.enqueue(ops.job("web", ops.publish(ledger.script("long", body)), job_id="long"))
+    w = workers.worker("web", "web-0")
+    wait_for(lambda: pids.exists() and len(pids.read_text().split()) == 2, what="the job")
+    w.kill()
+    job, grandchild = (int(p) for p in pids.read_text().split())
+    wait_for(lambda: process_gone(job) and process_gone(grandchild), timeout=10,
+             what="the job and its child to die with the host")  # fmt: skip

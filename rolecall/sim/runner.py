@@ -215,12 +215,13 @@ class Simulation:
             inst = state.fleet.instances[busy[0]]
             if time.time() - busy[1] < self.cfg.job_sleep_max_s / 2:
                 state.mid_job_reimages += 1
-        state.events.append(Event(time.time(), kind, inst.instance))
         if kind == "reimage":
-            inst.reimage()
+            inst.reimage(restart=False)
         else:
             inst.kill()
-            inst.start()
+        # stamped once the instance is dead: every effect of what ran there is earlier
+        state.events.append(Event(time.time(), kind, inst.instance))
+        inst.start()
         self.say(f"[red]{kind}[/] {inst.instance}")
 
     def _enqueue(self, state: SimState) -> None:

@@ -1,7 +1,7 @@
 """A local stand-in for Azure Instance Metadata and the managed-identity token endpoint.
 
 Tests point ``--imds-endpoint`` and ``IDENTITY_ENDPOINT`` here: nothing ever talks to
-169.254.169.254. Tokens are JWT-shaped with the claims Azurite checks (``aud``, ``iss``,
+Azure's link-local metadata address. Tokens are JWT-shaped with the claims Azurite checks (``aud``, ``iss``,
 ``nbf``/``exp``); Azurite does not check the signature.
 """
 

@@ -6,7 +6,7 @@ nothing is configured, or a SAS bundle is expired or for another instance; with 
 identity it gets a token from (a stand-in for) instance metadata and uses it.
 
 Every address contacted is on 127.0.0.1; the metadata endpoint is always pointed at a local
-stand-in, so nothing here can reach 169.254.169.254.
+stand-in, so nothing here can reach the real metadata address.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@
   check itself: tests/test_check.py).
 
 Every address contacted is on 127.0.0.1; the metadata endpoint is always pointed at a local
-stand-in, so nothing here can reach 169.254.169.254.
+stand-in, so nothing here can reach the real metadata address.
 """
 
 from __future__ import annotations

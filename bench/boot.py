@@ -18,8 +18,9 @@ import time
 import yaml
 
 from bench import importcost
-from bench.core import Sandbox, Section, Size, median, sandbox, wait_for
+from bench.core import Sandbox, Section, Size, median, sandbox
 from controller.baselines import publish_baseline
+from rolecall.waiting import wait_for
 from schemas import Completion, EventBatch, InstanceRecord, decode_document, decode_message
 from schemas.errors import ContractError, NotFound
 from schemas.names import Names

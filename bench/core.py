@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -349,19 +348,6 @@ class CpuSpan:
 
 
 # --- small helpers -------------------------------------------------------------------------
-
-
-def wait_for(
-    condition: Callable[[], T | None], timeout: float, interval: float = 0.05, what: str = ""
-) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:g}s waiting for {what or condition}")
-        time.sleep(interval)
 
 
 def parallel(fn: Callable[[Any], T], items: list[Any], threads: int = 16) -> list[T]:

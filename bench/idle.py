@@ -31,9 +31,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.core import TRUE_SH, Sandbox, Section, Size, median, percentile, sandbox, wait_for
+from bench.core import TRUE_SH, Sandbox, Section, Size, median, percentile, sandbox
 from bench.peer import REPO
 from bench.rc import EventReader, enqueue_role_jobs, publish
+from rolecall.waiting import wait_for
 from storage.backoff import IdleBackoff
 from worker.config import WorkerSettings
 

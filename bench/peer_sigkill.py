@@ -25,9 +25,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.core import Processes, Sandbox, Section, Size, sandbox, wait_for
+from bench.core import Processes, Sandbox, Section, Size, sandbox
 from bench.peer import CeleryPeer
 from bench.rc import enqueue_role_jobs, publish
+from rolecall.waiting import wait_for
 
 ROLE = "victim"
 LEASE_S = 10

@@ -33,10 +33,10 @@ from bench.core import (
     ratio,
     sandbox,
     send_many,
-    wait_for,
 )
 from bench.peer import REPO, CeleryPeer
 from bench.rc import EventReader, enqueue_role_jobs, publish, read_stats
+from rolecall.waiting import wait_for
 
 ROLE = "web"
 BARE_MODES = ("floor", "exec")

@@ -10,8 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any, TypeVar
 
 from controller.payloads import publish_bytes
 from rolecall.localfleet import LocalInstance, rolecall_command
+from rolecall.waiting import wait_for
 from schemas import (
     Completion,
     EventBatch,
@@ -37,20 +37,6 @@ from storage.clients import Storage
 
 T = TypeVar("T")
 ROLECALL = rolecall_command()[0]
-
-
-def wait_for(
-    condition: Callable[[], T], timeout: float = 30.0, interval: float = 0.1, what: str = ""
-) -> T:
-    """Poll ``condition`` until it returns something truthy; fail with ``what`` otherwise."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
-        time.sleep(interval)
 
 
 # --- workers ---------------------------------------------------------------------------

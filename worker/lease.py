@@ -56,11 +56,11 @@ class Lease:
         try:
             self.msg = self.storage.extend(self.msg, self.visibility_s)
         except (LeaseLost, NotFound):
-            self._lose("stale pop receipt")
+            self.lose("stale pop receipt")
             return False
         except StorageError as e:
             if self.remaining <= 0:
-                self._lose(f"could not renew before expiry ({e.reason})")
+                self.lose(f"could not renew before expiry ({e.reason})")
             return not self.lost
         self.expires_at = started + self.visibility_s
         self.renewals += 1
@@ -80,7 +80,7 @@ class Lease:
         try:
             self.msg = self.storage.extend(self.msg, delay_s)
         except (LeaseLost, NotFound):
-            self._lose("stale pop receipt on release")
+            self.lose("stale pop receipt on release")
         except StorageError as e:
             log.warning("release failed; the message reappears when its lease expires: %s", e)
         self.lost = True  # released: it is no longer ours either way
@@ -92,17 +92,14 @@ class Lease:
         try:
             self.storage.delete(self.msg)
         except LeaseLost:
-            self._lose("stale pop receipt on delete")
+            self.lose("stale pop receipt on delete")
             return False
         self.lost = True
         return True
 
-    def expire(self, why: str) -> None:
-        """Give up a lease that lapsed before it could be settled: the message will be
-        delivered again, maybe elsewhere, so the loss is logged like any other."""
-        self._lose(why)
-
-    def _lose(self, why: str) -> None:
+    def lose(self, why: str) -> None:
+        """Give the lease up as lost, once, with a log line naming the job: the message will
+        be delivered again, maybe elsewhere."""
         if not self.lost:
             extra = {"queue": self.msg.queue, "message_id": self.msg.id, "job_id": self.job_id}
             log.warning("lease lost on %s: %s", self.msg.queue, why, extra=extra)

@@ -100,10 +100,6 @@ class Outbox:
         if settlement is not None:
             self._settlements.append(settlement)
 
-    @property
-    def pending(self) -> bool:
-        return bool(self._entries or self._settlements or self._inflight)
-
     def due(self) -> bool:
         """Time to flush: something waited ``flush_s``, or a held lease is running short."""
         now = time.monotonic()
@@ -199,5 +195,5 @@ class Outbox:
                 log.warning("could not settle message %s (%s), will retry: %s",
                             s.lease.msg.id, s.action, e)  # fmt: skip
                 return s
-            s.lease.expire(f"could not {s.action} before expiry ({e.reason})")
+            s.lease.lose(f"could not {s.action} before expiry ({e.reason})")
         return None

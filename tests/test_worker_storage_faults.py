@@ -83,6 +83,31 @@ def test_a_refused_delete_is_retried_while_the_lease_holds(
     assert w.alive
 
 
+def test_a_delete_refused_past_its_lease_is_logged_as_lost_and_re_reported(
+    proxied: FaultPlan, ops: Operator, ledger: Ledger, workers: Fleet
+) -> None:
+    """Deletes refused until the (4 s) lease runs out: the worker logs the lost lease with
+    the job id, the message comes back, and the same incarnation re-reports it from its
+    marker instead of running the job again."""
+    queue = ops.names.role_queue("web")
+    outage = threading.Event()
+    proxied.blocked = lambda method, path: (
+        outage.is_set() and method == "DELETE" and f"/{queue}/messages/" in path
+    )
+    w = workers.worker("web", "web-0")
+    wait_for(lambda: ops.hellos("web-0"), what="the worker to register")
+    outage.set()
+    ops.enqueue(ops.job("web", ops.publish(ledger.script("lapse")), job_id="lapse"))
+    wait_for(lambda: "lease lost" in w.log() and '"job_id": "lapse"' in w.log(), timeout=60,
+             what="the lapsed lease to be logged")  # fmt: skip
+    outage.clear()
+    wait_for(lambda: ops.storage.approximate_count(queue) == 0, timeout=60, what="the delete")
+    assert len(ledger.entries("lapse")) == 1, "re-reported, not re-run"
+    done = wait_for(lambda: ops.completions("lapse"), what="the completion")
+    assert {c.outcome for c in done} == {Outcome.SUCCEEDED}
+    assert w.alive
+
+
 def test_the_worker_survives_storage_going_away_and_coming_back(
     proxied: FaultPlan, ops: Operator, ledger: Ledger, workers: Fleet
 ) -> None:

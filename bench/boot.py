@@ -19,12 +19,12 @@ import yaml
 
 from bench import importcost
 from bench.core import Sandbox, Section, Size, median, sandbox
-from controller.baselines import publish_baseline
-from rolecall.waiting import wait_for
-from schemas import Completion, EventBatch, InstanceRecord, decode_document, decode_message
-from schemas.errors import ContractError, NotFound
-from schemas.names import Names
-from storage.clients import Storage
+from rolecall.controller.baselines import publish_baseline
+from rolecall.devtools.waiting import wait_for
+from rolecall.schemas import Completion, EventBatch, InstanceRecord, decode_document, decode_message
+from rolecall.schemas.errors import ContractError, NotFound
+from rolecall.schemas.names import Names
+from rolecall.storage.clients import Storage
 
 ROLE = "boot"
 STEPS = 5

@@ -22,7 +22,7 @@ from celery import Celery
 from celery.signals import worker_shutdown
 from kombu.transport import azurestoragequeues
 
-from rolecall.azurite import ACCOUNT_KEY
+from rolecall.devtools.azurite import ACCOUNT_KEY
 
 
 def broker_url(queue_url: str) -> str:

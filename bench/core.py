@@ -25,10 +25,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, TypeVar
 
-from rolecall.azurite import PINNED_VERSION, Azurite
-from schemas.settings import StorageSettings
-from storage.clients import Storage
-from storage.meter import Meter
+from rolecall.devtools.azurite import PINNED_VERSION, Azurite
+from rolecall.schemas.settings import StorageSettings
+from rolecall.storage.clients import Storage
+from rolecall.storage.meter import Meter
 
 T = TypeVar("T")
 

@@ -31,16 +31,16 @@ from azure.storage.queue import QueueClient
 
 from bench.core import ROLECALL, TRUE_SH, Section, Size, parallel, ratio, sandbox, send_many
 from bench.rc import register_instance
-from controller.dispatch import messages_for
-from controller.fold import EventFolder
-from controller.runs import RunRequest, start_run
-from controller.status import run_json
-from controller.store import RunStore
-from schemas import Completion, EventBatch, Outcome, encode_message, utcnow
-from schemas.names import Names
-from schemas.records import RunMode, TargetState
-from storage.clients import Message, Storage
-from storage.meter import Meter
+from rolecall.controller.dispatch import messages_for
+from rolecall.controller.fold import EventFolder
+from rolecall.controller.runs import RunRequest, start_run
+from rolecall.controller.status import run_json
+from rolecall.controller.store import RunStore
+from rolecall.schemas import Completion, EventBatch, Outcome, encode_message, utcnow
+from rolecall.schemas.names import Names
+from rolecall.schemas.records import RunMode, TargetState
+from rolecall.storage.clients import Message, Storage
+from rolecall.storage.meter import Meter
 
 ROLE = "fleet"
 

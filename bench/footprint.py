@@ -25,8 +25,8 @@ LAYERS = (
     ("+ pydantic, pydantic-settings", "pydantic, pydantic_settings"),
     ("+ azure-storage-queue, azure-storage-blob",
      "pydantic, pydantic_settings, azure.storage.queue, azure.storage.blob"),
-    ("+ the rest of worker.agent", "worker.agent"),
-    ("+ the command line (rolecall.cli)", "worker.agent, rolecall.cli"),
+    ("+ the rest of the agent", "rolecall.worker.agent"),
+    ("+ the command line (rolecall.cli)", "rolecall.worker.agent, rolecall.cli"),
 )  # fmt: skip
 _PROBE = (
     "import importlib, json, psutil\n"

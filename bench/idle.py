@@ -34,9 +34,9 @@ from typing import Any
 from bench.core import TRUE_SH, Sandbox, Section, Size, median, percentile, sandbox
 from bench.peer import REPO
 from bench.rc import EventReader, enqueue_role_jobs, publish
-from rolecall.waiting import wait_for
-from storage.backoff import IdleBackoff
-from worker.config import WorkerSettings
+from rolecall.devtools.waiting import wait_for
+from rolecall.storage.backoff import IdleBackoff
+from rolecall.worker.config import WorkerSettings
 
 DEFAULTS = WorkerSettings(role="x", instance="x", state_dir=Path("."))
 SCALE = 10.0

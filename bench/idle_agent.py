@@ -18,8 +18,8 @@ import threading
 import time
 from pathlib import Path
 
-from worker.agent import Agent
-from worker.config import WorkerSettings
+from rolecall.worker.agent import Agent
+from rolecall.worker.config import WorkerSettings
 
 
 def sample(agent: Agent, path: Path, every: float, stop: threading.Event) -> None:

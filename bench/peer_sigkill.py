@@ -28,7 +28,7 @@ from pathlib import Path
 from bench.core import Processes, Sandbox, Section, Size, sandbox
 from bench.peer import CeleryPeer
 from bench.rc import enqueue_role_jobs, publish
-from rolecall.waiting import wait_for
+from rolecall.devtools.waiting import wait_for
 
 ROLE = "victim"
 LEASE_S = 10

@@ -13,8 +13,8 @@ from collections import Counter
 from pathlib import Path
 
 from bench.core import send_many
-from controller.payloads import publish_bytes
-from schemas import (
+from rolecall.controller.payloads import publish_bytes
+from rolecall.schemas import (
     Completion,
     EventBatch,
     Hello,
@@ -31,8 +31,8 @@ from schemas import (
     encode_message,
     utcnow,
 )
-from schemas.events import Event
-from storage.clients import Storage
+from rolecall.schemas.events import Event
+from rolecall.storage.clients import Storage
 
 
 def publish(storage: Storage, data: bytes, filename: str = "job.sh") -> PayloadRef:

@@ -36,7 +36,7 @@ from bench.core import (
 )
 from bench.peer import REPO, CeleryPeer
 from bench.rc import EventReader, enqueue_role_jobs, publish, read_stats
-from rolecall.waiting import wait_for
+from rolecall.devtools.waiting import wait_for
 
 ROLE = "web"
 BARE_MODES = ("floor", "exec")

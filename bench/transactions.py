@@ -18,10 +18,10 @@ from collections import Counter
 
 from bench.core import TRUE_SH, Sandbox, Section, Size, sandbox
 from bench.rc import EventReader, read_stats, register_instance
-from controller.fold import EventFolder
-from controller.runs import RunRequest, start_run
-from schemas.records import RunMode
-from storage.meter import Meter
+from rolecall.controller.fold import EventFolder
+from rolecall.controller.runs import RunRequest, start_run
+from rolecall.schemas.records import RunMode
+from rolecall.storage.meter import Meter
 
 ROLE = "web"
 

@@ -21,11 +21,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from controller.payloads import publish_bytes
-from schemas.baseline import RebootPolicy, Step
-from schemas.errors import ConfigError
-from schemas.jobs import EnvVar, Execution, Interpreter, PayloadKind
-from storage.clients import Storage
+from rolecall.controller.payloads import publish_bytes
+from rolecall.schemas.baseline import RebootPolicy, Step
+from rolecall.schemas.errors import ConfigError
+from rolecall.schemas.jobs import EnvVar, Execution, Interpreter, PayloadKind
+from rolecall.storage.clients import Storage
 
 
 class StepSpec(BaseModel):

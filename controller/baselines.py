@@ -12,17 +12,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from controller.baseline_file import build_steps, load_spec
-from controller.fleet import live_instances
-from controller.store import RunStore
-from schemas.base import utcnow
-from schemas.baseline import Baseline
-from schemas.codec import decode_document, encode_document, encode_message
-from schemas.errors import ConcurrencyConflict, NotFound
-from schemas.jobs import JobEnvelope, Target
-from schemas.names import Names
-from schemas.records import RunMode, RunRecord, TargetResult, TargetState
-from storage.clients import Storage
+from rolecall.controller.baseline_file import build_steps, load_spec
+from rolecall.controller.fleet import live_instances
+from rolecall.controller.store import RunStore
+from rolecall.schemas.base import utcnow
+from rolecall.schemas.baseline import Baseline
+from rolecall.schemas.codec import decode_document, encode_document, encode_message
+from rolecall.schemas.errors import ConcurrencyConflict, NotFound
+from rolecall.schemas.jobs import JobEnvelope, Target
+from rolecall.schemas.names import Names
+from rolecall.schemas.records import RunMode, RunRecord, TargetResult, TargetState
+from rolecall.storage.clients import Storage
 
 
 def current_baseline(storage: Storage, role: str) -> tuple[Baseline | None, str | None]:

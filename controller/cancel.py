@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import contextlib
 
-from controller.store import RunStore
-from schemas.codec import decode_message
-from schemas.errors import ContractError, NotFound, RolecallError
-from schemas.jobs import JobEnvelope
-from schemas.records import RunMode, RunRecord, TargetState
-from storage.clients import Message, Storage
+from rolecall.controller.store import RunStore
+from rolecall.schemas.codec import decode_message
+from rolecall.schemas.errors import ContractError, NotFound, RolecallError
+from rolecall.schemas.jobs import JobEnvelope
+from rolecall.schemas.records import RunMode, RunRecord, TargetState
+from rolecall.storage.clients import Message, Storage
 
 
 def cancel_run(storage: Storage, run_id: str) -> RunRecord:

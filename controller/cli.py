@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from controller.context import (
+from rolecall.controller.context import (
     EXIT_FAILED,
     EXIT_TIMEOUT,
     ctx_of,
@@ -77,9 +77,9 @@ def run(
 
       rolecall run web --script rotate-logs.sh --any --wait
     """
-    from controller.runs import RunRequest, start_run
-    from schemas.errors import ConfigError
-    from schemas.records import RunMode
+    from rolecall.controller.runs import RunRequest, start_run
+    from rolecall.schemas.errors import ConfigError
+    from rolecall.schemas.records import RunMode
 
     if any_ == each:
         raise ConfigError("choose exactly one of --any or --each")
@@ -120,9 +120,9 @@ def status(
 
     Example: rolecall status r20261126-101500-1a2b3c -o json
     """
-    from controller.fold import EventFolder
-    from controller.status import print_run, run_json
-    from controller.store import RunStore
+    from rolecall.controller.fold import EventFolder
+    from rolecall.controller.status import print_run, run_json
+    from rolecall.controller.store import RunStore
 
     c = ctx_of(ctx)
     store = RunStore(c.storage)
@@ -139,7 +139,7 @@ def status(
 
 
 def _dispatcher(ctx: typer.Context):  # type: ignore[no-untyped-def]
-    from controller.dispatch import Dispatcher
+    from rolecall.controller.dispatch import Dispatcher
 
     c = ctx_of(ctx)
     return Dispatcher(c.storage, c.signer())
@@ -162,11 +162,11 @@ def wait(
 def _wait(ctx: typer.Context, run_id: str, timeout: float | None, output: str) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from controller.fold import EventFolder
-    from controller.status import print_run, run_json
-    from controller.store import RunStore
-    from schemas.records import RunState
-    from storage.backoff import IdleBackoff
+    from rolecall.controller.fold import EventFolder
+    from rolecall.controller.status import print_run, run_json
+    from rolecall.controller.store import RunStore
+    from rolecall.schemas.records import RunState
+    from rolecall.storage.backoff import IdleBackoff
 
     c = ctx_of(ctx)
     store = RunStore(c.storage)
@@ -213,8 +213,8 @@ def logs(
     instance: Annotated[str, typer.Argument(help="Instance name, or 'any' for --any runs.")],
 ) -> None:
     """Print a target's full log (or its output tails if the log fit in the completion)."""
-    from controller.store import RunStore
-    from schemas.errors import ConfigError
+    from rolecall.controller.store import RunStore
+    from rolecall.schemas.errors import ConfigError
 
     c = ctx_of(ctx)
     record = RunStore(c.storage).get(run_id)
@@ -239,8 +239,8 @@ def instances(
     """List instances: role, incarnation, last seen, baseline version, live or stale."""
     from rich.table import Table
 
-    from controller.fleet import list_instances
-    from schemas.base import utcnow
+    from rolecall.controller.fleet import list_instances
+    from rolecall.schemas.base import utcnow
 
     c = ctx_of(ctx)
     now = utcnow()
@@ -264,7 +264,7 @@ def instances(
 @expected_errors
 def cancel(ctx: typer.Context, run_id: Annotated[str, typer.Argument(metavar="RUN")]) -> None:
     """Cancel a run: nothing more is dispatched and queued jobs are removed."""
-    from controller.cancel import cancel_run
+    from rolecall.controller.cancel import cancel_run
 
     record = cancel_run(ctx_of(ctx).storage, run_id)
     typer.echo(f"cancelled {record.run_id}")
@@ -281,7 +281,7 @@ def controller(
     import signal
     import threading
 
-    from controller.service import serve
+    from rolecall.controller.service import serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     stop = threading.Event()

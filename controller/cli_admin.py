@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from controller.context import ctx_of, emit_json, expected_errors
+from rolecall.controller.context import ctx_of, emit_json, expected_errors
 
 Opt = typer.Option
 Output = Annotated[str, Opt("--output", "-o", help="table or json.")]
@@ -31,7 +31,7 @@ def baseline_set(
 
     Example: rolecall baseline set web examples/web/baseline.yaml
     """
-    from controller.baselines import publish_baseline
+    from rolecall.controller.baselines import publish_baseline
 
     c = ctx_of(ctx)
     sign_job, sign_baseline = c.signers()
@@ -51,8 +51,8 @@ def baseline_show(
     ctx: typer.Context, role: Annotated[str, typer.Argument()], output: Output = "table"
 ) -> None:
     """Show ROLE's current baseline."""
-    from controller.baselines import current_baseline
-    from schemas.errors import UnknownRole
+    from rolecall.controller.baselines import current_baseline
+    from rolecall.schemas.errors import UnknownRole
 
     c = ctx_of(ctx)
     baseline, etag = current_baseline(c.storage, role)
@@ -80,7 +80,7 @@ def poison_list(
     """List poisoned messages with their reasons."""
     from rich.table import Table
 
-    from controller.poison import list_poison, masked
+    from rolecall.controller.poison import list_poison, masked
 
     c = ctx_of(ctx)
     entries = list_poison(c.storage, role)
@@ -106,8 +106,8 @@ def poison_list(
 
 
 def _find(ctx: typer.Context, message_id: str):  # type: ignore[no-untyped-def]
-    from controller.poison import list_poison
-    from schemas.errors import NotFound
+    from rolecall.controller.poison import list_poison
+    from rolecall.schemas.errors import NotFound
 
     for e in list_poison(ctx_of(ctx).storage):
         if e.message_id == message_id:
@@ -119,7 +119,7 @@ def _find(ctx: typer.Context, message_id: str):  # type: ignore[no-untyped-def]
 @expected_errors
 def poison_show(ctx: typer.Context, message_id: Annotated[str, typer.Argument()]) -> None:
     """Show one poisoned message: reason, error, last output and the original."""
-    from controller.poison import masked
+    from rolecall.controller.poison import masked
 
     e = _find(ctx, message_id)
     emit_json({"queue": e.queue, "message_id": e.message_id,
@@ -135,7 +135,7 @@ def poison_requeue(
     all_: Annotated[bool, Opt("--all", help="Every message in --queue.")] = False,
 ) -> None:
     """Send a poisoned message back to its source queue with its attempt count reset."""
-    from controller.poison import requeue
+    from rolecall.controller.poison import requeue
 
     q = _queue(ctx, message_id, queue, all_)
     n = requeue(ctx_of(ctx).storage, q, None if all_ else message_id)
@@ -151,7 +151,7 @@ def poison_purge(
     all_: Annotated[bool, Opt("--all", help="Every message in --queue.")] = False,
 ) -> None:
     """Delete poisoned messages for good."""
-    from controller.poison import purge
+    from rolecall.controller.poison import purge
 
     q = _queue(ctx, message_id, queue, all_)
     n = purge(ctx_of(ctx).storage, q, None if all_ else message_id)
@@ -159,7 +159,7 @@ def poison_purge(
 
 
 def _queue(ctx: typer.Context, message_id: str | None, queue: str | None, all_: bool) -> str:
-    from schemas.errors import ConfigError
+    from rolecall.schemas.errors import ConfigError
 
     if all_:
         if queue is None:
@@ -178,7 +178,7 @@ def names(
     output: Output = "table",
 ) -> None:
     """Print the storage names for a role (and instance), for templates and scripts."""
-    from schemas.names import Names
+    from rolecall.schemas.names import Names
 
     n = ctx_of(ctx).settings.names if ctx_of(ctx).config or ctx_of(ctx).namespace else None
     n = n or Names(ctx_of(ctx).namespace or _env_namespace())
@@ -209,6 +209,6 @@ def names(
 def _env_namespace() -> str:
     import os
 
-    from schemas.names import DEFAULT_NAMESPACE
+    from rolecall.schemas.names import DEFAULT_NAMESPACE
 
     return os.environ.get("ROLECALL_NAMESPACE", DEFAULT_NAMESPACE)

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from controller.context import ctx_of, expected_errors
+from rolecall.controller.context import ctx_of, expected_errors
 
 keys_app = typer.Typer(help="Signing keys for jobs and baselines.", no_args_is_help=True)
 sas_app = typer.Typer(help="Least-privilege SAS bundles.", no_args_is_help=True)
@@ -24,7 +24,7 @@ def keys_generate(
     Give OUT to the controller (ROLECALL_SIGNING_KEY) and OUT.pub to workers
     (--trusted-key); workers then refuse unsigned or altered jobs.
     """
-    from controller.signing import generate
+    from rolecall.controller.signing import generate
 
     public, kid = generate(out)
     typer.echo(f"private key: {out}\npublic key:  {public}\nkey id:      {kid}")
@@ -44,8 +44,8 @@ def sas_worker(
     Example: rolecall sas worker --role web --instance WebRole_IN_0 --out web0.sas.json
     then on the instance: ROLECALL_SAS_FILE=web0.sas.json rolecall worker ...
     """
-    from controller.sas import issue_worker_sas
-    from schemas.codec import encode_document
+    from rolecall.controller.sas import issue_worker_sas
+    from rolecall.schemas.codec import encode_document
 
     bundle = issue_worker_sas(ctx_of(ctx).storage, role, instance, hours)
     fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from schemas.settings import StorageSettings, env_alias
+from rolecall.schemas.settings import StorageSettings, env_alias
 
 
 def default_issuer() -> str:

@@ -13,16 +13,16 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import typer
 
-from schemas.errors import RolecallError
+from rolecall.schemas.errors import RolecallError
 
 if TYPE_CHECKING:  # kept out of `rolecall worker`'s start-up path
     from rich.console import Console
 
-    from controller.config import ControllerSettings
-    from controller.signing import Signer
-    from schemas.baseline import Baseline
-    from schemas.jobs import JobEnvelope
-    from storage.clients import Storage
+    from rolecall.controller.config import ControllerSettings
+    from rolecall.controller.signing import Signer
+    from rolecall.schemas.baseline import Baseline
+    from rolecall.schemas.jobs import JobEnvelope
+    from rolecall.storage.clients import Storage
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -50,7 +50,7 @@ class Ctx:
 
     @property
     def settings(self) -> ControllerSettings:
-        from controller.config import ControllerSettings
+        from rolecall.controller.config import ControllerSettings
 
         if self._settings is None:
             flags: dict[str, Any] = {"config_file": self.config, "namespace": self.namespace}
@@ -59,14 +59,14 @@ class Ctx:
 
     @property
     def storage(self) -> Storage:
-        from storage.clients import Storage
+        from rolecall.storage.clients import Storage
 
         if self._storage is None:
             self._storage = Storage(self.settings)
         return self._storage
 
     def signer(self) -> Signer | None:
-        from controller.signing import load_signer
+        from rolecall.controller.signing import load_signer
 
         return load_signer(self.settings.signing_key)
 

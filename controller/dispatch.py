@@ -14,16 +14,16 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
-from schemas.base import utcnow
-from schemas.codec import MAX_MESSAGE_BYTES
-from schemas.errors import MessageTooLarge
-from schemas.jobs import Target
-from schemas.names import Names
-from schemas.records import RunMode, RunRecord, TargetState
-from storage.clients import Storage
+from rolecall.schemas.base import utcnow
+from rolecall.schemas.codec import MAX_MESSAGE_BYTES
+from rolecall.schemas.errors import MessageTooLarge
+from rolecall.schemas.jobs import Target
+from rolecall.schemas.names import Names
+from rolecall.schemas.records import RunMode, RunRecord, TargetState
+from rolecall.storage.clients import Storage
 
 if TYPE_CHECKING:
-    from controller.signing import Signer
+    from rolecall.controller.signing import Signer
 
 
 def parse_limit(text: str | None, total: int) -> int | None:
@@ -116,7 +116,7 @@ class Dispatcher:
         self.sent = 0
 
     def dispatch(self, run_id: str) -> RunRecord:
-        from controller.store import RunStore
+        from rolecall.controller.store import RunStore
 
         store = RunStore(self.storage)
         with store.dispatch_lock(run_id) as held:

@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from schemas.base import utcnow
-from schemas.errors import NotFound
-from schemas.names import Names
-from schemas.records import InstanceRecord
-from storage.clients import Storage
+from rolecall.schemas.base import utcnow
+from rolecall.schemas.errors import NotFound
+from rolecall.schemas.names import Names
+from rolecall.schemas.records import InstanceRecord
+from rolecall.storage.clients import Storage
 
 #: An instance is live while its last heartbeat is younger than this many intervals.
 LIVENESS_INTERVALS = 2.5

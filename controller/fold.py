@@ -14,21 +14,21 @@ from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from controller.dispatch import Dispatcher, plan
-from controller.store import RunStore
-from schemas.base import utcnow
-from schemas.codec import decode_document, decode_message, encode_document, encode_message
-from schemas.errors import ContractError, NotFound, StorageError
-from schemas.events import Completion, EventBatch, Hello
-from schemas.names import Names
-from schemas.records import (
+from rolecall.controller.dispatch import Dispatcher, plan
+from rolecall.controller.store import RunStore
+from rolecall.schemas.base import utcnow
+from rolecall.schemas.codec import decode_document, decode_message, encode_document, encode_message
+from rolecall.schemas.errors import ContractError, NotFound, StorageError
+from rolecall.schemas.events import Completion, EventBatch, Hello
+from rolecall.schemas.names import Names
+from rolecall.schemas.records import (
     InstanceHistory,
     PoisonRecord,
     RunMode,
     RunRecord,
     TargetResult,
 )
-from storage.clients import Message, Storage
+from rolecall.storage.clients import Message, Storage
 
 log = logging.getLogger(__name__)
 

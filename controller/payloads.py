@@ -12,10 +12,10 @@ import tarfile
 import zipfile
 from pathlib import Path
 
-from schemas.errors import ConcurrencyConflict, ConfigError
-from schemas.jobs import PayloadKind, PayloadRef
-from schemas.names import Names
-from storage.clients import Storage
+from rolecall.schemas.errors import ConcurrencyConflict, ConfigError
+from rolecall.schemas.jobs import PayloadKind, PayloadRef
+from rolecall.schemas.names import Names
+from rolecall.storage.clients import Storage
 
 
 def payload_kind(path: Path) -> PayloadKind:

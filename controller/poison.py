@@ -11,13 +11,13 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from schemas.codec import decode_message
-from schemas.errors import ContractError, NotFound, RolecallError
-from schemas.jobs import JobEnvelope
-from schemas.names import POISON_SUFFIX, Names
-from schemas.records import PoisonRecord
-from schemas.redact import MASK, redact
-from storage.clients import Message, Storage
+from rolecall.schemas.codec import decode_message
+from rolecall.schemas.errors import ContractError, NotFound, RolecallError
+from rolecall.schemas.jobs import JobEnvelope
+from rolecall.schemas.names import POISON_SUFFIX, Names
+from rolecall.schemas.records import PoisonRecord
+from rolecall.schemas.redact import MASK, redact
+from rolecall.storage.clients import Message, Storage
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ def poison_queues(storage: Storage, role: str | None = None) -> list[str]:
     names = storage.names
     if role is not None:
         queues = [names.poison_queue(names.role_queue(role))]
-        from controller.fleet import list_instances
+        from rolecall.controller.fleet import list_instances
 
         queues += [
             names.poison_queue(names.instance_queue(s.instance))

@@ -7,20 +7,20 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from controller.baselines import current_baseline
-from controller.dispatch import Dispatcher, mark_dispatched, parse_limit, plan
-from controller.fleet import list_instances, live_instances
-from controller.payloads import publish_file
-from controller.store import RunStore, new_run_id
+from rolecall.controller.baselines import current_baseline
+from rolecall.controller.dispatch import Dispatcher, mark_dispatched, parse_limit, plan
+from rolecall.controller.fleet import list_instances, live_instances
+from rolecall.controller.payloads import publish_file
+from rolecall.controller.store import RunStore, new_run_id
 
 if TYPE_CHECKING:
-    from controller.signing import Signer
-from schemas.base import utcnow
-from schemas.errors import ConfigError, UnknownRole
-from schemas.jobs import EnvVar, Execution, Interpreter, JobEnvelope, PayloadRef, Target
-from schemas.names import Names
-from schemas.records import RunMode, RunRecord, TargetResult
-from storage.clients import Storage
+    from rolecall.controller.signing import Signer
+from rolecall.schemas.base import utcnow
+from rolecall.schemas.errors import ConfigError, UnknownRole
+from rolecall.schemas.jobs import EnvVar, Execution, Interpreter, JobEnvelope, PayloadRef, Target
+from rolecall.schemas.names import Names
+from rolecall.schemas.records import RunMode, RunRecord, TargetResult
+from rolecall.storage.clients import Storage
 
 
 @dataclass

@@ -31,11 +31,11 @@ from azure.storage.blob import (
 from azure.storage.queue import QueueSasPermissions, generate_queue_sas
 from pydantic import SecretStr
 
-from schemas.access import SasBundle
-from schemas.base import utcnow
-from schemas.errors import ConfigError
-from schemas.names import Names
-from storage.clients import Storage
+from rolecall.schemas.access import SasBundle
+from rolecall.schemas.base import utcnow
+from rolecall.schemas.errors import ConfigError
+from rolecall.schemas.names import Names
+from rolecall.storage.clients import Storage
 
 
 def _account(storage: Storage) -> tuple[str, str, str, str]:

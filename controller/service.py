@@ -10,11 +10,11 @@ import logging
 import threading
 import time
 
-from controller.dispatch import Dispatcher
-from controller.fold import EventFolder
-from schemas.errors import StorageError
-from storage.backoff import IdleBackoff
-from storage.clients import Storage
+from rolecall.controller.dispatch import Dispatcher
+from rolecall.controller.fold import EventFolder
+from rolecall.schemas.errors import StorageError
+from rolecall.storage.backoff import IdleBackoff
+from rolecall.storage.clients import Storage
 
 log = logging.getLogger(__name__)
 

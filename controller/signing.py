@@ -14,10 +14,10 @@ from typing import Any, TypeVar
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from schemas.baseline import Baseline
-from schemas.errors import ConfigError
-from schemas.jobs import JobEnvelope, Signature
-from schemas.signing import b64, canonical_bytes, key_id
+from rolecall.schemas.baseline import Baseline
+from rolecall.schemas.errors import ConfigError
+from rolecall.schemas.jobs import JobEnvelope, Signature
+from rolecall.schemas.signing import b64, canonical_bytes, key_id
 
 Signed = TypeVar("Signed", JobEnvelope, Baseline)
 

@@ -8,7 +8,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from schemas.records import RunRecord, TargetResult, TargetState
+from rolecall.schemas.records import RunRecord, TargetResult, TargetState
 
 STYLE = {
     TargetState.SUCCEEDED: "green",

@@ -14,12 +14,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 
-from schemas.base import utcnow
-from schemas.codec import decode_document, encode_document
-from schemas.errors import ConcurrencyConflict, NotFound, UnknownRun
-from schemas.names import Names
-from schemas.records import RunRecord, TargetState
-from storage.clients import Storage
+from rolecall.schemas.base import utcnow
+from rolecall.schemas.codec import decode_document, encode_document
+from rolecall.schemas.errors import ConcurrencyConflict, NotFound, UnknownRun
+from rolecall.schemas.names import Names
+from rolecall.schemas.records import RunRecord, TargetState
+from rolecall.storage.clients import Storage
 
 MAX_CONFLICT_RETRIES = 50
 #: longest a dispatch may take before another controller can take over (1,000 sends: ~3 s)

@@ -5,18 +5,17 @@ Imports are deferred into each command so the worker starts fast (boot time coun
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from controller import cli as ops
-from controller.cli_admin import baseline_app, names, poison_app
-from controller.cli_security import keys_app, sas_app
-from controller.context import Ctx
-from rolecall.dev import demo, dev_app
-from rolecall.sim.cli import sim
-from worker.cli import worker
+from rolecall.controller import cli as ops
+from rolecall.controller.cli_admin import baseline_app, names, poison_app
+from rolecall.controller.cli_security import keys_app, sas_app
+from rolecall.controller.context import Ctx
+from rolecall.worker.cli import worker
 
 app = typer.Typer(
     name="rolecall",
@@ -51,9 +50,12 @@ app.add_typer(poison_app, name="poison")
 app.command("names")(names)
 app.add_typer(keys_app, name="keys")
 app.add_typer(sas_app, name="sas")
-app.add_typer(dev_app, name="dev")
-app.command("demo")(demo)
-app.command("sim")(sim)
+
+if importlib.util.find_spec("rolecall.devtools") is not None:
+    # a source checkout: rolecall/devtools is not in the wheel, so instances never see these
+    from rolecall.devtools.cli import register
+
+    register(app)
 
 
 def main() -> None:

@@ -4,17 +4,17 @@ Every message (job envelope, events), every document (baseline, instance and run
 poison records) and every storage name is defined here and nowhere else.
 """
 
-from schemas.base import SCHEMA_VERSION, utcnow
-from schemas.baseline import Baseline, RebootPolicy, Step
-from schemas.codec import (
+from rolecall.schemas.base import SCHEMA_VERSION, utcnow
+from rolecall.schemas.baseline import Baseline, RebootPolicy, Step
+from rolecall.schemas.codec import (
     MAX_MESSAGE_BYTES,
     decode_document,
     decode_message,
     encode_document,
     encode_message,
 )
-from schemas.events import Completion, EventBatch, Hello, Outcome
-from schemas.jobs import (
+from rolecall.schemas.events import Completion, EventBatch, Hello, Outcome
+from rolecall.schemas.jobs import (
     EnvVar,
     Execution,
     Interpreter,
@@ -24,8 +24,8 @@ from schemas.jobs import (
     Signature,
     Target,
 )
-from schemas.names import Names, name_key
-from schemas.records import (
+from rolecall.schemas.names import Names, name_key
+from rolecall.schemas.records import (
     InstanceRecord,
     InstanceState,
     PoisonRecord,

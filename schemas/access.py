@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, field_serializer
 
-from schemas.base import Contract, Timestamp
+from rolecall.schemas.base import Contract, Timestamp
 
 
 class SasBundle(Contract):

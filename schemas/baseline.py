@@ -14,8 +14,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from schemas.base import Contract, Name, Timestamp
-from schemas.jobs import Execution, PayloadRef, Signature
+from rolecall.schemas.base import Contract, Name, Timestamp
+from rolecall.schemas.jobs import Execution, PayloadRef, Signature
 
 
 class RebootPolicy(str, Enum):

@@ -15,8 +15,8 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from schemas.base import SCHEMA_VERSION
-from schemas.errors import ContractError, MessageTooLarge, UnknownSchemaVersion
+from rolecall.schemas.base import SCHEMA_VERSION
+from rolecall.schemas.errors import ContractError, MessageTooLarge, UnknownSchemaVersion
 
 #: Azure Storage queues refuse messages over 64 KiB (the encoded text as sent).
 MAX_MESSAGE_BYTES = 64 * 1024

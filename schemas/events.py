@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from schemas.base import TAIL_CHARS, Contract, Name, Timestamp
+from rolecall.schemas.base import TAIL_CHARS, Contract, Name, Timestamp
 
 
 class Outcome(str, Enum):

@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from schemas.base import Contract, Digest, Name, Timestamp
+from rolecall.schemas.base import Contract, Digest, Name, Timestamp
 
 
 class PayloadKind(str, Enum):

@@ -19,7 +19,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-from schemas.errors import InvalidName
+from rolecall.schemas.errors import InvalidName
 
 #: Longest key a role or instance may map to. With a namespace of at most
 #: ``MAX_NAMESPACE`` characters, ``<ns>-role-<key>-poison`` stays within 63.

@@ -14,9 +14,9 @@ from urllib.parse import quote, unquote
 
 from pydantic import Field
 
-from schemas.base import TAIL_CHARS, Contract, Name, Timestamp
-from schemas.events import Completion, Outcome
-from schemas.jobs import JobEnvelope
+from rolecall.schemas.base import TAIL_CHARS, Contract, Name, Timestamp
+from rolecall.schemas.events import Completion, Outcome
+from rolecall.schemas.jobs import JobEnvelope
 
 
 class InstanceState(str, Enum):

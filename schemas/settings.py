@@ -23,8 +23,8 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from schemas.errors import ConfigError
-from schemas.names import DEFAULT_NAMESPACE, Names, check_namespace
+from rolecall.schemas.errors import ConfigError
+from rolecall.schemas.names import DEFAULT_NAMESPACE, Names, check_namespace
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -19,14 +19,20 @@ from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob import BlobServiceClient, ContainerClient
 from azure.storage.queue import QueueClient, QueueServiceClient
 
-from schemas.access import SasBundle
-from schemas.codec import decode_document
-from schemas.errors import AccessDenied, ConcurrencyConflict, ConfigError, NotFound, RolecallError
-from schemas.names import Names
-from schemas.settings import AuthMode, StorageSettings
-from storage.meter import Meter
-from storage.retry import call
-from storage.transport import identity_credential, transport_settings
+from rolecall.schemas.access import SasBundle
+from rolecall.schemas.codec import decode_document
+from rolecall.schemas.errors import (
+    AccessDenied,
+    ConcurrencyConflict,
+    ConfigError,
+    NotFound,
+    RolecallError,
+)
+from rolecall.schemas.names import Names
+from rolecall.schemas.settings import AuthMode, StorageSettings
+from rolecall.storage.meter import Meter
+from rolecall.storage.retry import call
+from rolecall.storage.transport import identity_credential, transport_settings
 
 if TYPE_CHECKING:
     from azure.storage.blob import BlobClient

@@ -82,7 +82,7 @@ class Meter:
             self._counts.clear()
 
     def dump(self, path: Path) -> None:
-        """Write counts atomically (benchmarks read them from worker processes)."""
+        """Write counts atomically (benchmarks read them from rolecall.worker processes)."""
         tmp = path.with_suffix(path.suffix + ".tmp")
         tmp.write_text(json.dumps(self.snapshot(), sort_keys=True))
         tmp.replace(path)

@@ -27,7 +27,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from schemas.errors import (
+from rolecall.schemas.errors import (
     AccessDenied,
     ConcurrencyConflict,
     LeaseLost,
@@ -35,7 +35,7 @@ from schemas.errors import (
     StorageError,
     StorageUnavailable,
 )
-from schemas.redact import redact
+from rolecall.schemas.redact import redact
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from rolecall.azurite import Azurite
-from schemas.settings import StorageSettings
-from storage.clients import Storage
+from rolecall.devtools.azurite import Azurite
+from rolecall.schemas.settings import StorageSettings
+from rolecall.storage.clients import Storage
 from tests.fleet import Fleet, Ledger, Operator, fleet
 
 

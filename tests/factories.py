@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
-from schemas import (
+from rolecall.schemas import (
     Baseline,
     Completion,
     EventBatch,
@@ -22,7 +22,7 @@ from schemas import (
     TargetResult,
     utcnow,
 )
-from schemas.jobs import EnvVar
+from rolecall.schemas.jobs import EnvVar
 
 
 def payload(data: bytes = b"echo hi\n", filename: str = "job.sh") -> PayloadRef:

@@ -16,10 +16,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-from controller.payloads import publish_bytes
-from rolecall.localfleet import LocalInstance, rolecall_command
-from rolecall.waiting import wait_for
-from schemas import (
+from rolecall.controller.payloads import publish_bytes
+from rolecall.devtools.localfleet import LocalInstance, rolecall_command
+from rolecall.devtools.waiting import wait_for
+from rolecall.schemas import (
     Completion,
     EventBatch,
     Hello,
@@ -32,8 +32,8 @@ from schemas import (
     encode_message,
     utcnow,
 )
-from schemas.jobs import EnvVar, Execution
-from storage.clients import Storage
+from rolecall.schemas.jobs import EnvVar, Execution
+from rolecall.storage.clients import Storage
 
 T = TypeVar("T")
 ROLECALL = rolecall_command()[0]
@@ -106,7 +106,7 @@ class Ledger:
 
 
 class Operator:
-    """Enqueues jobs and reads what workers report, straight from storage."""
+    """Enqueues jobs and reads what workers report, straight from rolecall.storage."""
 
     def __init__(self, storage: Storage) -> None:
         self.storage = storage

@@ -11,8 +11,8 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from schemas import PayloadKind, encode_message
-from schemas.jobs import Execution, PayloadRef
+from rolecall.schemas import PayloadKind, encode_message
+from rolecall.schemas.jobs import Execution, PayloadRef
 from tests.fleet import Operator, sha
 
 ROLE = "web"

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from schemas.errors import HostileArchive
-from worker.archive import extract
+from rolecall.schemas.errors import HostileArchive
+from rolecall.worker.archive import extract
 
 
 def tar_of(tmp: Path, *members: tuple[str, bytes, dict[str, object]]) -> Path:

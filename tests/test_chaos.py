@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from rolecall.sim.config import LARGE, SMALL
-from rolecall.sim.runner import Simulation
+from rolecall.devtools.sim.config import LARGE, SMALL
+from rolecall.devtools.sim.runner import Simulation
 from tests.fleet import ROLECALL, wait_for
 
 

@@ -22,12 +22,12 @@ from pathlib import Path
 
 import pytest
 
-from controller.fleet import list_instances
-from controller.signing import generate
-from rolecall.azurite import Azurite, connection_string
-from schemas.access import SasBundle
-from schemas.base import utcnow
-from storage.clients import Storage
+from rolecall.controller.fleet import list_instances
+from rolecall.controller.signing import generate
+from rolecall.devtools.azurite import Azurite, connection_string
+from rolecall.schemas.access import SasBundle
+from rolecall.schemas.base import utcnow
+from rolecall.storage.clients import Storage
 from tests.fleet import ROLECALL, Operator, cli
 from tests.imds import FakeMetadata
 from tests.tls import self_signed

@@ -8,9 +8,9 @@ import json
 import pytest
 from pydantic import BaseModel
 
-from schemas import EventBatch, JobEnvelope, decode_message, encode_message
-from schemas.codec import MAX_MESSAGE_BYTES, decode_document, encode_document
-from schemas.errors import ContractError, MessageTooLarge, UnknownSchemaVersion
+from rolecall.schemas import EventBatch, JobEnvelope, decode_message, encode_message
+from rolecall.schemas.codec import MAX_MESSAGE_BYTES, decode_document, encode_document
+from rolecall.schemas.errors import ContractError, MessageTooLarge, UnknownSchemaVersion
 from tests.factories import completion, every_model, job
 
 

@@ -7,7 +7,7 @@ import signal
 import subprocess
 from pathlib import Path
 
-from schemas import encode_message
+from rolecall.schemas import encode_message
 from tests.fleet import (
     ROLECALL,
     Fleet,

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from controller.fold import EventFolder
-from controller.store import RunStore
-from schemas import EventBatch, RunMode, RunRecord, TargetResult, encode_message, utcnow
-from schemas.names import Names
-from storage.clients import Storage
+from rolecall.controller.fold import EventFolder
+from rolecall.controller.store import RunStore
+from rolecall.schemas import EventBatch, RunMode, RunRecord, TargetResult, encode_message, utcnow
+from rolecall.schemas.names import Names
+from rolecall.storage.clients import Storage
 from tests.factories import completion, hello
 from tests.fleet import Fleet, Ledger, Operator, cli, cli_json, wait_for
 

@@ -29,12 +29,12 @@ from typing import Any
 
 import pytest
 
-from controller.fleet import list_instances
-from schemas.names import POISON_SUFFIX, Names
-from storage.clients import Storage
+from rolecall.controller.fleet import list_instances
+from rolecall.schemas.names import POISON_SUFFIX, Names
+from rolecall.storage.clients import Storage
+from rolecall.worker.config import WorkerSettings
 from tests.fleet import Ledger, cli, write_baseline
 from tests.imds import FakeMetadata
-from worker.config import WorkerSettings
 
 REPO = Path(__file__).resolve().parent.parent
 AZURE = REPO / "deploy" / "azure"
@@ -276,7 +276,10 @@ def read_env_file(path: Path) -> dict[str, str]:
 def test_install_lays_out_venv_settings_and_unit(installed: Path) -> None:
     prefix, etc = installed / "prefix", installed / "etc"
     # cwd: not the checkout, since `python -c` imports from the cwd first
-    r = run([prefix / "bin/python", "-c", "import worker; print(worker.__file__)"], cwd=installed)
+    r = run(
+        [prefix / "bin/python", "-c", "import rolecall.worker as w; print(w.__file__)"],
+        cwd=installed,
+    )
     assert Path(r.stdout.strip()).is_relative_to(prefix), "rolecall must run from the prefix"
     env_file = etc / "worker.env"
     assert stat.S_IMODE(env_file.stat().st_mode) == 0o600

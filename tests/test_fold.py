@@ -7,9 +7,9 @@ from datetime import timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller.dispatch import mark_dispatched, parse_limit, plan
-from controller.fold import fold_completion
-from schemas import Outcome, RunMode, RunRecord, TargetResult, TargetState, utcnow
+from rolecall.controller.dispatch import mark_dispatched, parse_limit, plan
+from rolecall.controller.fold import fold_completion
+from rolecall.schemas import Outcome, RunMode, RunRecord, TargetResult, TargetState, utcnow
 from tests.factories import completion, job
 
 NOW = utcnow()

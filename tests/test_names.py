@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas.errors import InvalidName
-from schemas.names import MAX_NAMESPACE, Names, name_key
+from rolecall.schemas.errors import InvalidName
+from rolecall.schemas.names import MAX_NAMESPACE, Names, name_key
 
 QUEUE_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}$")
 

@@ -11,13 +11,13 @@ from azure.core.exceptions import HttpResponseError
 from azure.storage.blob import BlobClient
 from azure.storage.queue import QueueClient
 
-from controller.baselines import publish_baseline
-from controller.sas import issue_worker_sas
-from controller.signing import generate, load_signer
-from schemas import Outcome, encode_message
-from schemas.codec import encode_document
-from schemas.names import Names
-from storage.clients import Storage
+from rolecall.controller.baselines import publish_baseline
+from rolecall.controller.sas import issue_worker_sas
+from rolecall.controller.signing import generate, load_signer
+from rolecall.schemas import Outcome, encode_message
+from rolecall.schemas.codec import encode_document
+from rolecall.schemas.names import Names
+from rolecall.storage.clients import Storage
 from tests.fleet import Fleet, Ledger, Operator, cli, cli_json, wait_for, write_baseline
 
 
@@ -192,7 +192,7 @@ def test_a_worker_with_its_sas_bundle_does_its_whole_job(
     failed = ops.completions("run1.any")[0]
     assert failed.log_blob, "full log uploaded with create-only rights"
     wait_for(lambda: ops.poison(ops.names.role_queue("web")), what="poisoned with add rights")
-    from controller.fleet import list_instances
+    from rolecall.controller.fleet import list_instances
 
     assert [s.instance for s in list_instances(storage, "web")] == ["web-0"], "heartbeat written"
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from schemas.errors import ConfigError
-from schemas.redact import redact
-from schemas.settings import AuthMode, StorageSettings
+from rolecall.schemas.errors import ConfigError
+from rolecall.schemas.redact import redact
+from rolecall.schemas.settings import AuthMode, StorageSettings
 
 KEY = "c2VjcmV0LWtleS10aGF0LW11c3Qtbm90LWxlYWs="
 

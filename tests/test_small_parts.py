@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from rolecall.localfleet import rolecall_command
-from schemas.errors import ConfigError
-from schemas.jobs import Interpreter
-from storage.backoff import IdleBackoff
+from rolecall.devtools.localfleet import rolecall_command
+from rolecall.schemas.errors import ConfigError
+from rolecall.schemas.jobs import Interpreter
+from rolecall.storage.backoff import IdleBackoff
+from rolecall.worker.config import WorkerSettings
+from rolecall.worker.executor import build_command, choose_interpreter
+from rolecall.worker.identity import resolve_identity
 from tests.fleet import Fleet, Ledger, Operator, wait_for
 from tests.imds import FakeMetadata
-from worker.config import WorkerSettings
-from worker.executor import build_command, choose_interpreter
-from worker.identity import resolve_identity
 
 
 def test_idle_backoff_doubles_to_its_ceiling_and_resets_on_work() -> None:
@@ -81,8 +81,8 @@ def test_dev_azurite_prints_a_connection_string_that_works_and_stops_on_ctrl_c()
             line = proc.stdout.readline()
             assert line, "exited before printing the connection string"
         cs = line.split("'")[1]
-        from schemas.settings import StorageSettings
-        from storage.clients import Storage
+        from rolecall.schemas.settings import StorageSettings
+        from rolecall.storage.clients import Storage
 
         s = Storage(StorageSettings(connection_string=cs, namespace="dev"))
         s.ensure_queue("dev-events")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from schemas.errors import AccessDenied, ConcurrencyConflict, LeaseLost, NotFound
-from schemas.settings import StorageSettings
-from storage.clients import Storage
+from rolecall.schemas.errors import AccessDenied, ConcurrencyConflict, LeaseLost, NotFound
+from rolecall.schemas.settings import StorageSettings
+from rolecall.storage.clients import Storage
 
 
 def test_receive_claims_a_batch_in_one_transaction(storage: Storage) -> None:
@@ -76,7 +76,7 @@ def test_list_with_metadata_is_one_call(storage: Storage) -> None:
 
 
 def test_bad_account_key_is_access_denied(azurite, namespace: str) -> None:  # type: ignore[no-untyped-def]
-    from rolecall.azurite import ACCOUNT_KEY
+    from rolecall.devtools.azurite import ACCOUNT_KEY
 
     bad = azurite.connection_string.replace(ACCOUNT_KEY, "AAAA" + ACCOUNT_KEY[4:])
     s = Storage(StorageSettings(connection_string=bad, namespace=namespace))

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from controller.fleet import list_instances
-from rolecall.azurite import Azurite
-from schemas.errors import AccessDenied
-from schemas.settings import StorageSettings
-from storage.clients import Storage
+from rolecall.controller.fleet import list_instances
+from rolecall.devtools.azurite import Azurite
+from rolecall.schemas.errors import AccessDenied
+from rolecall.schemas.settings import StorageSettings
+from rolecall.storage.clients import Storage
 from tests.fleet import Ledger, Operator, fleet, wait_for
 from tests.imds import FakeMetadata
 from tests.tls import self_signed

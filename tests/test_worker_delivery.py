@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import signal
 
-from schemas import Outcome
+from rolecall.schemas import Outcome
 from tests.fleet import Fleet, Ledger, Operator, wait_for
 
 

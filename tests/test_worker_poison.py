@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from schemas import Outcome
+from rolecall.schemas import Outcome
 from tests.fleet import Fleet, Ledger, Operator, wait_for
 from tests.hostile import CASES
 

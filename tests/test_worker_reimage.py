@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from controller.baselines import publish_baseline
-from schemas import Outcome
+from rolecall.controller.baselines import publish_baseline
+from rolecall.schemas import Outcome
 from tests.fleet import Fleet, Ledger, Operator, wait_for, write_baseline
 
 
@@ -79,7 +79,7 @@ def test_a_new_baseline_version_reaches_live_instances_without_a_restart(
     publish_baseline(ops.storage, "web", write_baseline(tmp_path / "v1", steps(ledger, 1)))
     ws = [workers.worker("web", f"web-{i}") for i in range(3)]
     wait_for(lambda: len(ledger.entries("s0")) == 3, what="v1 on every instance")
-    from controller.fleet import list_instances
+    from rolecall.controller.fleet import list_instances
 
     wait_for(
         lambda: (

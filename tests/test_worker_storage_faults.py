@@ -7,9 +7,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from rolecall.azurite import Azurite, connection_string
-from rolecall.faultproxy import FaultPlan, FaultProxy
-from schemas import Outcome
+from rolecall.devtools.azurite import Azurite, connection_string
+from rolecall.devtools.faultproxy import FaultPlan, FaultProxy
+from rolecall.schemas import Outcome
 from tests.fleet import Fleet, Ledger, Operator, wait_for
 
 

@@ -14,27 +14,27 @@ import subprocess
 import time
 from collections.abc import Callable
 
-from schemas import __version__
-from schemas.base import utcnow
-from schemas.codec import encode_document
-from schemas.errors import AccessDenied, NotFound, RolecallError, StorageError
-from schemas.events import Hello
-from schemas.names import Names
-from schemas.records import InstanceRecord, InstanceState
-from storage.backoff import IdleBackoff
-from storage.clients import Storage
-from worker import logs
-from worker.baseline import BaselineApplier, BaselineStatus
-from worker.config import WorkerSettings
-from worker.identity import Identity, resolve_identity
-from worker.jobs import JobHandler
-from worker.lease import Lease
-from worker.outbox import Outbox
-from worker.payloads import PayloadCache
-from worker.runner import Runner
-from worker.shutdown import ExitCode, Shutdown
-from worker.state import LocalState
-from worker.trust import verifier
+from rolecall.schemas import __version__
+from rolecall.schemas.base import utcnow
+from rolecall.schemas.codec import encode_document
+from rolecall.schemas.errors import AccessDenied, NotFound, RolecallError, StorageError
+from rolecall.schemas.events import Hello
+from rolecall.schemas.names import Names
+from rolecall.schemas.records import InstanceRecord, InstanceState
+from rolecall.storage.backoff import IdleBackoff
+from rolecall.storage.clients import Storage
+from rolecall.worker import logs
+from rolecall.worker.baseline import BaselineApplier, BaselineStatus
+from rolecall.worker.config import WorkerSettings
+from rolecall.worker.identity import Identity, resolve_identity
+from rolecall.worker.jobs import JobHandler
+from rolecall.worker.lease import Lease
+from rolecall.worker.outbox import Outbox
+from rolecall.worker.payloads import PayloadCache
+from rolecall.worker.runner import Runner
+from rolecall.worker.shutdown import ExitCode, Shutdown
+from rolecall.worker.state import LocalState
+from rolecall.worker.trust import verifier
 
 log = logging.getLogger("rolecall.worker")
 

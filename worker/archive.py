@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import IO
 
-from schemas.errors import HostileArchive
+from rolecall.schemas.errors import HostileArchive
 
 _CHUNK = 1 << 16
 

@@ -16,18 +16,18 @@ import logging
 from collections.abc import Callable
 from enum import Enum
 
-from schemas.base import utcnow
-from schemas.baseline import Baseline
-from schemas.codec import decode_document
-from schemas.errors import ContractError, NotFound, RolecallError, StorageError
-from schemas.events import Completion, Outcome
-from schemas.names import Names, name_key
-from storage.clients import Storage
-from worker.identity import Identity
-from worker.outbox import Outbox
-from worker.runner import Runner, Work
-from worker.state import LocalState
-from worker.trust import Verify
+from rolecall.schemas.base import utcnow
+from rolecall.schemas.baseline import Baseline
+from rolecall.schemas.codec import decode_document
+from rolecall.schemas.errors import ContractError, NotFound, RolecallError, StorageError
+from rolecall.schemas.events import Completion, Outcome
+from rolecall.schemas.names import Names, name_key
+from rolecall.storage.clients import Storage
+from rolecall.worker.identity import Identity
+from rolecall.worker.outbox import Outbox
+from rolecall.worker.runner import Runner, Work
+from rolecall.worker.state import LocalState
+from rolecall.worker.trust import Verify
 
 log = logging.getLogger(__name__)
 

@@ -38,13 +38,19 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
-from schemas.base import utcnow
-from schemas.errors import AccessDenied, ConfigError, NotFound, RolecallError, StorageUnavailable
-from schemas.names import Names
-from schemas.settings import AuthMode
-from worker.config import WorkerSettings
-from worker.identity import Identity, resolve_identity
-from worker.shutdown import ExitCode
+from rolecall.schemas.base import utcnow
+from rolecall.schemas.errors import (
+    AccessDenied,
+    ConfigError,
+    NotFound,
+    RolecallError,
+    StorageUnavailable,
+)
+from rolecall.schemas.names import Names
+from rolecall.schemas.settings import AuthMode
+from rolecall.worker.config import WorkerSettings
+from rolecall.worker.identity import Identity, resolve_identity
+from rolecall.worker.shutdown import ExitCode
 
 T = TypeVar("T")
 
@@ -207,7 +213,7 @@ def _trusted_keys(keys: list[Path], report: Report) -> None:
     if not keys:
         report.warn("trusted keys", "none: unsigned jobs and baselines accepted (development only)")
         return
-    from worker.trust import TrustedKeys  # the agent's own loader: same errors, same keys
+    from rolecall.worker.trust import TrustedKeys  # the agent's own loader: same errors, same keys
 
     try:
         loaded = TrustedKeys(keys)
@@ -221,7 +227,7 @@ def _trusted_keys(keys: list[Path], report: Report) -> None:
 
 
 def _storage(settings: WorkerSettings, identity: Identity | None, report: Report) -> None:
-    from storage.clients import Storage
+    from rolecall.storage.clients import Storage
 
     try:
         storage = Storage(settings)
@@ -273,7 +279,7 @@ def _once(what: str, fn: Callable[[], T]) -> T:
     patience) would make a dead endpoint look like a hung check."""
     from azure.core.exceptions import AzureError
 
-    from storage.retry import azure_error, transient_retry, translate
+    from rolecall.storage.retry import azure_error, transient_retry, translate
 
     try:
         return transient_retry(attempts=2, max_delay=5.0, max_wait=1.0)(fn)()
@@ -286,7 +292,7 @@ def _once(what: str, fn: Callable[[], T]) -> T:
 def _credential(settings: WorkerSettings, identity: Identity | None, report: Report) -> None:
     mode = settings.auth_mode
     if mode is AuthMode.IDENTITY:
-        from storage.transport import identity_credential
+        from rolecall.storage.transport import identity_credential
 
         try:
             token: Any = identity_credential().get_token(STORAGE_SCOPE)
@@ -307,8 +313,8 @@ def _credential(settings: WorkerSettings, identity: Identity | None, report: Rep
 
 
 def _sas_bundle(settings: WorkerSettings, identity: Identity | None, report: Report) -> None:
-    from schemas.access import SasBundle
-    from schemas.codec import decode_document
+    from rolecall.schemas.access import SasBundle
+    from rolecall.schemas.codec import decode_document
 
     assert settings.sas_file is not None
     bundle = decode_document(settings.sas_file.read_bytes(), SasBundle)

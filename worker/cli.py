@@ -67,9 +67,9 @@ def worker(
 
       rolecall worker --use-imds --check       # at image-bake time: verify, claim nothing
     """
-    from schemas.errors import RolecallError
-    from worker.config import WorkerSettings
-    from worker.shutdown import ExitCode
+    from rolecall.schemas.errors import RolecallError
+    from rolecall.worker.config import WorkerSettings
+    from rolecall.worker.shutdown import ExitCode
 
     root = ctx.find_root().obj  # `rolecall --config F --namespace N worker ...` works too
     config = config or getattr(root, "config", None)
@@ -84,10 +84,10 @@ def worker(
     try:
         settings = WorkerSettings(**{k: v for k, v in flags.items() if v is not None})
         if check:  # image-bake check (worker/check.py): runs no Agent, so nothing is claimed
-            from worker.check import run_check
+            from rolecall.worker.check import run_check
 
             raise typer.Exit(run_check(settings))
-        from worker.agent import Agent
+        from rolecall.worker.agent import Agent
 
         agent = Agent(settings)
     except RolecallError as e:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from schemas.settings import StorageSettings, env_alias
+from rolecall.schemas.settings import StorageSettings, env_alias
 
 
 def default_state_dir() -> Path:

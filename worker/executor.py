@@ -20,9 +20,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
 
-from schemas.base import tail, utcnow
-from schemas.errors import ExecutionError
-from schemas.jobs import Interpreter
+from rolecall.schemas.base import tail, utcnow
+from rolecall.schemas.errors import ExecutionError
+from rolecall.schemas.jobs import Interpreter
 
 #: Exit codes that mean "succeeded, reboot before continuing" (as in AWS SSM).
 REBOOT_EXIT_CODES = frozenset({3010, 194})

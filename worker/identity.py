@@ -14,8 +14,8 @@ from typing import Any
 
 from tenacity import retry, stop_after_attempt, wait_random_exponential
 
-from schemas.errors import ConfigError
-from worker.config import WorkerSettings
+from rolecall.schemas.errors import ConfigError
+from rolecall.worker.config import WorkerSettings
 
 ROLE_TAG = "rolecall-role"
 IMDS_PATH = "/metadata/instance/compute?api-version=2021-02-01"

@@ -12,19 +12,19 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from schemas.base import utcnow
-from schemas.codec import decode_message
-from schemas.errors import ContractError, ExecutionError, PayloadError, RolecallError
-from schemas.events import Completion, Event, Outcome
-from schemas.jobs import JobEnvelope
-from schemas.names import Names
-from worker.identity import Identity
-from worker.lease import Lease
-from worker.outbox import Outbox, Settlement
-from worker.poison import poison_record
-from worker.runner import Runner, Work
-from worker.state import LocalState
-from worker.trust import Verify
+from rolecall.schemas.base import utcnow
+from rolecall.schemas.codec import decode_message
+from rolecall.schemas.errors import ContractError, ExecutionError, PayloadError, RolecallError
+from rolecall.schemas.events import Completion, Event, Outcome
+from rolecall.schemas.jobs import JobEnvelope
+from rolecall.schemas.names import Names
+from rolecall.worker.identity import Identity
+from rolecall.worker.lease import Lease
+from rolecall.worker.outbox import Outbox, Settlement
+from rolecall.worker.poison import poison_record
+from rolecall.worker.runner import Runner, Work
+from rolecall.worker.state import LocalState
+from rolecall.worker.trust import Verify
 
 log = logging.getLogger(__name__)
 

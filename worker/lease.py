@@ -17,8 +17,8 @@ from __future__ import annotations
 import logging
 import time
 
-from schemas.errors import LeaseLost, NotFound, StorageError
-from storage.clients import Message, Storage
+from rolecall.schemas.errors import LeaseLost, NotFound, StorageError
+from rolecall.storage.clients import Message, Storage
 
 log = logging.getLogger(__name__)
 

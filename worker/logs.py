@@ -14,7 +14,7 @@ import sys
 import threading
 from datetime import datetime, timezone
 
-from schemas.redact import redact
+from rolecall.schemas.redact import redact
 
 _FIELDS = ("job_id", "run_id", "queue", "message_id", "attempt", "step", "outcome")
 

@@ -23,13 +23,13 @@ from typing import Literal
 
 from pydantic import TypeAdapter
 
-from schemas.codec import MAX_MESSAGE_BYTES, encode_message
-from schemas.errors import StorageError
-from schemas.events import Event, EventBatch
-from schemas.records import PoisonRecord
-from storage.clients import Storage
-from worker.lease import Lease
-from worker.state import atomic_write
+from rolecall.schemas.codec import MAX_MESSAGE_BYTES, encode_message
+from rolecall.schemas.errors import StorageError
+from rolecall.schemas.events import Event, EventBatch
+from rolecall.schemas.records import PoisonRecord
+from rolecall.storage.clients import Storage
+from rolecall.worker.lease import Lease
+from rolecall.worker.state import atomic_write
 
 log = logging.getLogger(__name__)
 

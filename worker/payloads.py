@@ -14,11 +14,11 @@ import re
 import sys
 from pathlib import Path
 
-from schemas.errors import NotFound, PayloadMissing, PayloadTampered, PayloadTooLarge
-from schemas.jobs import PayloadRef
-from schemas.names import Names
-from storage.clients import Storage
-from worker.state import atomic_write
+from rolecall.schemas.errors import NotFound, PayloadMissing, PayloadTampered, PayloadTooLarge
+from rolecall.schemas.jobs import PayloadRef
+from rolecall.schemas.names import Names
+from rolecall.storage.clients import Storage
+from rolecall.worker.state import atomic_write
 
 log = logging.getLogger(__name__)
 

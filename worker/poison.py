@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import hashlib
 
-from schemas.base import tail, utcnow
-from schemas.jobs import JobEnvelope
-from schemas.records import PoisonRecord
-from storage.clients import Message
+from rolecall.schemas.base import tail, utcnow
+from rolecall.schemas.jobs import JobEnvelope
+from rolecall.schemas.records import PoisonRecord
+from rolecall.storage.clients import Message
 
 #: Keeps the encoded record (original + metadata, then base64) under 64 KiB.
 _ORIGINAL_LIMIT = 40 * 1024

@@ -14,21 +14,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from schemas.base import TAIL_CHARS
-from schemas.baseline import RebootPolicy
-from schemas.errors import ConcurrencyConflict, ExecutionError, StorageError
-from schemas.events import Outcome
-from schemas.jobs import Execution, PayloadKind, PayloadRef
-from schemas.names import Names
-from schemas.redact import redact
-from storage.clients import Storage
-from worker import executor
-from worker.archive import extract, safe_member_path
-from worker.config import WorkerSettings
-from worker.identity import Identity
-from worker.logs import SECRETS
-from worker.payloads import PayloadCache
-from worker.state import LocalState
+from rolecall.schemas.base import TAIL_CHARS
+from rolecall.schemas.baseline import RebootPolicy
+from rolecall.schemas.errors import ConcurrencyConflict, ExecutionError, StorageError
+from rolecall.schemas.events import Outcome
+from rolecall.schemas.jobs import Execution, PayloadKind, PayloadRef
+from rolecall.schemas.names import Names
+from rolecall.schemas.redact import redact
+from rolecall.storage.clients import Storage
+from rolecall.worker import executor
+from rolecall.worker.archive import extract, safe_member_path
+from rolecall.worker.config import WorkerSettings
+from rolecall.worker.identity import Identity
+from rolecall.worker.logs import SECRETS
+from rolecall.worker.payloads import PayloadCache
+from rolecall.worker.state import LocalState
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from schemas.base import utcnow
+from rolecall.schemas.base import utcnow
 
 
 def atomic_write(path: Path, data: bytes) -> None:

@@ -20,9 +20,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from schemas.errors import ConfigError, SignatureError
-from schemas.signing import canonical_bytes, key_id, unb64
-from worker.config import WorkerSettings
+from rolecall.schemas.errors import ConfigError, SignatureError
+from rolecall.schemas.signing import canonical_bytes, key_id, unb64
+from rolecall.worker.config import WorkerSettings
 
 Verify = Callable[[str | bytes, bool], str | None]
 

@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from schemas.errors import ConfigError
+from rolecall.schemas.errors import ConfigError
 
 #: Azurite's well-known development account. This is the only place its key is spelled.
 ACCOUNT = "devstoreaccount1"

@@ -20,19 +20,19 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-from controller.baselines import publish_baseline
-from controller.config import ControllerSettings
-from controller.fleet import InstanceSummary, list_instances
-from controller.fold import EventFolder
-from controller.runs import RunRequest, start_run
-from controller.status import run_table
-from controller.store import RunStore
-from rolecall.azurite import Azurite
-from rolecall.localfleet import LocalFleet
-from schemas.base import utcnow
-from schemas.errors import ConfigError
-from schemas.records import RunMode, RunRecord, RunState
-from storage.clients import Storage
+from rolecall.controller.baselines import publish_baseline
+from rolecall.controller.config import ControllerSettings
+from rolecall.controller.fleet import InstanceSummary, list_instances
+from rolecall.controller.fold import EventFolder
+from rolecall.controller.runs import RunRequest, start_run
+from rolecall.controller.status import run_table
+from rolecall.controller.store import RunStore
+from rolecall.devtools.azurite import Azurite
+from rolecall.devtools.localfleet import LocalFleet
+from rolecall.schemas.base import utcnow
+from rolecall.schemas.errors import ConfigError
+from rolecall.schemas.records import RunMode, RunRecord, RunState
+from rolecall.storage.clients import Storage
 
 ROLES = {"web": 3, "api": 3}
 WORKER_ARGS = ["--lease", "6", "--poll-max", "0.5", "--heartbeat", "2", "--grace", "5"]

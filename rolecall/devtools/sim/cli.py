@@ -35,9 +35,9 @@ def sim(
     from rich.console import Console
     from rich.table import Table
 
-    from rolecall.localfleet import stop_on_sigterm
-    from rolecall.sim.config import LARGE, SMALL
-    from rolecall.sim.runner import Simulation
+    from rolecall.devtools.localfleet import stop_on_sigterm
+    from rolecall.devtools.sim.config import LARGE, SMALL
+    from rolecall.devtools.sim.runner import Simulation
 
     stop_on_sigterm()
 

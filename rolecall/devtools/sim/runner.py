@@ -16,20 +16,20 @@ from typing import Any
 
 from rich.console import Console
 
-from controller.baselines import publish_baseline
-from controller.config import ControllerSettings
-from controller.fleet import list_instances
-from controller.fold import EventFolder
-from controller.runs import RunRequest, start_run
-from controller.store import RunStore
-from rolecall.azurite import Azurite, connection_string
-from rolecall.faultproxy import FaultPlan, FaultProxy
-from rolecall.localfleet import LocalFleet
-from rolecall.sim.config import SimConfig
-from schemas.base import utcnow
-from schemas.errors import RolecallError, StorageError
-from schemas.records import RunMode
-from storage.clients import Storage
+from rolecall.controller.baselines import publish_baseline
+from rolecall.controller.config import ControllerSettings
+from rolecall.controller.fleet import list_instances
+from rolecall.controller.fold import EventFolder
+from rolecall.controller.runs import RunRequest, start_run
+from rolecall.controller.store import RunStore
+from rolecall.devtools.azurite import Azurite, connection_string
+from rolecall.devtools.faultproxy import FaultPlan, FaultProxy
+from rolecall.devtools.localfleet import LocalFleet
+from rolecall.devtools.sim.config import SimConfig
+from rolecall.schemas.base import utcnow
+from rolecall.schemas.errors import RolecallError, StorageError
+from rolecall.schemas.records import RunMode
+from rolecall.storage.clients import Storage
 
 LEDGER_SCRIPT = """#!/bin/sh
 R="$ROLECALL_JOB_ID $ROLECALL_INSTANCE $ROLECALL_INCARNATION $ROLECALL_ATTEMPT"
@@ -101,7 +101,7 @@ class Simulation:
             state.fleet.stop()
             EventFolder(state.storage).fold_all()
             state.elapsed_s = time.monotonic() - self.t0
-            from rolecall.sim.invariants import check
+            from rolecall.devtools.sim.invariants import check
 
             state.report = check(state)
             return state

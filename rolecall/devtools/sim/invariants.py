@@ -20,14 +20,14 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from controller.fleet import list_instances
-from controller.poison import list_poison
-from controller.store import RunStore
-from schemas.names import Names, name_key
-from schemas.records import RunMode, RunRecord, TargetState
+from rolecall.controller.fleet import list_instances
+from rolecall.controller.poison import list_poison
+from rolecall.controller.store import RunStore
+from rolecall.schemas.names import Names, name_key
+from rolecall.schemas.records import RunMode, RunRecord, TargetState
 
 if TYPE_CHECKING:
-    from rolecall.sim.runner import SimState
+    from rolecall.devtools.sim.runner import SimState
 
 
 @dataclass
@@ -210,7 +210,7 @@ def poison_is_designed(report: Report, state: SimState) -> None:
 
 
 def _steps(state: SimState) -> int:
-    from controller.baselines import current_baseline
+    from rolecall.controller.baselines import current_baseline
 
     role = next(iter(state.baseline_versions))
     baseline, _ = current_baseline(state.storage, role)

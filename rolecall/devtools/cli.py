@@ -1,4 +1,9 @@
-"""``rolecall dev``: local development helpers."""
+"""The development commands: ``rolecall dev azurite``, ``rolecall demo`` and ``rolecall sim``.
+
+Registered on the ``rolecall`` command only where this package is present (a source
+checkout); an installed wheel has none of them. Everything heavy is imported inside the
+commands, so registering them costs the agent's start-up nothing.
+"""
 
 from __future__ import annotations
 
@@ -27,8 +32,8 @@ def azurite(
     import signal
     import threading
 
-    from rolecall.azurite import Azurite
-    from schemas.errors import RolecallError
+    from rolecall.devtools.azurite import Azurite
+    from rolecall.schemas.errors import RolecallError
 
     try:
         az = Azurite(location, blob_port=blob_port, queue_port=queue_port).start()
@@ -60,9 +65,9 @@ def demo(
     from examples/; runs a reconfiguration (--each) and a one-of-N job (--any); reimages one
     instance in the middle of its job; shows the status converging. Leaves nothing running.
     """
-    from rolecall.demo import main
-    from rolecall.localfleet import stop_on_sigterm
-    from schemas.errors import RolecallError
+    from rolecall.devtools.demo import main
+    from rolecall.devtools.localfleet import stop_on_sigterm
+    from rolecall.schemas.errors import RolecallError
 
     stop_on_sigterm()
     try:
@@ -71,3 +76,12 @@ def demo(
         typer.echo(f"rolecall demo: {e.message}", err=True)
         raise typer.Exit(2) from None
     raise typer.Exit(code)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the development commands to the ``rolecall`` command."""
+    from rolecall.devtools.sim.cli import sim
+
+    app.add_typer(dev_app, name="dev")
+    app.command("demo")(demo)
+    app.command("sim")(sim)

@@ -1,8 +1,9 @@
 """The agent: boot, register, apply the baseline, then claim and run jobs until told to stop.
 
 One thread does everything; a running job is a child process waited on in short slices, and
-between slices the agent renews the job's lease, flushes finished completions and keeps its
-heartbeat. That keeps every race in one place: the outbox and the lease.
+between slices (``between_slices``, reached through the job's JobContext) the agent renews the
+job's lease, flushes finished completions and keeps its heartbeat. That keeps every race in
+one place: the outbox and the claim.
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ from rolecall.storage.backoff import IdleBackoff
 from rolecall.storage.clients import Storage
 from rolecall.worker import logs
 from rolecall.worker.baseline import BaselineApplier, BaselineStatus
+from rolecall.worker.claim import Claim
 from rolecall.worker.config import WorkerSettings
+from rolecall.worker.context import JobContext
 from rolecall.worker.identity import Identity, resolve_identity
 from rolecall.worker.jobs import JobHandler
-from rolecall.worker.lease import Lease
 from rolecall.worker.outbox import Outbox
 from rolecall.worker.payloads import PayloadCache
 from rolecall.worker.runner import Runner
@@ -71,8 +73,7 @@ class Agent:
             outbox=self.outbox,
             verify=verify,
             reboot_command=settings.reboot_command,
-            tick=lambda: self._tick(None),
-            should_kill=self.shutdown.should_kill_job,
+            watch=JobContext(self),
         )
         self.jobs = JobHandler(
             identity=self.identity,
@@ -82,7 +83,6 @@ class Agent:
             outbox=self.outbox,
             verify=verify,
             reconcile=self._apply_baseline,
-            should_kill=self.shutdown.should_kill_job,
             on_reboot_required=self._reboot_after_settling,
             retry_delay_s=settings.retry_delay_s,
         )
@@ -91,7 +91,7 @@ class Agent:
         self.next_heartbeat = 0.0
         self.next_baseline_retry = 0.0
         self.reboot_pending = False
-        self._held: list[Lease] = []
+        self._held: list[Claim] = []
         self._said_stopping = False
         self._missing: set[str] = set()
 
@@ -191,8 +191,8 @@ class Agent:
 
     def stop(self) -> None:
         """Release what we hold, post what we owe, and say we are gone."""
-        for lease in self._held:
-            lease.release(0)
+        for claim in self._held:
+            claim.release()
         self._held = []
         self.outbox.flush()
         state = InstanceState.REBOOT_PENDING if self.reboot_pending else InstanceState.STOPPED
@@ -225,21 +225,20 @@ class Agent:
             self._missing.discard(queue)
             if msgs:
                 self._work(
-                    [Lease(self.storage, m, self.settings.lease_s, claimed_at) for m in msgs]
+                    [Claim(self.storage, m, self.settings.lease_s, claimed_at) for m in msgs]
                 )
                 return True
         return False
 
-    def _work(self, leases: list[Lease]) -> None:
-        self._held = leases
+    def _work(self, claims: list[Claim]) -> None:
+        self._held = claims
         try:
-            for lease in leases:
+            for claim in claims:
                 if self.shutdown.stopping or self.reboot_pending:
                     break
-                lease.started = True
-                if not lease.ensure(margin_s=self.settings.lease_s / 2):
+                if not claim.start(margin_s=self.settings.lease_s / 2):
                     continue
-                self.jobs.handle(lease, tick=lambda lease=lease: self._tick(lease))  # type: ignore[misc]
+                self.jobs.handle(JobContext(self, claim))
                 if self.outbox.due():
                     self.outbox.flush(wait=False)
         finally:
@@ -249,28 +248,29 @@ class Agent:
             # Only never-started messages go back (shutdown). A handled message is the
             # outbox's until its completion is posted: releasing it early would let another
             # instance run it again while its result is still on its way.
-            for lease in leases:
-                if not lease.started and not lease.lost:
-                    lease.release(0)
+            for claim in claims:
+                claim.release()
             self._held = []
 
-    def _tick(self, lease: Lease | None) -> None:
-        """Between slices of waiting on a child: renew, flush, heartbeat."""
+    def between_slices(self, claim: Claim | None) -> None:
+        """While a job runs (the JobContext's duties): renew, flush, heartbeat."""
         if self.shutdown.stopping and not self._said_stopping:
             self._said_stopping = True
             log.info("shutdown requested; the running job has %gs to finish", self.settings.grace_s)
-        if lease is not None and lease.renewal_due:
-            lease.renew()
-            if lease.renewals == 1:
-                # a long job: stop sitting on the rest of the batch (never on messages that
-                # already ran: their settlement is waiting in the outbox)
+        if claim is not None and claim.renewal_due:
+            claim.renew()
+            if claim.renewals == 1:
+                # a long job: stop sitting on the rest of the batch (release() leaves claims
+                # that already ran alone: their settlement is waiting in the outbox)
                 for other in self._held:
-                    if not other.started and not other.lost:
-                        other.release(0)
+                    other.release()
         if self.outbox.due():
             self.outbox.flush(wait=False)
         if time.monotonic() >= self.next_heartbeat:
             self._heartbeat()
+
+    def should_kill_job(self) -> bool:
+        return self.shutdown.should_kill_job()
 
     # --- duties ----------------------------------------------------------------------------
 

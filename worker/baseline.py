@@ -13,7 +13,6 @@ steps continue at the next agent start. Without one, the step counts as done at 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from enum import Enum
 
 from rolecall.schemas.base import utcnow
@@ -23,6 +22,7 @@ from rolecall.schemas.errors import ContractError, NotFound, RolecallError, Stor
 from rolecall.schemas.events import Completion, Outcome
 from rolecall.schemas.names import Names, name_key
 from rolecall.storage.clients import Storage
+from rolecall.worker.context import JobContext
 from rolecall.worker.identity import Identity
 from rolecall.worker.outbox import Outbox
 from rolecall.worker.runner import Runner, Work
@@ -50,8 +50,7 @@ class BaselineApplier:
         outbox: Outbox,
         verify: Verify,
         reboot_command: str | None,
-        tick: Callable[[], None],
-        should_kill: Callable[[], bool],
+        watch: JobContext,
     ) -> None:
         self.storage = storage
         self.identity = identity
@@ -60,8 +59,7 @@ class BaselineApplier:
         self.outbox = outbox
         self.verify = verify
         self.reboot_command = reboot_command
-        self.tick = tick
-        self.should_kill = should_kill
+        self.watch = watch
         self.version: int | None = state.baseline_version
         self.signed_by: str | None = None
         self.reboot_requested = False
@@ -120,7 +118,7 @@ class BaselineApplier:
         ctx = {"run_id": run_id, "job_id": job_id, "step": index}
         log.info("applying baseline step %r", step.name, extra=ctx)
         try:
-            done = self.runner.run(work, tick=self.tick, should_kill=self.should_kill)
+            done = self.runner.run(work, self.watch)
         except RolecallError as e:
             self._report(baseline, index, job_id, Outcome.REJECTED, reason=f"{e.reason}: {e}")
             return BaselineStatus.FAILED

@@ -1,9 +1,10 @@
 """Run one job or baseline step as a child process, in its own process group.
 
-The worker waits on the child in short slices, calling ``tick`` between them (lease renewal,
-flushing completions), and kills the *whole group* on timeout, so a script that spawned a
-sleeping grandchild does not outlive its job. stdout and stderr go to files, not pipes: a
-chatty script can neither fill a pipe and deadlock nor fill the agent's memory.
+The worker waits on the child in short slices, calling ``watch.tick()`` between them (lease
+renewal, flushing completions) and asking ``watch.should_kill()``, and kills the *whole group*
+on timeout, so a script that spawned a sleeping grandchild does not outlive its job. stdout and
+stderr go to files, not pipes: a chatty script can neither fill a pipe and deadlock nor fill
+the agent's memory.
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from rolecall.schemas.base import tail, utcnow
 from rolecall.schemas.errors import ExecutionError
@@ -43,6 +44,22 @@ _BY_EXTENSION_WINDOWS = {
 
 #: Environment the agent must not hand to jobs: its own storage credentials.
 _PRIVATE_ENV_PREFIXES = ("ROLECALL_", "AZURE_STORAGE_", "AZURE_CLIENT_SECRET")
+
+
+class Watch(Protocol):
+    """What the wait loop asks of whoever runs the job (the agent's JobContext)."""
+
+    def tick(self) -> None: ...
+
+    def should_kill(self) -> bool: ...
+
+
+class _Unwatched:
+    def tick(self) -> None:
+        return None
+
+    def should_kill(self) -> bool:
+        return False
 
 
 def choose_interpreter(
@@ -112,8 +129,7 @@ def run(
     log_dir: Path,
     env: Mapping[str, str],
     timeout_s: float,
-    tick: Callable[[], None] = lambda: None,
-    should_kill: Callable[[], bool] = lambda: False,
+    watch: Watch | None = None,
     slice_s: float = 0.5,
 ) -> ExecResult:
     """Run ``command`` to completion, timeout, or kill; output lands in ``log_dir``."""
@@ -135,16 +151,17 @@ def run(
             raise ExecutionError(f"cannot start {command[0]!r}: {e.strerror or e}") from e
         timed_out = killed = False
         deadline = t0 + timeout_s
-        with _ExitWatch(proc) as watch:
-            while not watch.wait(max(0.01, min(slice_s, deadline - time.monotonic()))):
+        watch = watch or _Unwatched()
+        with _ExitWatch(proc) as exited:
+            while not exited.wait(max(0.01, min(slice_s, deadline - time.monotonic()))):
                 if time.monotonic() >= deadline:
                     timed_out = True
-                elif should_kill():
+                elif watch.should_kill():
                     killed = True
                 if timed_out or killed:
                     kill_group(proc)
                     break
-                tick()
+                watch.tick()
         finished = utcnow()
         stdout, stderr = _tail_of(out), _tail_of(err)
         size = out.tell() + err.tell()

@@ -1,9 +1,10 @@
-"""The life of one claimed job message, from decoding to settlement.
+"""The life of one claimed job message, from decoding to its settlement.
 
-decode and check (bad input is poisoned at once) -> deadline -> already applied by this
-incarnation? (re-report) -> fetch, verify and run under a renewed lease -> completion, then
-delete, retry later, or poison. Completions and settlements go through the outbox, so the
-message is never deleted before the completion describing it is posted.
+decode and check (bad input is dead-lettered at once) -> attempts and deadline (policy) ->
+already applied by this incarnation? (re-report) -> fetch, verify and run under a renewed
+lease -> completion, then what the policy decides: ack, retry later, release, dead-letter.
+Completions and settlements go through the outbox, so the message is never deleted before
+the completion describing it is posted.
 """
 
 from __future__ import annotations
@@ -18,18 +19,17 @@ from rolecall.schemas.errors import ContractError, ExecutionError, PayloadError,
 from rolecall.schemas.events import Completion, Event, Outcome
 from rolecall.schemas.jobs import JobEnvelope
 from rolecall.schemas.names import Names
+from rolecall.worker import policy
+from rolecall.worker.claim import Ack, ClaimState, DeadLetter, Release
+from rolecall.worker.context import JobContext
 from rolecall.worker.identity import Identity
-from rolecall.worker.lease import Lease
-from rolecall.worker.outbox import Outbox, Settlement
+from rolecall.worker.outbox import Outbox
 from rolecall.worker.poison import poison_record
-from rolecall.worker.runner import Runner, Work
+from rolecall.worker.runner import Ran, Runner, Work
 from rolecall.worker.state import LocalState
 from rolecall.worker.trust import Verify
 
 log = logging.getLogger(__name__)
-
-#: Retry delays grow with the attempt number, capped, so a failing job does not spin.
-MAX_RETRY_DELAY_S = 600
 
 
 class JobHandler:
@@ -43,7 +43,6 @@ class JobHandler:
         outbox: Outbox,
         verify: Verify,
         reconcile: Callable[[], None],
-        should_kill: Callable[[], bool],
         on_reboot_required: Callable[[], None],
         retry_delay_s: int,
     ) -> None:
@@ -54,111 +53,89 @@ class JobHandler:
         self.outbox = outbox
         self.verify = verify
         self.reconcile = reconcile
-        self.should_kill = should_kill
         self.on_reboot_required = on_reboot_required
         self.retry_delay_s = retry_delay_s
-        self.processed = 0
 
-    def handle(self, lease: Lease, tick: Callable[[], None]) -> None:
-        msg = lease.msg
+    def handle(self, ctx: JobContext) -> None:
+        claim = ctx.claim
+        assert claim is not None
+        msg = claim.msg
         job: JobEnvelope | None = None
         try:
             job = decode_message(msg.content, JobEnvelope)
-            lease.job_id = job.job_id
+            claim.job_id = job.job_id
             signed_by = self.verify(msg.content, True)
             self._check_addressing(job, msg.queue)
         except RolecallError as e:
-            self._reject(lease, job, e)
+            self._reject(ctx, job, e)
             return
-        ctx = {"job_id": job.job_id, "run_id": job.run_id, "attempt": msg.dequeue_count}
-        self.processed += 1
-
-        if msg.dequeue_count > job.max_attempts:
-            # earlier attempts died without a result (SIGKILL, reimage, power loss)
-            self._reject(
-                lease,
-                job,
-                RolecallError(
-                    f"attempts exhausted: claimed {msg.dequeue_count} times, at most "
-                    f"{job.max_attempts} allowed; earlier attempts left no result",
-                    reason="attempts_exhausted",
-                ),
-            )
-            return
-        if job.not_after is not None and utcnow() > job.not_after:
-            log.info("job expired before it was claimed", extra=ctx)
-            self._expire(lease, job)
+        fields = {"job_id": job.job_id, "run_id": job.run_id, "attempt": msg.dequeue_count}
+        refusal = policy.before_attempt(
+            attempt=msg.dequeue_count, max_attempts=job.max_attempts, not_after=job.not_after,
+            now=utcnow(),
+        )  # fmt: skip
+        if refusal is not None:
+            log.info("job refused before running: %s", refusal.message, extra=fields)
+            self._give_up(ctx, job, refusal)
             return
         prior = self.state.job_result(job.job_id)
         if prior is not None:
-            log.info("already applied by this incarnation; reporting again", extra=ctx)
+            log.info("already applied by this incarnation; reporting again", extra=fields)
             replay = Completion.model_validate({**prior, "replayed": True})
-            self.outbox.add([replay], Settlement(lease, "delete"))
+            self.outbox.add([replay], claim, Ack())
             return
         if job.action == "reconcile":
             self.reconcile()
-            self.outbox.add([], Settlement(lease, "delete"))
+            self.outbox.add([], claim, Ack())
             return
-        self._run(lease, job, signed_by, tick, ctx)
+        self._run(ctx, job, signed_by, fields)
 
     def _run(
-        self,
-        lease: Lease,
-        job: JobEnvelope,
-        signed_by: str | None,
-        tick: Callable[[], None],
-        ctx: dict[str, Any],
+        self, ctx: JobContext, job: JobEnvelope, signed_by: str | None, fields: dict[str, Any]
     ) -> None:
-        assert job.payload is not None
-        attempt = lease.msg.dequeue_count
+        claim = ctx.claim
+        assert claim is not None and job.payload is not None
+        attempt = claim.msg.dequeue_count
         work = Work(job.run_id, job.job_id, attempt, job.payload, job.execution, job.timeout_s)
-        log.info("running job", extra=ctx)
+        log.info("running job", extra=fields)
         try:
-            done = self.runner.run(work, tick=tick, should_kill=self.should_kill)
+            done = self.runner.run(work, ctx)
         except (PayloadError, ExecutionError) as e:
-            self._reject(lease, job, e)
+            self._reject(ctx, job, e)
             return
-        r = done.result
-        if r.killed:
-            log.info("job stopped by shutdown; releasing it for another instance", extra=ctx)
-            self.outbox.add([], Settlement(lease, "retry", 0))
+        if done.result.killed:
+            log.info("job stopped by shutdown; releasing it for another instance", extra=fields)
+            self.outbox.add([], claim, Release())
             return
         outcome = done.outcome()
-        completion = self._completion(
-            job,
-            outcome,
-            attempt,
-            **done.completion_fields(),
-            signed_by=signed_by,
-            reason=f"timed out after {job.timeout_s:g}s" if r.timed_out else None,
-        )
+        completion = self._completion(job, outcome, attempt, done, signed_by)
         if outcome.ok:
             # the effect happened here, lease or not: remember it so a re-delivery re-reports
             self.state.mark_job(job.job_id, completion.model_dump(mode="json"))
-        if lease.lost:
-            log.warning("lease lost while the job ran; not reporting this claim", extra=ctx)
+        if claim.state is ClaimState.LOST:
+            log.warning("lease lost while the job ran; not reporting this claim", extra=fields)
             return
-        log.info("job finished", extra={**ctx, "outcome": outcome.value})
-        if outcome.ok:
-            self.outbox.add([completion], Settlement(lease, "delete"))
+        log.info("job finished", extra={**fields, "outcome": outcome.value})
+        decision = policy.after_attempt(
+            outcome, attempt=attempt, max_attempts=job.max_attempts,
+            retry_delay_s=self.retry_delay_s,
+        )  # fmt: skip
+        if isinstance(decision, policy.GiveUp):
+            why = completion.reason or f"exit code {done.result.exit_code}"
+            record = poison_record(
+                claim.msg, decision.reason, f"{decision.message}: {why}", job=job,
+                instance=self.identity.instance, incarnation=self.state.incarnation,
+                last_output=done.stderr_tail or done.stdout_tail,
+            )  # fmt: skip
+            self.outbox.add([completion], claim, DeadLetter(record))
+            return
+        if isinstance(decision, Ack):
+            self.outbox.add([completion], claim, decision)
             if outcome is Outcome.REBOOT_REQUIRED:
                 self.on_reboot_required()
-        elif attempt < job.max_attempts:
-            retry = completion.model_copy(update={"will_retry": True})
-            delay = min(MAX_RETRY_DELAY_S, self.retry_delay_s * 2 ** (attempt - 1))
-            self.outbox.add([retry], Settlement(lease, "retry", delay))
-        else:
-            why = completion.reason or f"exit code {r.exit_code}"
-            record = poison_record(
-                lease.msg,
-                outcome.value,
-                f"failed on its last attempt ({attempt} of {job.max_attempts}): {why}",
-                job=job,
-                instance=self.identity.instance,
-                incarnation=self.state.incarnation,
-                last_output=done.stderr_tail or done.stdout_tail,
-            )
-            self.outbox.add([completion], Settlement(lease, "poison", poison=record))
+            return
+        retry = completion.model_copy(update={"will_retry": True})
+        self.outbox.add([retry], claim, decision)
 
     # --- refusals ------------------------------------------------------------------------
 
@@ -180,47 +157,45 @@ class JobHandler:
                 reason="wrong_instance",
             )
 
-    def _reject(self, lease: Lease, job: JobEnvelope | None, error: RolecallError) -> None:
-        """Poison the message with its reason; tell the controller if we know the job."""
+    def _reject(self, ctx: JobContext, job: JobEnvelope | None, error: RolecallError) -> None:
+        """Bad input: dead-letter it with its reason; tell the controller if we know the job."""
+        claim = ctx.claim
+        assert claim is not None
         log.warning(
-            "poisoning message: %s",
-            error.message,
-            extra={"queue": lease.msg.queue, "message_id": lease.msg.id},
-        )
-        record = poison_record(
-            lease.msg,
-            error.reason,
-            error.message,
-            job=job,
-            instance=self.identity.instance,
-            incarnation=self.state.incarnation,
-        )
-        events: list[Event] = []
-        if job is not None:
-            reason = f"{error.reason}: {error.message}"
-            events.append(
-                self._completion(job, Outcome.REJECTED, lease.msg.dequeue_count, reason=reason)
-            )
-        self.outbox.add(events, Settlement(lease, "poison", poison=record))
+            "poisoning message: %s", error.message,
+            extra={"queue": claim.msg.queue, "message_id": claim.msg.id},
+        )  # fmt: skip
+        self._give_up(ctx, job, policy.GiveUp(error.reason, error.message, Outcome.REJECTED))
 
-    def _expire(self, lease: Lease, job: JobEnvelope) -> None:
-        """Refused, not run: reported as expired and kept in the poison queue for audit (an
-        old signed job replayed later is refused here too)."""
-        assert job.not_after is not None
-        reason = f"claimed after its deadline {job.not_after.isoformat()}"
-        c = self._completion(job, Outcome.EXPIRED, lease.msg.dequeue_count, reason=reason)
+    def _give_up(self, ctx: JobContext, job: JobEnvelope | None, why: policy.GiveUp) -> None:
+        """Dead-letter the message (kept for audit and requeue) and report the job, if known,
+        with the outcome the refusal implies."""
+        claim = ctx.claim
+        assert claim is not None
         record = poison_record(
-            lease.msg, "expired", reason, job=job,
+            claim.msg, why.reason, why.message, job=job,
             instance=self.identity.instance, incarnation=self.state.incarnation,
         )  # fmt: skip
-        self.outbox.add([c], Settlement(lease, "poison", poison=record))
+        events: list[Event] = []
+        if job is not None:
+            reason = f"{why.reason}: {why.message}"
+            events.append(
+                self._completion(job, why.outcome, claim.msg.dequeue_count, reason=reason)
+            )
+        self.outbox.add(events, claim, DeadLetter(record))
 
     def _completion(
-        self, job: JobEnvelope, outcome: Outcome, attempt: int, **fields: Any
+        self,
+        job: JobEnvelope,
+        outcome: Outcome,
+        attempt: int,
+        done: Ran | None = None,
+        signed_by: str | None = None,
+        reason: str | None = None,
     ) -> Completion:
-        fields.setdefault("finished_at", utcnow())
-        if fields.get("reason"):
-            fields["reason"] = str(fields["reason"])[:1024]
+        fields: dict[str, Any] = done.completion_fields() if done is not None else {}
+        if done is not None and done.result.timed_out:
+            reason = f"timed out after {job.timeout_s:g}s"
         return Completion(
             job_id=job.job_id,
             run_id=job.run_id,
@@ -229,5 +204,8 @@ class JobHandler:
             incarnation=self.state.incarnation,
             outcome=outcome,
             attempt=attempt,
+            finished_at=fields.pop("finished_at", None) or utcnow(),
+            signed_by=signed_by,
+            reason=reason[:1024] if reason else None,
             **fields,
         )

@@ -19,16 +19,14 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 from pydantic import TypeAdapter
 
 from rolecall.schemas.codec import MAX_MESSAGE_BYTES, encode_message
 from rolecall.schemas.errors import StorageError
 from rolecall.schemas.events import Event, EventBatch
-from rolecall.schemas.records import PoisonRecord
 from rolecall.storage.clients import Storage
-from rolecall.worker.lease import Lease
+from rolecall.worker.claim import Claim, Settlement
 from rolecall.worker.state import atomic_write
 
 log = logging.getLogger(__name__)
@@ -39,15 +37,8 @@ _BATCH_JSON_BYTES = int(MAX_MESSAGE_BYTES * 3 / 4) - 2048
 #: settlements left running in the background while jobs go on: about two batches' worth
 _MAX_INFLIGHT = 64
 
-
-@dataclass
-class Settlement:
-    """What happens to a claimed message once its events are posted."""
-
-    lease: Lease
-    action: Literal["delete", "retry", "poison"]
-    delay_s: int = 0
-    poison: PoisonRecord | None = None
+#: A claim and what to do with it once the events about it are posted.
+Pending = tuple[Claim, Settlement]
 
 
 @dataclass
@@ -64,10 +55,9 @@ class Outbox:
         self.sender = sender
         self.flush_s = flush_s
         self._entries: list[_Entry] = []
-        self._settlements: list[Settlement] = []
-        self._inflight: list[Future[Settlement | None]] = []
+        self._pending: list[Pending] = []
+        self._inflight: list[Future[Pending | None]] = []
         self._seq = 0
-        self.posted_messages = 0
         self.failing = False
         self._executor: ThreadPoolExecutor | None = None
 
@@ -84,28 +74,33 @@ class Outbox:
             self._entries.append(_Entry(path, events, added=0.0))
         return len(self._entries)
 
-    def add(self, events: list[Event], settlement: Settlement | None = None) -> None:
-        """Queue events for posting. Events about a claimed message are kept in memory only:
-        until they are posted the message is not deleted, so a crash re-delivers it and the
-        job marker re-reports. Events with no message behind them (hello, baseline steps)
-        are persisted, since nothing else would bring them back."""
+    def add(
+        self, events: list[Event], claim: Claim | None = None, then: Settlement | None = None
+    ) -> None:
+        """Queue events for posting and, with ``claim``, settle it ``then`` once they are.
+
+        Events about a claimed message are kept in memory only: until they are posted the
+        message is not deleted, so a crash re-delivers it and the job marker re-reports.
+        Events with no message behind them (hello, baseline steps) are persisted, since
+        nothing else would bring them back."""
         if events:
             path = None
-            if settlement is None:
+            if claim is None:
                 self._seq += 1
                 path = self.root / f"{time.time_ns():020d}-{self._seq:06d}.json"
                 body = json.dumps([e.model_dump(mode="json", exclude_none=True) for e in events])
                 atomic_write(path, body.encode())
             self._entries.append(_Entry(path, events))
-        if settlement is not None:
-            self._settlements.append(settlement)
+        if claim is not None:
+            assert then is not None, "a claim handed to the outbox needs its settlement"
+            self._pending.append((claim, then))
 
     def due(self) -> bool:
         """Time to flush: something waited ``flush_s``, or a held lease is running short."""
         now = time.monotonic()
         if any(now - e.added >= self.flush_s for e in self._entries):
             return True
-        return any(s.lease.remaining < s.lease.visibility_s / 3 for s in self._settlements)
+        return any(claim.running_short for claim, _ in self._pending)
 
     def flush(self, *, wait: bool = True) -> bool:
         """Post events, then settle their messages. False if events could not be posted or a
@@ -124,26 +119,25 @@ class Outbox:
                     log.warning("cannot post events yet; keeping them on disk: %s", e)
                 self.failing = True
                 return False
-        settlements, self._settlements = self._settlements, []
-        if wait and len(settlements) <= 2 and not self._inflight:
-            kept = [self._settle(s) for s in settlements]
-            self._settlements.extend(k for k in kept if k is not None)
+        pending, self._pending = self._pending, []
+        if wait and len(pending) <= 2 and not self._inflight:
+            self._pending.extend(p for p in pending if not _settle(p))
         else:
-            self._inflight.extend(self._pool().submit(self._settle, s) for s in settlements)
+            self._inflight.extend(self._pool().submit(_settle_later, p) for p in pending)
         # bounded even when not waiting: a backlog of deletes would eat into their leases
         self._collect(keep=0 if wait else _MAX_INFLIGHT)
-        self.failing = bool(self._settlements)
+        self.failing = bool(self._pending)
         return not self.failing
 
     def _collect(self, keep: int) -> None:
         """Take in finished settlements (waiting until at most ``keep`` are still running);
         those storage refused come back for the next flush."""
-        running: list[Future[Settlement | None]] = []
+        running: list[Future[Pending | None]] = []
         for i, f in enumerate(self._inflight):
             if f.done() or len(self._inflight) - i > keep:
                 kept = f.result()
                 if kept is not None:
-                    self._settlements.append(kept)
+                    self._pending.append(kept)
             else:
                 running.append(f)
         self._inflight = running
@@ -165,35 +159,17 @@ class Outbox:
                 size += n
             batch = EventBatch(sender=self.sender, events=[e for c in chunk for e in c.events])
             self.storage.send(self.storage.names.events_queue, encode_message(batch), create=True)
-            self.posted_messages += 1
             for entry in chunk:
                 if entry.path is not None:
                     entry.path.unlink(missing_ok=True)
             self._entries = self._entries[len(chunk) :]
 
-    def _settle(self, s: Settlement) -> Settlement | None:
-        """Settle one message; returns it if storage failed and its lease still has time.
 
-        A delete that fails (say, while storage restarts) is tried again at the next flush
-        for as long as the lease holds: once the lease expires the message is delivered again,
-        and on another instance, where this incarnation's marker cannot stop the re-run."""
-        try:
-            if s.action == "delete":
-                s.lease.delete()
-            elif s.action == "retry":
-                s.lease.release(s.delay_s)
-            else:
-                assert s.poison is not None
-                if s.lease.lost:
-                    return None  # someone else owns it now; they will judge it themselves
-                queue = self.storage.names.poison_queue(s.lease.msg.queue)
-                self.storage.send(queue, encode_message(s.poison), create=True)
-                s.action = "delete"  # poisoned: what is left to do is the delete
-                s.lease.delete()
-        except StorageError as e:
-            if s.lease.remaining > 0:
-                log.warning("could not settle message %s (%s), will retry: %s",
-                            s.lease.msg.id, s.action, e)  # fmt: skip
-                return s
-            s.lease.lose(f"could not {s.action} before expiry ({e.reason})")
-        return None
+def _settle(pending: Pending) -> bool:
+    claim, settlement = pending
+    return claim.settle(settlement)
+
+
+def _settle_later(pending: Pending) -> Pending | None:
+    """For the pool: the pending settlement again if it must be retried."""
+    return None if _settle(pending) else pending

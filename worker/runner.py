@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,7 +91,7 @@ class Runner:
         self.cache = cache
         self.base_env = executor.base_environment()
 
-    def run(self, work: Work, *, tick: Callable[[], None], should_kill: Callable[[], bool]) -> Ran:
+    def run(self, work: Work, watch: executor.Watch) -> Ran:
         """Run ``work``. Raises PayloadError / ExecutionError for work that cannot start.
 
         Scripts run straight from the verified cache (no copy); each run gets a fresh, empty
@@ -130,8 +129,7 @@ class Runner:
                 log_dir=workdir,
                 env=env,
                 timeout_s=work.timeout_s,
-                tick=tick,
-                should_kill=should_kill,
+                watch=watch,
             )
             log_blob = self._upload_log(work, result, secrets)
             return Ran(

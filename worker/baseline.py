@@ -16,7 +16,7 @@ import logging
 from enum import Enum
 
 from rolecall.schemas.base import utcnow
-from rolecall.schemas.baseline import Baseline
+from rolecall.schemas.baseline import Baseline, Step
 from rolecall.schemas.codec import decode_document
 from rolecall.schemas.errors import ContractError, NotFound, RolecallError, StorageError
 from rolecall.schemas.events import Completion, Outcome
@@ -126,8 +126,14 @@ class BaselineApplier:
         if r.killed:
             return BaselineStatus.FAILED
         outcome = done.outcome(step.reboot)
+        # marked before it is reported: a crash in between re-reports the step at the next
+        # start (as done under a version not yet recorded) instead of running it again
+        status = self._mark(step, outcome)
         self._report(baseline, index, job_id, outcome, **done.completion_fields())
         log.info("baseline step finished", extra={**ctx, "outcome": outcome.value})
+        return status
+
+    def _mark(self, step: Step, outcome: Outcome) -> BaselineStatus:
         if outcome is Outcome.SUCCEEDED:
             self.state.mark_step(step.fingerprint, "done")
             return BaselineStatus.APPLIED

@@ -21,7 +21,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from rolecall.schemas.base import tail, utcnow
+from rolecall.schemas.base import utcnow
 from rolecall.schemas.errors import ExecutionError
 from rolecall.schemas.jobs import Interpreter
 
@@ -108,75 +108,57 @@ class ExecResult:
     started_at: datetime
     finished_at: datetime
     duration_s: float
-    stdout_tail: str
-    stderr_tail: str
-    stdout_path: Path
-    stderr_path: Path
-    output_bytes: int
-
-    def full_log(self) -> bytes:
-        """Both streams, for the log blob; built only when it will be uploaded."""
-        return (
-            b"--- stdout ---\n" + self.stdout_path.read_bytes()
-            + b"\n--- stderr ---\n" + self.stderr_path.read_bytes()
-        )  # fmt: skip
+    #: some process the job started may still be running (and holding its output files)
+    lingering: bool
 
 
 def run(
     command: list[str],
     *,
     cwd: Path,
-    log_dir: Path,
+    stdout: BinaryIO,
+    stderr: BinaryIO,
     env: Mapping[str, str],
     timeout_s: float,
     watch: Watch | None = None,
     slice_s: float = 0.5,
 ) -> ExecResult:
-    """Run ``command`` to completion, timeout, or kill; output lands in ``log_dir``."""
-    out_path, err_path = log_dir / "stdout.log", log_dir / "stderr.log"
+    """Run ``command`` to completion, timeout, or kill; output goes to the two files."""
     started, t0 = utcnow(), time.monotonic()
-    with out_path.open("w+b") as out, err_path.open("w+b") as err:
-        try:
-            proc = subprocess.Popen(
-                command,
-                cwd=cwd,
-                env=dict(env),
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                start_new_session=sys.platform != "win32",
-                creationflags=getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0),
-            )
-        except OSError as e:
-            raise ExecutionError(f"cannot start {command[0]!r}: {e.strerror or e}") from e
-        timed_out = killed = False
-        deadline = t0 + timeout_s
-        watch = watch or _Unwatched()
-        with _ExitWatch(proc) as exited:
-            while not exited.wait(max(0.01, min(slice_s, deadline - time.monotonic()))):
-                if time.monotonic() >= deadline:
-                    timed_out = True
-                elif watch.should_kill():
-                    killed = True
-                if timed_out or killed:
-                    kill_group(proc)
-                    break
-                watch.tick()
-        finished = utcnow()
-        stdout, stderr = _tail_of(out), _tail_of(err)
-        size = out.tell() + err.tell()
+    try:
+        proc = subprocess.Popen(
+            command,
+            cwd=cwd,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=stderr,
+            start_new_session=sys.platform != "win32",
+            creationflags=getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0),
+        )
+    except OSError as e:
+        raise ExecutionError(f"cannot start {command[0]!r}: {e.strerror or e}") from e
+    timed_out = killed = False
+    deadline = t0 + timeout_s
+    watch = watch or _Unwatched()
+    with _ExitWatch(proc) as exited:
+        while not exited.wait(max(0.01, min(slice_s, deadline - time.monotonic()))):
+            if time.monotonic() >= deadline:
+                timed_out = True
+            elif watch.should_kill():
+                killed = True
+            if timed_out or killed:
+                kill_group(proc)
+                break
+            watch.tick()
     return ExecResult(
         exit_code=None if (timed_out or killed) else proc.returncode,
         timed_out=timed_out,
         killed=killed,
         started_at=started,
-        finished_at=finished,
+        finished_at=utcnow(),
         duration_s=round(time.monotonic() - t0, 3),
-        stdout_tail=stdout,
-        stderr_tail=stderr,
-        stdout_path=out_path,
-        stderr_path=err_path,
-        output_bytes=size,
+        lingering=group_alive(proc.pid),
     )
 
 
@@ -245,10 +227,15 @@ def _killpg(pgid: int, sig: int) -> None:
         os.killpg(pgid, sig)
 
 
-def _tail_of(f: BinaryIO, limit: int = 8192) -> str:
-    f.seek(0, os.SEEK_END)
-    size = f.tell()
-    f.seek(max(0, size - limit))
-    data = f.read()
-    f.seek(size)
-    return tail(data.decode("utf-8", "replace"))
+def group_alive(pgid: int) -> bool:
+    """Whether any process is left in the job's process group (signal 0 probes, sends
+    nothing). Windows has no process groups to ask: assume something may be left."""
+    if sys.platform == "win32":
+        return True
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -7,8 +7,11 @@ the completion's tails cannot hold it, and clean up.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +29,7 @@ from rolecall.worker.archive import extract, safe_member_path
 from rolecall.worker.config import WorkerSettings
 from rolecall.worker.identity import Identity
 from rolecall.worker.logs import SECRETS
+from rolecall.worker.output import JobOutput
 from rolecall.worker.payloads import PayloadCache
 from rolecall.worker.state import LocalState
 
@@ -90,59 +94,78 @@ class Runner:
         self.state = state
         self.cache = cache
         self.base_env = executor.base_environment()
+        # whatever a killed agent left mid-job (an archive's files, a script's leftovers)
+        _empty(state.work_dir)
+        self.output = JobOutput(state.work_dir)
+        self.scratch = state.work_dir / "scratch"
+        self.scratch.mkdir(mode=0o700)
 
     def run(self, work: Work, watch: executor.Watch) -> Ran:
         """Run ``work``. Raises PayloadError / ExecutionError for work that cannot start.
 
-        Scripts run straight from the verified cache (no copy); each run gets a fresh, empty
-        working directory that also holds its two output files. Every filesystem operation
-        counts at hundreds of jobs a second, so there are as few as the job allows.
+        Every filesystem operation counts at hundreds of jobs a second, so there are as few
+        as the job allows: scripts run straight from the verified cache (no copy), in one
+        scratch directory emptied only when a job left something in it, with output files
+        reused from job to job (see worker/output.py). Archives get a fresh directory.
         """
         secrets = work.execution.secret_values()
         SECRETS.add(*secrets)
         cached = self.cache.fetch(work.payload)
-        key = hashlib.sha256(f"{work.job_id}/{work.attempt}".encode()).hexdigest()[:24]
-        workdir = self.state.work_dir / key
-        if workdir.exists():
-            shutil.rmtree(workdir, ignore_errors=True)  # left by a crash: start clean
-        workdir.mkdir(mode=0o700)
         archive = work.payload.kind is PayloadKind.ARCHIVE
-        try:
-            target = self._unpack(work, cached, workdir) if archive else cached
+        with self._workdir(work, archive) as cwd:
+            target = self._unpack(work, cached, cwd) if archive else cached
             interpreter = executor.choose_interpreter(
                 work.payload.filename if not archive else target.name, work.execution.interpreter
             )
             command = executor.build_command(target, interpreter, list(work.execution.args))
-            env = dict(self.base_env)
-            env.update({v.name: v.value for v in work.execution.env})
-            env.update(
-                ROLECALL_JOB_ID=work.job_id,
-                ROLECALL_RUN_ID=work.run_id,
-                ROLECALL_ROLE=self.identity.role,
-                ROLECALL_INSTANCE=self.identity.instance,
-                ROLECALL_INCARNATION=self.state.incarnation,
-                ROLECALL_ATTEMPT=str(work.attempt),
-            )
+            stdout, stderr = self.output.open()
             result = executor.run(
-                command,
-                cwd=workdir / "payload" if archive else workdir,
-                log_dir=workdir,
-                env=env,
-                timeout_s=work.timeout_s,
-                watch=watch,
-            )
-            log_blob = self._upload_log(work, result, secrets)
-            return Ran(
-                result=result,
-                log_blob=log_blob,
-                stdout_tail=redact(result.stdout_tail, secrets),
-                stderr_tail=redact(result.stderr_tail, secrets),
-            )
-        finally:
-            _remove(workdir)
+                command, cwd=cwd, stdout=stdout, stderr=stderr, env=self._environment(work),
+                timeout_s=work.timeout_s, watch=watch,
+            )  # fmt: skip
+            try:
+                log_blob = self._upload_log(work, result, secrets)
+                out_tail, err_tail = self.output.tails()
+            finally:
+                self.output.finished(reusable=not result.lingering)
+        return Ran(
+            result=result,
+            log_blob=log_blob,
+            stdout_tail=redact(out_tail, secrets),
+            stderr_tail=redact(err_tail, secrets),
+        )
 
-    def _unpack(self, work: Work, archive: Path, workdir: Path) -> Path:
-        root = workdir / "payload"
+    def _environment(self, work: Work) -> dict[str, str]:
+        env = dict(self.base_env)
+        env.update({v.name: v.value for v in work.execution.env})
+        env.update(
+            ROLECALL_JOB_ID=work.job_id,
+            ROLECALL_RUN_ID=work.run_id,
+            ROLECALL_ROLE=self.identity.role,
+            ROLECALL_INSTANCE=self.identity.instance,
+            ROLECALL_INCARNATION=self.state.incarnation,
+            ROLECALL_ATTEMPT=str(work.attempt),
+        )
+        return env
+
+    @contextlib.contextmanager
+    def _workdir(self, work: Work, archive: bool) -> Iterator[Path]:
+        """An empty working directory for the job: the shared scratch directory for a
+        script, a fresh one (removed afterwards) for an archive's files."""
+        if not archive:
+            _empty(self.scratch)
+            yield self.scratch
+            return
+        key = hashlib.sha256(f"{work.job_id}/{work.attempt}".encode()).hexdigest()[:24]
+        workdir = self.state.work_dir / key
+        shutil.rmtree(workdir, ignore_errors=True)  # left by a crash: start clean
+        workdir.mkdir(mode=0o700)
+        try:
+            yield workdir
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    def _unpack(self, work: Work, archive: Path, root: Path) -> Path:
         extract(
             archive,
             root,
@@ -161,10 +184,10 @@ class Runner:
     ) -> str | None:
         """Upload the full log only if the tails lost something: one transaction saved per
         typical job. Create-only, so a re-run never overwrites the first attempt's log."""
-        if result.output_bytes <= TAIL_CHARS and result.exit_code == 0:
+        if self.output.size <= TAIL_CHARS and result.exit_code == 0:
             return None
         path = Names.log_blob(work.run_id, work.job_id, self.identity.instance, work.attempt)
-        data = redact(result.full_log().decode("utf-8", "replace"), secrets).encode()
+        data = redact(self.output.full_log().decode("utf-8", "replace"), secrets).encode()
         container = self.storage.names.logs_container
         try:
             self.storage.put_blob(
@@ -177,11 +200,13 @@ class Runner:
         return f"{container}/{path}"
 
 
-def _remove(workdir: Path) -> None:
-    """The usual case is two files and a directory; anything a job left takes rmtree."""
-    for name in ("stdout.log", "stderr.log"):
-        (workdir / name).unlink(missing_ok=True)
-    try:
-        workdir.rmdir()
-    except OSError:
-        shutil.rmtree(workdir, ignore_errors=True)
+def _empty(directory: Path) -> None:
+    """Empty ``directory`` (one scandir when it already is, the usual case)."""
+    with os.scandir(directory) as entries:
+        leftovers = [e.path for e in entries]
+    for path in leftovers:
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)

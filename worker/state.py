@@ -12,7 +12,6 @@ idempotent job (the same as a crash just before writing it).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import secrets
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from rolecall.schemas.base import utcnow
+from rolecall.worker.markers import JobMarkers
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -39,10 +39,6 @@ def make_private_dir(path: Path) -> Path:
     return path
 
 
-#: how long a job marker is kept (so markers do not grow without bound on a busy instance)
-MARKER_TTL_S = 30 * 24 * 3600
-
-
 @dataclass(frozen=True)
 class StepMark:
     status: str  # "done" | "pending_reboot"
@@ -56,13 +52,13 @@ class LocalState:
         self.incarnation = ""
         #: identifies this agent start; a step pending reboot completes on the next one
         self.boot = f"{time.time_ns():x}"
-        self._jobs: set[str] = set()
+        self.markers = JobMarkers(root)
 
     def open(self) -> LocalState:
         make_private_dir(self.root)
-        for sub in ("jobs", "steps", "outbox", "cache", "work"):
+        for sub in ("steps", "outbox", "cache", "work"):
             make_private_dir(self.root / sub)
-        self._load_job_markers()
+        self.markers.open()
         inc = self.root / "incarnation"
         if inc.exists():
             self.incarnation = inc.read_text().strip()
@@ -84,41 +80,14 @@ class LocalState:
     def outbox_dir(self) -> Path:
         return self.root / "outbox"
 
-    # --- job markers -------------------------------------------------------------------
-
-    def _job_path(self, job_id: str) -> Path:
-        return self.root / "jobs" / (hashlib.sha256(job_id.encode()).hexdigest()[:40] + ".json")
+    # --- job markers (worker/markers.py) ------------------------------------------------
 
     def job_result(self, job_id: str) -> dict[str, Any] | None:
-        """The completion this incarnation recorded for ``job_id``, if it ran it.
-
-        Looked up in memory first: almost every job is new, and a failed open per job is a
-        filesystem round trip for nothing."""
-        path = self._job_path(job_id)
-        if path.name not in self._jobs:
-            return None
-        try:
-            data: dict[str, Any] = json.loads(path.read_bytes())
-        except (FileNotFoundError, ValueError):
-            return None
-        return data
+        """The completion this incarnation recorded for ``job_id``, if it ran it."""
+        return self.markers.get(job_id)
 
     def mark_job(self, job_id: str, completion: dict[str, Any]) -> None:
-        path = self._job_path(job_id)
-        atomic_write(path, json.dumps(completion).encode())
-        self._jobs.add(path.name)
-
-    def _load_job_markers(self) -> None:
-        """Index markers, forgetting those older than MARKER_TTL_S: a message re-delivered
-        after that long is from a run nobody is waiting for (and ``not_after`` bounds it)."""
-        cutoff = time.time() - MARKER_TTL_S
-        for entry in os.scandir(self.root / "jobs"):
-            if entry.name.startswith("."):
-                continue
-            if entry.stat().st_mtime < cutoff:
-                os.unlink(entry.path)
-            else:
-                self._jobs.add(entry.name)
+        self.markers.mark(job_id, completion)
 
     # --- baseline step markers -----------------------------------------------------------
 

@@ -15,7 +15,6 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from azure.core.credentials import AzureSasCredential
-from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob import BlobServiceClient, ContainerClient
 from azure.storage.queue import QueueClient, QueueServiceClient
 
@@ -183,11 +182,12 @@ class Storage:
             call(f"create queue {name}", self.queue(name).create_queue)
         except AccessDenied:
             return  # least-privilege identities may not create; the deployment did
-        except RolecallError as e:
-            if "QueueAlreadyExists" not in e.message and e.reason != "conflict":
-                raise
-        except ResourceExistsError:
-            pass
+        except ConcurrencyConflict:
+            # It exists: the service answers 204 (409 if its metadata differs) and the SDK
+            # raises ResourceExistsError(QueueAlreadyExists) for both, which retry.translate
+            # makes a ConcurrencyConflict. A queue being deleted is a 409 too; its next use
+            # says so.
+            return
 
     def ensure_containers(self) -> None:
         if self._bundle is not None:
@@ -197,11 +197,8 @@ class Storage:
                 call(f"create container {name}", self.container(name).create_container)
             except AccessDenied:
                 return  # least-privilege identities may not create; the deployment did
-            except RolecallError as e:
-                if e.reason != "conflict":
-                    raise
-            except ResourceExistsError:
-                pass
+            except ConcurrencyConflict:
+                continue  # 409 ContainerAlreadyExists
 
     # --- queue operations --------------------------------------------------------------
 

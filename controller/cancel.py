@@ -67,5 +67,5 @@ def remove_run_messages(storage: Storage, queue: str, run_id: str) -> int:
                 kept.append(m)
     for m in kept:
         with contextlib.suppress(RolecallError):
-            storage.extend(m, 0)
+            storage.release(m)
     return removed

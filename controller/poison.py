@@ -106,7 +106,7 @@ def _sweep(
                 kept[m.id] = m
     for m in kept.values():
         with contextlib.suppress(RolecallError):
-            storage.extend(m, 0)
+            storage.release(m)
     return done
 
 

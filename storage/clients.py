@@ -258,6 +258,11 @@ class Storage:
             msg.inserted_on,
         )
 
+    def release(self, msg: Message) -> None:
+        """Give a claimed message back: visible again at once, to anyone (its dequeue count
+        stays raised). Raises LeaseLost if the claim had already lapsed or moved on."""
+        self.extend(msg, 0)
+
     def delete(self, msg: Message) -> bool:
         """Delete a claimed message. False if it was already gone (a retried delete)."""
         try:

@@ -113,7 +113,6 @@ class Dispatcher:
     def __init__(self, storage: Storage, signer: Signer | None = None) -> None:
         self.storage = storage
         self.signer = signer
-        self.sent = 0
 
     def dispatch(self, run_id: str) -> RunRecord:
         from rolecall.controller.store import RunStore
@@ -156,4 +155,3 @@ class Dispatcher:
         else:
             with ThreadPoolExecutor(max_workers=16) as pool:
                 list(pool.map(one, messages))
-        self.sent += len(keys)

@@ -101,10 +101,10 @@ class RunStore:
 
     @contextmanager
     def dispatch_lock(self, run_id: str) -> Iterator[bool]:
-        """Serialise dispatch of one run across controllers: a 30 s blob lease on
-        ``runs/<id>.lock``. Yields False if another controller is dispatching right now
-        (it will send what is due; a later fold or sweep catches anything it missed)."""
-        path = f"runs/{run_id}.lock"
+        """Serialise dispatch of one run across controllers: a 30 s lease on its
+        :meth:`~Names.run_lock_blob`. Yields False if another controller is dispatching right
+        now (it will send what is due; a later fold or sweep catches anything it missed)."""
+        path = Names.run_lock_blob(run_id)
         lease = self.storage.try_lease(self.container, path, DISPATCH_LOCK_S)
         try:
             yield lease is not None
@@ -116,13 +116,16 @@ class RunStore:
         """Run ids; ``active_only`` keeps runs that may still need dispatching (one List
         Blobs call: the state is in each blob's metadata)."""
         try:
-            items = self.storage.list_blobs(self.container, "runs/", metadata=active_only)
+            items = self.storage.list_blobs(
+                self.container, Names.runs_prefix(), metadata=active_only
+            )
         except NotFound:
             return []
         return [
-            i.name[len("runs/") : -len(".json")]
+            run_id
             for i in items
-            if i.name.endswith(".json") and (not active_only or i.metadata.get("active") == "1")
+            if (run_id := Names.run_id_of_blob(i.name)) is not None
+            and (not active_only or i.metadata.get("active") == "1")
         ]
 
 

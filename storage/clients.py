@@ -156,7 +156,7 @@ class Storage:
 
     def blob(self, container: str, path: str) -> BlobClient:
         if self._bundle is not None:
-            token = self._bundle.blobs.get(f"{container}/{path}")
+            token = self._bundle.blobs.get(Names.blob_address(container, path))
             if token is not None:
                 from azure.storage.blob import BlobClient
 

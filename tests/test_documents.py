@@ -18,7 +18,8 @@ BOOT = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
 
 def seen(history: InstanceHistory | None, *incarnations: str) -> InstanceHistory:
-    history = history or InstanceHistory(role="web", instance="web-0")
+    if history is None:
+        history = InstanceHistory(role="web", instance="web-0")
     for inc in incarnations:
         history = history.with_hello(inc, BOOT, "1.0")
     return history

@@ -78,18 +78,14 @@ def list_poison(storage: Storage, role: str | None = None) -> list[PoisonEntry]:
 
 
 def _sweep(
-    storage: Storage,
-    queue: str,
-    select: Callable[[PoisonEntry], bool],
-    act: Callable[[PoisonEntry], None],
+    storage: Storage, queue: str, message_id: str | None, act: Callable[[PoisonEntry], None]
 ) -> int:
-    """Act on and delete the selected messages; leave the rest as they were."""
+    """Act on and delete one message (every one if ``message_id`` is None); release the rest."""
 
     def take(m: Message) -> bool:
-        entry = _entry(m)
-        if not select(entry):
+        if message_id not in (None, m.id):
             return False
-        act(entry)
+        act(_entry(m))
         return True
 
     return sweep(storage, queue, take, visibility_s=120)
@@ -104,8 +100,8 @@ def requeue(storage: Storage, queue: str, message_id: str | None = None) -> int:
             raise ContractError(f"poison message {e.message_id} cannot be requeued (truncated)")
         storage.send(source, e.record.original)
 
-    return _sweep(storage, queue, lambda e: message_id in (None, e.message_id), act)
+    return _sweep(storage, queue, message_id, act)
 
 
 def purge(storage: Storage, queue: str, message_id: str | None = None) -> int:
-    return _sweep(storage, queue, lambda e: message_id in (None, e.message_id), lambda e: None)
+    return _sweep(storage, queue, message_id, lambda e: None)

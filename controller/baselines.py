@@ -17,20 +17,20 @@ from rolecall.controller.fleet import live_instances
 from rolecall.controller.store import RunStore
 from rolecall.schemas.base import utcnow
 from rolecall.schemas.baseline import Baseline
-from rolecall.schemas.codec import decode_document, encode_document, encode_message
-from rolecall.schemas.errors import ConcurrencyConflict, NotFound
+from rolecall.schemas.codec import encode_message
+from rolecall.schemas.errors import ConcurrencyConflict
 from rolecall.schemas.jobs import JobEnvelope, Target
 from rolecall.schemas.names import Names
 from rolecall.schemas.records import RunMode, RunRecord, TargetResult, TargetState
 from rolecall.storage.clients import Storage
+from rolecall.storage.documents import read_document, update_document
 
 
 def current_baseline(storage: Storage, role: str) -> tuple[Baseline | None, str | None]:
-    try:
-        blob = storage.get_blob(storage.names.state_container, Names.baseline_blob(role))
-    except NotFound:
-        return None, None
-    return decode_document(blob.data, Baseline), blob.etag
+    found = read_document(
+        storage, storage.names.state_container, Names.baseline_blob(role), Baseline
+    )
+    return found if found is not None else (None, None)
 
 
 def publish_baseline(
@@ -46,32 +46,26 @@ def publish_baseline(
 ) -> tuple[Baseline, RunRecord]:
     spec = load_spec(path)
     steps = build_steps(storage, spec, path.parent)
-    for _ in range(20):
-        current, etag = current_baseline(storage, role)
-        version = 1 if current is None else current.version + 1
-        if expected_version is not None and (current.version if current else 0) != expected_version:
+
+    def next_version(current: Baseline | None) -> Baseline:
+        at = current.version if current is not None else 0
+        if expected_version is not None and at != expected_version:
             raise ConcurrencyConflict(
-                f"baseline for {role} is at version {current.version if current else 0}, "
-                f"not {expected_version}; re-read it with `rolecall baseline show {role}`"
+                f"baseline for {role} is at version {at}, not {expected_version}; "
+                f"re-read it with `rolecall baseline show {role}`"
             )
-        baseline = sign(
-            Baseline(role=role, version=version, steps=steps, updated_at=utcnow(), issuer=issuer)
+        return sign(
+            Baseline(role=role, version=at + 1, steps=steps, updated_at=utcnow(), issuer=issuer)
         )
-        try:
-            storage.put_blob(
-                storage.names.state_container,
-                Names.baseline_blob(role),
-                encode_document(baseline),
-                etag=etag,
-                create_only=etag is None,
-            )
-            break
-        except ConcurrencyConflict:
-            if expected_version is not None:
-                raise
-            continue
-    else:
-        raise ConcurrencyConflict(f"baseline for {role} kept changing; try again")
+
+    baseline = update_document(
+        storage,
+        storage.names.state_container,
+        Names.baseline_blob(role),
+        Baseline,
+        next_version,
+        gave_up=f"baseline for {role} kept changing; try again",
+    )
     run = _record_run(storage, baseline, notify=notify, issuer=issuer, sign_job=sign_job)
     return baseline, run
 

@@ -8,14 +8,13 @@ come, are folded as ``cancelled`` with what the job did recorded alongside.
 
 from __future__ import annotations
 
-import contextlib
-
 from rolecall.controller.store import RunStore
 from rolecall.schemas.codec import decode_message
-from rolecall.schemas.errors import ContractError, NotFound, RolecallError
+from rolecall.schemas.errors import ContractError, NotFound
 from rolecall.schemas.jobs import JobEnvelope
 from rolecall.schemas.records import RunMode, RunRecord, TargetState
 from rolecall.storage.clients import Message, Storage
+from rolecall.storage.sweep import sweep
 
 
 def cancel_run(storage: Storage, run_id: str) -> RunRecord:
@@ -42,30 +41,15 @@ def cancel_run(storage: Storage, run_id: str) -> RunRecord:
 
 
 def remove_run_messages(storage: Storage, queue: str, run_id: str) -> int:
-    removed = 0
-    kept: list[Message] = []
-    seen: set[str] = set()
-    while True:
+    """Delete the run's jobs that no worker has claimed; release everything else."""
+
+    def of_run(m: Message) -> bool:
         try:
-            msgs = storage.receive(queue, max_messages=32, visibility_s=60)
-        except NotFound:
-            return removed
-        fresh = [m for m in msgs if m.id not in seen]
-        if not fresh:
-            break
-        for m in fresh:
-            seen.add(m.id)
-            try:
-                job = decode_message(m.content, JobEnvelope)
-            except ContractError:
-                kept.append(m)
-                continue
-            if job.run_id == run_id:
-                storage.delete(m)
-                removed += 1
-            else:
-                kept.append(m)
-    for m in kept:
-        with contextlib.suppress(RolecallError):
-            storage.extend(m, 0)
-    return removed
+            return decode_message(m.content, JobEnvelope).run_id == run_id
+        except ContractError:
+            return False  # not ours to judge: the worker poisons it
+
+    try:
+        return sweep(storage, queue, of_run, visibility_s=60)
+    except NotFound:
+        return 0  # the queue was never made: nothing was sent to it

@@ -215,6 +215,7 @@ def logs(
     """Print a target's full log (or its output tails if the log fit in the completion)."""
     from rolecall.controller.store import RunStore
     from rolecall.schemas.errors import ConfigError
+    from rolecall.schemas.names import Names
 
     c = ctx_of(ctx)
     record = RunStore(c.storage).get(run_id)
@@ -224,7 +225,7 @@ def logs(
     if t is None:
         raise ConfigError(f"run {run_id} has no target {instance!r}")
     if t.log_blob:
-        container, path = t.log_blob.split("/", 1)
+        container, path = Names.split_blob_address(t.log_blob)
         typer.echo(c.storage.get_blob(container, path).data.decode("utf-8", "replace"))
         return
     typer.echo(f"--- stdout ---\n{t.stdout_tail}\n--- stderr ---\n{t.stderr_tail}")

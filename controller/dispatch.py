@@ -8,15 +8,13 @@ are folded: the ``rolecall controller`` service, ``rolecall wait`` or ``rolecall
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from rolecall.schemas.base import utcnow
-from rolecall.schemas.codec import MAX_MESSAGE_BYTES
-from rolecall.schemas.errors import MessageTooLarge
+from rolecall.schemas.codec import encode_message_data
 from rolecall.schemas.jobs import Target
 from rolecall.schemas.names import Names
 from rolecall.schemas.records import RunMode, RunRecord, TargetState
@@ -94,10 +92,7 @@ def messages_for(
         data["target"] = json.loads(target.model_dump_json(exclude_none=True))
         if signer is not None:
             data["signature"] = signer.signature(data).model_dump(mode="json")
-        text = base64.b64encode(json.dumps(data, separators=(",", ":")).encode()).decode()
-        if len(text) > MAX_MESSAGE_BYTES:
-            raise MessageTooLarge(f"job for {key} is {len(text):,} bytes encoded; limit 65,536")
-        yield key, text
+        yield key, encode_message_data(data, f"job for {key}")
 
 
 class Dispatcher:
@@ -113,7 +108,6 @@ class Dispatcher:
     def __init__(self, storage: Storage, signer: Signer | None = None) -> None:
         self.storage = storage
         self.signer = signer
-        self.sent = 0
 
     def dispatch(self, run_id: str) -> RunRecord:
         from rolecall.controller.store import RunStore
@@ -156,4 +150,3 @@ class Dispatcher:
         else:
             with ThreadPoolExecutor(max_workers=16) as pool:
                 list(pool.map(one, messages))
-        self.sent += len(keys)

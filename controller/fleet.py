@@ -59,7 +59,7 @@ def list_instances(storage: Storage, role: str | None = None) -> list[InstanceSu
         try:
             out.append(
                 InstanceSummary(
-                    role_key=item.name.split("/")[1],
+                    role_key=Names.role_key_of_instance_blob(item.name),
                     instance=meta["instance"],
                     incarnation=meta.get("incarnation", ""),
                     last_seen=datetime.fromisoformat(meta["lastseen"]),

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from rolecall.controller.dispatch import Dispatcher, plan
 from rolecall.controller.store import RunStore
 from rolecall.schemas.base import utcnow
-from rolecall.schemas.codec import decode_document, decode_message, encode_document, encode_message
-from rolecall.schemas.errors import ContractError, NotFound, StorageError
+from rolecall.schemas.codec import decode_message, encode_message
+from rolecall.schemas.errors import ContractError
 from rolecall.schemas.events import Completion, EventBatch, Hello
 from rolecall.schemas.names import Names
 from rolecall.schemas.records import (
@@ -29,6 +29,7 @@ from rolecall.schemas.records import (
     TargetResult,
 )
 from rolecall.storage.clients import Message, Storage
+from rolecall.storage.documents import update_document
 
 log = logging.getLogger(__name__)
 
@@ -166,25 +167,19 @@ class EventFolder:
         return len(ids)
 
     def _record_hello(self, h: Hello) -> None:
+        """Add the incarnation to the instance's history. If the history keeps changing under
+        us this raises ConcurrencyConflict before any message of the batch is deleted, so the
+        hello is folded again when its message reappears, not lost."""
+
+        def seen(history: InstanceHistory | None) -> InstanceHistory:
+            if history is None:
+                history = InstanceHistory(role=h.role, instance=h.instance)
+            return history.with_hello(h.incarnation, h.boot_time, h.agent_version)
+
         path = Names.history_blob(h.role, h.instance)
-        container = self.storage.names.state_container
-        for _ in range(20):
-            try:
-                blob = self.storage.get_blob(container, path)
-                history, etag = decode_document(blob.data, InstanceHistory), blob.etag
-            except NotFound:
-                history, etag = InstanceHistory(role=h.role, instance=h.instance), None
-            new = history.with_hello(h.incarnation, h.boot_time, h.agent_version)
-            if new == history and etag is not None:
-                return
-            try:
-                self.storage.put_blob(
-                    container, path, encode_document(new), etag=etag, create_only=etag is None
-                )
-                return
-            except StorageError as e:
-                if e.reason != "conflict":
-                    raise
+        update_document(
+            self.storage, self.storage.names.state_container, path, InstanceHistory, seen
+        )
 
     def _poison(self, m: Message, e: ContractError) -> None:
         log.warning("poisoning malformed events message %s: %s", m.id, e.message)

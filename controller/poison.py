@@ -1,23 +1,23 @@
 """Operators' view of poison queues: list, show, requeue (attempts reset), purge.
 
 Listing peeks (no lease taken); requeue and purge must claim messages to delete them, and
-release the ones they leave (visibility 0) so nothing else is disturbed.
+release the ones they leave (``storage.sweep``) so nothing else is disturbed.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from rolecall.schemas.codec import decode_message
-from rolecall.schemas.errors import ContractError, NotFound, RolecallError
+from rolecall.schemas.errors import ContractError, NotFound
 from rolecall.schemas.jobs import JobEnvelope
 from rolecall.schemas.names import POISON_SUFFIX, Names
 from rolecall.schemas.records import PoisonRecord
 from rolecall.schemas.redact import MASK, redact
 from rolecall.storage.clients import Message, Storage
+from rolecall.storage.sweep import sweep
 
 
 @dataclass(frozen=True)
@@ -78,36 +78,17 @@ def list_poison(storage: Storage, role: str | None = None) -> list[PoisonEntry]:
 
 
 def _sweep(
-    storage: Storage,
-    queue: str,
-    select: Callable[[PoisonEntry], bool],
-    act: Callable[[PoisonEntry], None],
+    storage: Storage, queue: str, message_id: str | None, act: Callable[[PoisonEntry], None]
 ) -> int:
-    """Claim each message once; act on and delete the selected ones, then release the rest."""
-    done = 0
-    kept: dict[str, Message] = {}
-    acted: set[str] = set()
-    while True:
-        msgs = storage.receive(queue, max_messages=32, visibility_s=120)
-        fresh = [m for m in msgs if m.id not in kept and m.id not in acted]
-        for m in msgs:
-            if m.id in kept:
-                kept[m.id] = m  # reappeared: its new pop receipt is the live one
-        if not fresh:
-            break
-        for m in fresh:
-            entry = _entry(m)
-            if select(entry):
-                act(entry)
-                storage.delete(m)
-                acted.add(m.id)
-                done += 1
-            else:
-                kept[m.id] = m
-    for m in kept.values():
-        with contextlib.suppress(RolecallError):
-            storage.extend(m, 0)
-    return done
+    """Act on and delete one message (every one if ``message_id`` is None); release the rest."""
+
+    def take(m: Message) -> bool:
+        if message_id not in (None, m.id):
+            return False
+        act(_entry(m))
+        return True
+
+    return sweep(storage, queue, take, visibility_s=120)
 
 
 def requeue(storage: Storage, queue: str, message_id: str | None = None) -> int:
@@ -119,8 +100,8 @@ def requeue(storage: Storage, queue: str, message_id: str | None = None) -> int:
             raise ContractError(f"poison message {e.message_id} cannot be requeued (truncated)")
         storage.send(source, e.record.original)
 
-    return _sweep(storage, queue, lambda e: message_id in (None, e.message_id), act)
+    return _sweep(storage, queue, message_id, act)
 
 
 def purge(storage: Storage, queue: str, message_id: str | None = None) -> int:
-    return _sweep(storage, queue, lambda e: message_id in (None, e.message_id), lambda e: None)
+    return _sweep(storage, queue, message_id, lambda e: None)

@@ -100,7 +100,7 @@ def issue_worker_sas(storage: Storage, role: str, instance: str, hours: float) -
             for c, p in containers.items()
         },
         blobs={
-            f"{c}/{b}": SecretStr(
+            Names.blob_address(c, b): SecretStr(
                 generate_blob_sas(
                     account, c, b, account_key=key, permission=p, expiry=expiry, start=start
                 )

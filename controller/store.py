@@ -1,10 +1,9 @@
-"""Run records in blob storage, changed only by ETag-guarded read-modify-write.
+"""Run records in blob storage, changed only by ETag-guarded read-modify-write
+(:func:`~rolecall.storage.documents.update_document`).
 
 Several controllers (a service and an operator's ``rolecall wait``) may fold events into the
-same run at once. Each change is a pure function of the record, applied to the version just
-read and written only if nobody wrote in between (If-Match); on a conflict it is re-applied to
-the fresh version. Nothing is lost and nothing is counted twice, provided the function is
-idempotent, which the fold is.
+same run at once. A change that loses the race is re-applied to the fresh version, so it must
+be idempotent, which the fold is: nothing is lost and nothing is counted twice.
 """
 
 from __future__ import annotations
@@ -15,11 +14,12 @@ from contextlib import contextmanager
 from datetime import datetime
 
 from rolecall.schemas.base import utcnow
-from rolecall.schemas.codec import decode_document, encode_document
-from rolecall.schemas.errors import ConcurrencyConflict, NotFound, UnknownRun
+from rolecall.schemas.codec import encode_document
+from rolecall.schemas.errors import NotFound, UnknownRun
 from rolecall.schemas.names import Names
 from rolecall.schemas.records import RunRecord, TargetState
 from rolecall.storage.clients import Storage
+from rolecall.storage.documents import read_document, update_document
 
 MAX_CONFLICT_RETRIES = 50
 #: longest a dispatch may take before another controller can take over (1,000 sends: ~3 s)
@@ -37,13 +37,10 @@ class RunStore:
         self.container = storage.names.state_container
 
     def load(self, run_id: str) -> tuple[RunRecord, str]:
-        try:
-            blob = self.storage.get_blob(self.container, Names.run_blob(run_id))
-        except NotFound as e:
-            raise UnknownRun(
-                f"no run {run_id!r} in namespace {self.storage.names.namespace}"
-            ) from e
-        return decode_document(blob.data, RunRecord), blob.etag
+        found = read_document(self.storage, self.container, Names.run_blob(run_id), RunRecord)
+        if found is None:
+            raise self._unknown(run_id)
+        return found
 
     def get(self, run_id: str) -> RunRecord:
         return self.load(run_id)[0]
@@ -66,45 +63,51 @@ class RunStore:
         create: Callable[[], RunRecord] | None = None,
         before_write: Callable[[RunRecord, RunRecord], None] | None = None,
     ) -> RunRecord:
-        """Apply ``change`` until it lands on the current version.
+        """Apply ``change`` until it lands on the current version (``update_document``).
 
-        ``before_write(old, new)`` runs after ``change`` and before the conditional write:
-        dispatch sends messages there, so a crash can duplicate a message but never record
-        a dispatch that did not happen.
+        ``create()`` makes the record if there is none; without it a missing run is
+        UnknownRun. ``before_write(old, new)`` runs after ``change`` and before the
+        conditional write: dispatch sends messages there, so a crash can duplicate a message
+        but never record a dispatch that did not happen.
         """
-        for _ in range(MAX_CONFLICT_RETRIES):
-            try:
-                current, etag = self.load(run_id)
-            except UnknownRun:
-                if create is None:
-                    raise
-                current, etag = create(), None  # type: ignore[assignment]
-            new = change(current)
-            if new == current and etag is not None:
-                return current
-            if before_write is not None:
-                before_write(current, new)
-            new = new.model_copy(update={"updated_at": utcnow()})
-            try:
-                self.storage.put_blob(
-                    self.container,
-                    Names.run_blob(run_id),
-                    encode_document(new),
-                    etag=etag,
-                    create_only=etag is None,
-                    metadata=_metadata(new),
-                )
-            except ConcurrencyConflict:
-                continue
-            return new
-        raise ConcurrencyConflict(f"run {run_id} changed {MAX_CONFLICT_RETRIES} times under us")
+        base: RunRecord | None = None  # what change was last applied to: stored or created
+
+        def apply(stored: RunRecord | None) -> RunRecord:
+            nonlocal base
+            if stored is not None:
+                base = stored
+            elif create is not None:
+                base = create()
+            else:
+                raise self._unknown(run_id)
+            return change(base)
+
+        def announce(_: RunRecord | None, new: RunRecord) -> None:
+            if before_write is not None and base is not None:
+                before_write(base, new)
+
+        return update_document(
+            self.storage,
+            self.container,
+            Names.run_blob(run_id),
+            RunRecord,
+            apply,
+            before_write=announce,
+            stamp=lambda run: run.model_copy(update={"updated_at": utcnow()}),
+            metadata=_metadata,
+            attempts=MAX_CONFLICT_RETRIES,
+            gave_up=f"run {run_id} changed {MAX_CONFLICT_RETRIES} times under us",
+        )
+
+    def _unknown(self, run_id: str) -> UnknownRun:
+        return UnknownRun(f"no run {run_id!r} in namespace {self.storage.names.namespace}")
 
     @contextmanager
     def dispatch_lock(self, run_id: str) -> Iterator[bool]:
-        """Serialise dispatch of one run across controllers: a 30 s blob lease on
-        ``runs/<id>.lock``. Yields False if another controller is dispatching right now
-        (it will send what is due; a later fold or sweep catches anything it missed)."""
-        path = f"runs/{run_id}.lock"
+        """Serialise dispatch of one run across controllers: a 30 s lease on its
+        :meth:`~Names.run_lock_blob`. Yields False if another controller is dispatching right
+        now (it will send what is due; a later fold or sweep catches anything it missed)."""
+        path = Names.run_lock_blob(run_id)
         lease = self.storage.try_lease(self.container, path, DISPATCH_LOCK_S)
         try:
             yield lease is not None
@@ -116,13 +119,16 @@ class RunStore:
         """Run ids; ``active_only`` keeps runs that may still need dispatching (one List
         Blobs call: the state is in each blob's metadata)."""
         try:
-            items = self.storage.list_blobs(self.container, "runs/", metadata=active_only)
+            items = self.storage.list_blobs(
+                self.container, Names.runs_prefix(), metadata=active_only
+            )
         except NotFound:
             return []
         return [
-            i.name[len("runs/") : -len(".json")]
+            run_id
             for i in items
-            if i.name.endswith(".json") and (not active_only or i.metadata.get("active") == "1")
+            if (run_id := Names.run_id_of_blob(i.name)) is not None
+            and (not active_only or i.metadata.get("active") == "1")
         ]
 
 

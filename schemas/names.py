@@ -138,16 +138,51 @@ class Names:
         return f"instances/{name_key(role)}/{name_key(instance)}.json"
 
     @staticmethod
+    def role_key_of_instance_blob(blob: str) -> str:
+        """The role key of a blob listed under :meth:`instances_prefix`."""
+        return blob.split("/")[1]
+
+    @staticmethod
     def history_blob(role: str, instance: str) -> str:
         return f"history/{name_key(role)}/{name_key(instance)}.json"
+
+    @staticmethod
+    def runs_prefix() -> str:
+        return "runs/"
 
     @staticmethod
     def run_blob(run_id: str) -> str:
         return f"runs/{run_id}.json"
 
     @staticmethod
+    def run_id_of_blob(blob: str) -> str | None:
+        """The run a blob listed under :meth:`runs_prefix` records; None for its neighbours
+        (dispatch locks)."""
+        if blob.startswith("runs/") and blob.endswith(".json"):
+            return blob[len("runs/") : -len(".json")]
+        return None
+
+    @staticmethod
+    def run_lock_blob(run_id: str) -> str:
+        """Leased while a controller dispatches the run. Beside the record, not the record
+        itself: a lease on the record would block every fold into it too."""
+        return f"runs/{run_id}.lock"
+
+    @staticmethod
     def log_blob(run_id: str, job_id: str, instance: str, attempt: int) -> str:
         return f"{run_id}/{job_id}/{name_key(instance)}/{attempt}.log"
+
+    @staticmethod
+    def blob_address(container: str, path: str) -> str:
+        """One string for a blob, as a completion names its log and a SAS bundle keys a
+        blob's token."""
+        return f"{container}/{path}"
+
+    @staticmethod
+    def split_blob_address(address: str) -> tuple[str, str]:
+        """(container, path) of a :meth:`blob_address`: container names have no slash."""
+        container, path = address.split("/", 1)
+        return container, path
 
     # --- ids derived from names --------------------------------------------------------
 

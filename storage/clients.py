@@ -15,7 +15,6 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from azure.core.credentials import AzureSasCredential
-from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob import BlobServiceClient, ContainerClient
 from azure.storage.queue import QueueClient, QueueServiceClient
 
@@ -157,7 +156,7 @@ class Storage:
 
     def blob(self, container: str, path: str) -> BlobClient:
         if self._bundle is not None:
-            token = self._bundle.blobs.get(f"{container}/{path}")
+            token = self._bundle.blobs.get(Names.blob_address(container, path))
             if token is not None:
                 from azure.storage.blob import BlobClient
 
@@ -183,11 +182,12 @@ class Storage:
             call(f"create queue {name}", self.queue(name).create_queue)
         except AccessDenied:
             return  # least-privilege identities may not create; the deployment did
-        except RolecallError as e:
-            if "QueueAlreadyExists" not in e.message and e.reason != "conflict":
-                raise
-        except ResourceExistsError:
-            pass
+        except ConcurrencyConflict:
+            # It exists: the service answers 204 (409 if its metadata differs) and the SDK
+            # raises ResourceExistsError(QueueAlreadyExists) for both, which retry.translate
+            # makes a ConcurrencyConflict. A queue being deleted is a 409 too; its next use
+            # says so.
+            return
 
     def ensure_containers(self) -> None:
         if self._bundle is not None:
@@ -197,11 +197,8 @@ class Storage:
                 call(f"create container {name}", self.container(name).create_container)
             except AccessDenied:
                 return  # least-privilege identities may not create; the deployment did
-            except RolecallError as e:
-                if e.reason != "conflict":
-                    raise
-            except ResourceExistsError:
-                pass
+            except ConcurrencyConflict:
+                continue  # 409 ContainerAlreadyExists
 
     # --- queue operations --------------------------------------------------------------
 
@@ -260,6 +257,11 @@ class Storage:
             r.next_visible_on,
             msg.inserted_on,
         )
+
+    def release(self, msg: Message) -> None:
+        """Give a claimed message back: visible again at once, to anyone (its dequeue count
+        stays raised). Raises LeaseLost if the claim had already lapsed or moved on."""
+        self.extend(msg, 0)
 
     def delete(self, msg: Message) -> bool:
         """Delete a claimed message. False if it was already gone (a retried delete)."""

@@ -105,18 +105,36 @@ def transient_retry(
     )
 
 
-_DEFAULT = transient_retry()
+class RetryPolicy:
+    """How long one storage call keeps retrying transient failures before it gives up.
+
+    The agent and the controller are patient (:data:`PATIENT`, about half a minute): a storage
+    blip should cost a delay, not a job. A diagnostic is not (:data:`QUICK`): minutes of
+    patience would make a dead endpoint look like a hung command.
+    """
+
+    def __init__(self, attempts: int = 6, max_delay: float = 30.0, max_wait: float = 4.0) -> None:
+        self._retry = transient_retry(attempts, max_delay, max_wait)
+
+    def call(self, what: str, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run one storage call with transient retries and translated errors."""
+        try:
+            return self._retry(fn)(*args, **kwargs)
+        except StorageError:
+            raise
+        except Exception as exc:
+            if isinstance(azure_error(exc), AzureError):
+                raise translate(exc, what) from exc
+            if isinstance(exc, (ConnectionError, TimeoutError)):
+                raise translate(exc, what) from exc
+            raise
+
+
+PATIENT = RetryPolicy()
+#: one quick retry, within five seconds
+QUICK = RetryPolicy(attempts=2, max_delay=5.0, max_wait=1.0)
 
 
 def call(what: str, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
-    """Run one storage call with transient retries and translated errors."""
-    try:
-        return _DEFAULT(fn)(*args, **kwargs)
-    except StorageError:
-        raise
-    except Exception as exc:
-        if isinstance(azure_error(exc), AzureError):
-            raise translate(exc, what) from exc
-        if isinstance(exc, (ConnectionError, TimeoutError)):
-            raise translate(exc, what) from exc
-        raise
+    """Run one storage call with the patient policy (``QUICK.call`` for the impatient)."""
+    return PATIENT.call(what, fn, *args, **kwargs)

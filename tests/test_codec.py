@@ -9,7 +9,12 @@ import pytest
 from pydantic import BaseModel
 
 from rolecall.schemas import EventBatch, JobEnvelope, decode_message, encode_message
-from rolecall.schemas.codec import MAX_MESSAGE_BYTES, decode_document, encode_document
+from rolecall.schemas.codec import (
+    MAX_MESSAGE_BYTES,
+    decode_document,
+    encode_document,
+    encode_message_data,
+)
 from rolecall.schemas.errors import ContractError, MessageTooLarge, UnknownSchemaVersion
 from tests.factories import completion, every_model, job
 
@@ -43,6 +48,15 @@ def test_message_just_under_the_limit_is_accepted() -> None:
         except MessageTooLarge:
             break
         assert len(text) <= MAX_MESSAGE_BYTES
+
+
+def test_a_message_built_as_json_is_encoded_like_its_model() -> None:
+    model = job()
+    data = model.model_dump(mode="json", exclude_none=True)
+    assert encode_message_data(data) == encode_message(model)
+    with pytest.raises(MessageTooLarge) as e:
+        encode_message_data({**data, "padding": "é" * MAX_MESSAGE_BYTES}, "job for web-0")
+    assert str(e.value).startswith("job for web-0 is ") and "65,536" in str(e.value)
 
 
 def b64(obj: object) -> str:

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from rolecall.controller import fold
 from rolecall.controller.fold import EventFolder
 from rolecall.controller.store import RunStore
 from rolecall.schemas import EventBatch, RunMode, RunRecord, TargetResult, encode_message, utcnow
+from rolecall.schemas.codec import decode_document, encode_document
+from rolecall.schemas.errors import ConcurrencyConflict
 from rolecall.schemas.names import Names
-from rolecall.storage.clients import Storage
+from rolecall.schemas.records import InstanceHistory
+from rolecall.schemas.settings import StorageSettings
+from rolecall.storage.clients import BlobData, Storage
 from tests.factories import completion, hello
 from tests.fleet import Fleet, Ledger, Operator, cli, cli_json, wait_for
 
@@ -49,6 +56,42 @@ def test_an_event_folded_twice_changes_nothing(storage: Storage) -> None:
     )
     run = RunStore(storage).get("r1")
     assert run.targets["web-0"].attempts == 1 and run.count("ok") == 1
+
+
+class RivalController(Storage):
+    """Real storage, beside another controller that rewrites every instance history just
+    after we read it: each of our If-Match writes loses the race."""
+
+    def get_blob(self, container: str, path: str) -> BlobData:
+        blob = super().get_blob(container, path)
+        if path.startswith("history/"):
+            self.put_blob(container, path, blob.data)  # the same bytes, a new ETag
+        return blob
+
+
+def test_a_hello_whose_history_keeps_changing_stays_queued_and_is_folded_later(
+    storage: Storage, settings: StorageSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage.ensure_queue(storage.names.events_queue)
+    path = Names.history_blob("web", "web-0")
+    old = InstanceHistory(role="web", instance="web-0").with_hello("inc0", utcnow(), "0.1.0")
+    storage.put_blob(storage.names.state_container, path, encode_document(old))
+    storage.send(
+        storage.names.events_queue, encode_message(EventBatch(sender="web-0", events=[hello()]))
+    )
+    monkeypatch.setattr(fold, "EVENTS_LEASE_S", 1)  # so the kept message comes back soon
+
+    with pytest.raises(ConcurrencyConflict):
+        EventFolder(RivalController(settings)).fold_once()
+    assert storage.approximate_count(storage.names.events_queue) == 1, "the event was kept"
+
+    folder = EventFolder(storage)  # the rival has gone quiet
+    wait_for(lambda: folder.fold_once().hellos, what="the hello to be folded again")
+    history = decode_document(
+        storage.get_blob(storage.names.state_container, path).data, InstanceHistory
+    )
+    assert [i.incarnation for i in history.incarnations] == ["inc0", "inc1"]
+    assert storage.approximate_count(storage.names.events_queue) == 0
 
 
 def test_malformed_events_are_poisoned_and_do_not_block_the_rest(storage: Storage) -> None:

@@ -84,3 +84,20 @@ def test_every_queue_name_is_distinct_across_kinds(raws: list[str]) -> None:
         queues += [n.role_queue(r), n.instance_queue(r)]
     queues += [n.poison_queue(q) for q in list(queues)]
     assert len(set(queues)) == len(queues)
+
+
+@given(realistic)
+def test_blob_paths_read_back_to_what_built_them(raw: str) -> None:
+    """Listings are parsed with the same module that names the blobs."""
+    run_id = Names.baseline_run_id(raw, 3)
+    assert Names.run_id_of_blob(Names.run_blob(run_id)) == run_id
+    assert Names.run_blob(run_id).startswith(Names.runs_prefix())
+    assert Names.run_lock_blob(run_id).startswith(Names.runs_prefix())
+    assert Names.run_id_of_blob(Names.run_lock_blob(run_id)) is None, "a lock is not a run"
+    assert Names.role_key_of_instance_blob(Names.instance_blob(raw, "web-0")) == name_key(raw)
+    n = Names()
+    address = Names.blob_address(n.logs_container, Names.log_blob(run_id, "j", raw, 1))
+    assert Names.split_blob_address(address) == (
+        n.logs_container,
+        Names.log_blob(run_id, "j", raw, 1),
+    )

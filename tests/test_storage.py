@@ -46,6 +46,18 @@ def test_released_message_is_redelivered_with_a_higher_dequeue_count(storage: St
     assert (m.dequeue_count, again.dequeue_count) == (1, 2)
 
 
+def test_a_released_message_is_visible_at_once_and_its_receipt_dies(storage: Storage) -> None:
+    q = storage.names.role_queue("web")
+    storage.ensure_queue(q)
+    storage.send(q, "x")
+    (m,) = storage.receive(q, max_messages=1, visibility_s=300)
+    storage.release(m)
+    (again,) = storage.receive(q, max_messages=1, visibility_s=300)
+    assert again.id == m.id
+    with pytest.raises(LeaseLost):
+        storage.release(m)  # the first claim's receipt died with the release
+
+
 def test_etag_guarded_write_loses_a_race(storage: Storage) -> None:
     c = storage.names.state_container
     etag = storage.put_blob(c, "runs/r.json", b"{}")

@@ -277,16 +277,9 @@ def _guarded(report: Report, what: str, probe: Callable[[], None]) -> None:
 def _once(what: str, fn: Callable[[], T]) -> T:
     """One storage call with a single quick retry: the agent's own policy (minutes of
     patience) would make a dead endpoint look like a hung check."""
-    from azure.core.exceptions import AzureError
+    from rolecall.storage.retry import QUICK
 
-    from rolecall.storage.retry import azure_error, transient_retry, translate
-
-    try:
-        return transient_retry(attempts=2, max_delay=5.0, max_wait=1.0)(fn)()
-    except Exception as e:
-        if isinstance(azure_error(e), AzureError) or isinstance(e, OSError):
-            raise translate(e, what) from e
-        raise
+    return QUICK.call(what, fn)
 
 
 def _credential(settings: WorkerSettings, identity: Identity | None, report: Report) -> None:

@@ -251,3 +251,22 @@ def test_the_issuer_falls_back_when_the_user_is_unknown(monkeypatch: pytest.Monk
 
         monkeypatch.setattr(getpass, "getuser", unknown)
         assert default_issuer() == "rolecall"
+
+
+def test_names_reads_the_namespace_like_every_command(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`rolecall names` needs no storage account, but it must agree with the commands that do:
+    a namespace from the file ROLECALL_CONFIG names counts."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from rolecall.cli import app
+
+    cfg = tmp_path / "rolecall.toml"
+    cfg.write_text('namespace = "fromfile"\n')
+    monkeypatch.setenv("ROLECALL_CONFIG", str(cfg))
+    r = CliRunner().invoke(app, ["names", "web", "-o", "json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["role_queue"] == "fromfile-role-web"

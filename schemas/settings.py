@@ -1,4 +1,5 @@
-"""Settings shared by every rolecall process: where the storage account is and how to reach it.
+"""Settings shared by every rolecall process: where the storage account is, how to reach it,
+and how the process logs (``rolecall/logs.py``).
 
 Precedence, highest first: explicit values (CLI flags), environment variables, the config
 file (``--config`` / ``ROLECALL_CONFIG``: TOML, JSON or YAML, see ``config_file.py``),
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -26,6 +28,10 @@ from rolecall.schemas.errors import ConfigError
 from rolecall.schemas.names import DEFAULT_NAMESPACE, Names, check_namespace
 
 ENV_PREFIX = "ROLECALL_"
+
+LogLevel = Literal["debug", "info", "warning", "error", "critical"]
+#: ``auto``: readable text when stderr is a terminal, JSON lines otherwise (a service).
+LogFormat = Literal["auto", "json", "text"]
 
 
 class AuthMode(str, Enum):
@@ -59,10 +65,18 @@ class StorageSettings(BaseSettings):
     namespace: str = DEFAULT_NAMESPACE
     request_timeout_s: float = Field(default=20.0, gt=0)
 
+    log_level: LogLevel = "info"
+    log_format: LogFormat = "auto"
+
     @field_validator("namespace")
     @classmethod
     def _namespace(cls, v: str) -> str:
         return check_namespace(v)
+
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _lower_case(cls, v: object) -> object:
+        return v.lower() if isinstance(v, str) else v  # ROLECALL_LOG_LEVEL=INFO is fine
 
     @classmethod
     def settings_customise_sources(

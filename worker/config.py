@@ -59,6 +59,5 @@ class WorkerSettings(StorageSettings):
     # trust: from the environment a JSON list, ROLECALL_TRUSTED_KEYS='["/etc/rolecall/a.pub"]'
     trusted_keys: list[Path] = Field(default_factory=list)
 
-    # observability
-    log_level: str = "INFO"
+    # observability (log_level and log_format are shared: schemas/settings.py)
     stats_file: Path | None = None

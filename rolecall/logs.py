@@ -63,8 +63,16 @@ class _Formatter(logging.Formatter):
         self.context = dict(context or {})
 
     def fields(self, record: logging.LogRecord) -> dict[str, object]:
-        found = {k: getattr(record, k) for k in FIELDS if hasattr(record, k)}
+        found = {k: _plain(getattr(record, k)) for k in FIELDS if hasattr(record, k)}
         return {**self.context, **found}
+
+
+def _plain(value: object) -> object:
+    """A field as JSON has always written it: numbers as numbers, a str-valued enum (an
+    ``Outcome``) as its value, anything else as its str."""
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    return str.__str__(value) if isinstance(value, str) else str(value)
 
 
 class JsonFormatter(_Formatter):
@@ -81,13 +89,9 @@ class JsonFormatter(_Formatter):
         if record.exc_info:
             line["error"] = self.formatException(record.exc_info)
         secrets = SECRETS.snapshot()
-        return json.dumps({k: _scrubbed(v, secrets) for k, v in line.items()})
-
-
-def _scrubbed(value: object, secrets: list[str]) -> object:
-    if value is None or isinstance(value, (bool, int, float)):
-        return value
-    return redact(str(value), secrets)
+        return json.dumps(
+            {k: redact(v, secrets) if isinstance(v, str) else v for k, v in line.items()}
+        )
 
 
 class TextFormatter(_Formatter):

@@ -15,7 +15,7 @@ import pytest
 
 from rolecall import logs
 from rolecall.devtools.waiting import wait_for
-from rolecall.schemas import EventBatch, encode_message
+from rolecall.schemas import EventBatch, Outcome, encode_message
 from rolecall.storage.clients import Storage
 from tests.factories import hello
 from tests.fleet import ROLECALL
@@ -46,9 +46,8 @@ def emit(fmt: str, secret: str) -> str:
     try:
         raise RuntimeError(f"cannot connect with AccountName=a;AccountKey={KEY} as {secret}")
     except RuntimeError:
-        log.exception(
-            "job failed using %s", secret, extra={"job_id": "r1.any", "run_id": "r1", "attempt": 2}
-        )
+        extra = {"job_id": "r1.any", "run_id": "r1", "attempt": 2, "outcome": Outcome.FAILED}
+        log.exception("job failed using %s", secret, extra=extra)
     return out.getvalue()
 
 
@@ -59,6 +58,7 @@ def test_both_formats_redact_account_keys_and_registered_secrets(fmt: str) -> No
     assert "job failed using" in out and "RuntimeError" in out
     assert KEY not in out and secret not in out
     assert "AccountKey=***" in out
+    assert "outcome" in out and "Outcome.FAILED" not in out
 
 
 def test_json_lines_keep_the_fields_tests_and_the_simulator_read() -> None:
@@ -68,6 +68,7 @@ def test_json_lines_keep_the_fields_tests_and_the_simulator_read() -> None:
     assert record["level"] == "error" and record["logger"] == "rolecall.worker"
     assert {k: record[k] for k in WORKER} == WORKER
     assert (record["job_id"], record["run_id"], record["attempt"]) == ("r1.any", "r1", 2)
+    assert record["outcome"] == "failed"  # an Outcome, written as its value
     assert "Traceback" in record["error"] and KEY not in record["error"]
     assert '"job_id": "r1.any"' in line  # tests search the raw text for this spelling
 

@@ -178,10 +178,7 @@ def names(
     output: Output = "table",
 ) -> None:
     """Print the storage names for a role (and instance), for templates and scripts."""
-    from rolecall.schemas.names import Names
-
-    n = ctx_of(ctx).settings.names if ctx_of(ctx).config or ctx_of(ctx).namespace else None
-    n = n or Names(ctx_of(ctx).namespace or _env_namespace())
+    n = ctx_of(ctx).settings.names  # flag, ROLECALL_NAMESPACE or the config file; no account
     data = {
         "namespace": n.namespace,
         "role_queue": n.role_queue(role),
@@ -204,11 +201,3 @@ def names(
     else:
         for k, v in data.items():
             typer.echo(f"{k:22} {v}")
-
-
-def _env_namespace() -> str:
-    import os
-
-    from rolecall.schemas.names import DEFAULT_NAMESPACE
-
-    return os.environ.get("ROLECALL_NAMESPACE", DEFAULT_NAMESPACE)

@@ -8,16 +8,20 @@ from pathlib import Path
 
 from pydantic import Field
 
-from rolecall.schemas.settings import StorageSettings, env_alias
+from rolecall.schemas.settings import StorageSettings
 
 
 def default_issuer() -> str:
+    """``user@host`` for run records; ``rolecall`` when the process has no user name, as in a
+    container running under a uid with no passwd entry."""
     try:
         return f"{getpass.getuser()}@{socket.gethostname()}"
-    except Exception:
+    # getuser: OSError from Python 3.13; before it, KeyError from pwd for an unknown uid and
+    # ImportError where there is no pwd module (Windows without USERNAME). gethostname: OSError.
+    except (OSError, KeyError, ImportError):
         return "rolecall"
 
 
 class ControllerSettings(StorageSettings):
-    signing_key: Path | None = Field(default=None, validation_alias=env_alias("signing_key"))
-    issuer: str = Field(default_factory=default_issuer, validation_alias=env_alias("issuer"))
+    signing_key: Path | None = None
+    issuer: str = Field(default_factory=default_issuer)

@@ -7,7 +7,7 @@ import functools
 import json
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
@@ -36,6 +36,9 @@ EXIT_TIMEOUT = 3  # wait gave up before the run finished
 class Ctx:
     config: Path | None = None
     namespace: str | None = None
+    #: a subcommand's own setting flags, set before ``settings`` is first read; like the root
+    #: flags they are explicit values, so they beat environment and config file
+    flags: dict[str, Any] = field(default_factory=dict)
     _console: Console | None = None
     _storage: Storage | None = None
     _settings: ControllerSettings | None = None
@@ -53,7 +56,7 @@ class Ctx:
         from rolecall.controller.config import ControllerSettings
 
         if self._settings is None:
-            flags: dict[str, Any] = {"config_file": self.config, "namespace": self.namespace}
+            flags = {"config_file": self.config, "namespace": self.namespace, **self.flags}
             self._settings = ControllerSettings(**{k: v for k, v in flags.items() if v})
         return self._settings
 

@@ -33,6 +33,7 @@ def serve(
     storage.ensure_containers()
     storage.ensure_queue(storage.names.events_queue)
     next_sweep = 0.0
+    log.info("folding events of namespace %s", storage.names.namespace)
     while not stop.is_set():
         try:
             if time.monotonic() >= next_sweep:
@@ -51,3 +52,4 @@ def serve(
             backoff.busy()
         else:
             stop.wait(backoff.idle())
+    log.info("stopped")

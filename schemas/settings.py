@@ -1,8 +1,11 @@
-"""Settings shared by every rolecall process: where the storage account is and how to reach it.
+"""Settings shared by every rolecall process: where the storage account is, how to reach it,
+and how the process logs (``rolecall/logs.py``).
 
 Precedence, highest first: explicit values (CLI flags), environment variables, the config
-file (``--config`` / ``ROLECALL_CONFIG``: TOML, JSON or YAML), defaults. Credentials are
-``SecretStr`` so they never show in ``repr``, logs or tracebacks.
+file (``--config`` / ``ROLECALL_CONFIG``: TOML, JSON or YAML, see ``config_file.py``),
+defaults. Every field is read from ``ROLECALL_<FIELD>`` (pydantic-settings' ``env_prefix``;
+lists such as ``ROLECALL_TRUSTED_KEYS`` are JSON) and from the config-file key ``<field>``.
+Credentials are ``SecretStr`` so they never show in ``repr``, logs or tracebacks.
 
 Exactly one way of authenticating is used, chosen in this order:
 
@@ -13,23 +16,22 @@ Exactly one way of authenticating is used, chosen in this order:
 
 from __future__ import annotations
 
-import json
-import sys
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
-from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from rolecall.schemas.config_file import ConfigFileSource
 from rolecall.schemas.errors import ConfigError
 from rolecall.schemas.names import DEFAULT_NAMESPACE, Names, check_namespace
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib  # type: ignore[import-not-found,no-redef,unused-ignore]
+ENV_PREFIX = "ROLECALL_"
+
+LogLevel = Literal["debug", "info", "warning", "error", "critical"]
+#: ``auto``: readable text when stderr is a terminal, JSON lines otherwise (a service).
+LogFormat = Literal["auto", "json", "text"]
 
 
 class AuthMode(str, Enum):
@@ -38,33 +40,43 @@ class AuthMode(str, Enum):
     IDENTITY = "identity"
 
 
-def env_alias(name: str, *env: str) -> AliasChoices:
-    return AliasChoices(name, f"ROLECALL_{name.upper()}", *env)
-
-
 class StorageSettings(BaseSettings):
-    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
-
-    config_file: Path | None = Field(
-        default=None, validation_alias=env_alias("config", "config_file")
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        extra="ignore",
+        # flags and file keys use field names; validation aliases name environment variables
+        populate_by_name=True,
     )
+
+    # The two variables that are not ROLECALL_<FIELD>. A validation alias replaces the
+    # prefixed name as an environment variable; populate_by_name brings ROLECALL_CONFIG_FILE
+    # back, and ROLECALL_CONNECTION_STRING is listed so it keeps beating the Azure variable.
+    config_file: Path | None = Field(default=None, validation_alias=f"{ENV_PREFIX}CONFIG")
     connection_string: SecretStr | None = Field(
         default=None,
-        validation_alias=env_alias("connection_string", "AZURE_STORAGE_CONNECTION_STRING"),
+        validation_alias=AliasChoices(
+            f"{ENV_PREFIX}CONNECTION_STRING", "AZURE_STORAGE_CONNECTION_STRING"
+        ),
     )
-    account_name: str | None = Field(default=None, validation_alias=env_alias("account_name"))
-    blob_endpoint: str | None = Field(default=None, validation_alias=env_alias("blob_endpoint"))
-    queue_endpoint: str | None = Field(default=None, validation_alias=env_alias("queue_endpoint"))
-    sas_file: Path | None = Field(default=None, validation_alias=env_alias("sas_file"))
-    namespace: str = Field(default=DEFAULT_NAMESPACE, validation_alias=env_alias("namespace"))
-    request_timeout_s: float = Field(
-        default=20.0, gt=0, validation_alias=env_alias("request_timeout_s")
-    )
+    account_name: str | None = None
+    blob_endpoint: str | None = None
+    queue_endpoint: str | None = None
+    sas_file: Path | None = None
+    namespace: str = DEFAULT_NAMESPACE
+    request_timeout_s: float = Field(default=20.0, gt=0)
+
+    log_level: LogLevel = "info"
+    log_format: LogFormat = "auto"
 
     @field_validator("namespace")
     @classmethod
     def _namespace(cls, v: str) -> str:
         return check_namespace(v)
+
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _lower_case(cls, v: object) -> object:
+        return v.lower() if isinstance(v, str) else v  # ROLECALL_LOG_LEVEL=INFO is fine
 
     @classmethod
     def settings_customise_sources(
@@ -103,42 +115,3 @@ class StorageSettings(BaseSettings):
             raise ConfigError("identity and SAS modes need ROLECALL_ACCOUNT_NAME or both endpoints")
         a = self.account_name
         return f"https://{a}.blob.core.windows.net", f"https://{a}.queue.core.windows.net"
-
-
-_CONFIG_KEYS = ("config_file", "config", "rolecall_config")
-
-
-class ConfigFileSource(PydanticBaseSettingsSource):
-    """Reads the file named by ``config_file`` from an earlier source (flag or env)."""
-
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        return None, field_name, False  # unused: __call__ returns the whole mapping
-
-    def __call__(self) -> dict[str, Any]:
-        state = {k.lower(): v for k, v in self.current_state.items()}
-        path = next((state[k] for k in _CONFIG_KEYS if state.get(k)), None)
-        if not path:
-            return {}
-        return load_config_file(Path(path))
-
-
-def load_config_file(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from e
-    try:
-        if path.suffix == ".toml":
-            data: Any = tomllib.loads(text)
-        elif path.suffix in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text)
-        else:
-            data = json.loads(text)
-    except Exception as e:
-        raise ConfigError(f"config file {path} is not valid {path.suffix or 'JSON'}: {e}") from e
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of settings")
-    data.pop("config_file", None)
-    return {str(k).replace("-", "_"): v for k, v in data.items()}

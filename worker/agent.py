@@ -15,6 +15,7 @@ import subprocess
 import time
 from collections.abc import Callable
 
+from rolecall import logs
 from rolecall.schemas import __version__
 from rolecall.schemas.base import utcnow
 from rolecall.schemas.codec import encode_document
@@ -24,7 +25,6 @@ from rolecall.schemas.names import Names
 from rolecall.schemas.records import InstanceRecord, InstanceState
 from rolecall.storage.backoff import IdleBackoff
 from rolecall.storage.clients import Storage
-from rolecall.worker import logs
 from rolecall.worker.baseline import BaselineApplier, BaselineStatus
 from rolecall.worker.claim import Claim
 from rolecall.worker.config import WorkerSettings

@@ -53,6 +53,9 @@ def worker(
         list[Path] | None, Opt(help="Trusted controller public key (repeatable).")
     ] = None,
     log_level: Annotated[str | None, Opt(help="debug, info, warning, error.")] = None,
+    log_format: Annotated[
+        str | None, Opt(help="json, text, or auto (default): text on a terminal, else JSON.")
+    ] = None,
     stats_file: Annotated[
         Path | None, Opt(help="Write storage transaction counts here on exit.")
     ] = None,
@@ -67,6 +70,7 @@ def worker(
 
       rolecall worker --use-imds --check       # at image-bake time: verify, claim nothing
     """
+    from rolecall import logs
     from rolecall.schemas.errors import RolecallError
     from rolecall.worker.config import WorkerSettings
     from rolecall.worker.shutdown import ExitCode
@@ -79,10 +83,13 @@ def worker(
         "namespace": namespace, "use_imds": use_imds, "imds_endpoint": imds_endpoint,
         "lease_s": lease_s, "poll_max_s": poll_max_s, "heartbeat_s": heartbeat_s,
         "grace_s": grace_s, "reboot_command": reboot_command, "trusted_keys": trusted_key,
-        "log_level": log_level, "stats_file": stats_file,
+        "log_level": log_level, "log_format": log_format, "stats_file": stats_file,
     }  # fmt: skip
     try:
         settings = WorkerSettings(**{k: v for k, v in flags.items() if v is not None})
+        # now, so identity and storage set-up log in the chosen format; the agent adds its
+        # identity to every line once it knows it
+        logs.configure(settings.log_level, fmt=settings.log_format)
         if check:  # image-bake check (worker/check.py): runs no Agent, so nothing is claimed
             from rolecall.worker.check import run_check
 

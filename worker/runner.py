@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rolecall.logs import SECRETS
 from rolecall.schemas.base import TAIL_CHARS
 from rolecall.schemas.baseline import RebootPolicy
 from rolecall.schemas.errors import ConcurrencyConflict, ExecutionError, StorageError
@@ -28,7 +29,6 @@ from rolecall.worker import executor
 from rolecall.worker.archive import extract, safe_member_path
 from rolecall.worker.config import WorkerSettings
 from rolecall.worker.identity import Identity
-from rolecall.worker.logs import SECRETS
 from rolecall.worker.output import JobOutput
 from rolecall.worker.payloads import PayloadCache
 from rolecall.worker.state import LocalState

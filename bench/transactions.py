@@ -19,6 +19,7 @@ from collections import Counter
 from bench.core import TRUE_SH, Sandbox, Section, Size, sandbox
 from bench.rc import EventReader, read_stats, register_instance
 from rolecall.controller.fold import EventFolder
+from rolecall.controller.published import PublishedPayloads
 from rolecall.controller.runs import RunRequest, start_run
 from rolecall.schemas.records import RunMode
 from rolecall.storage.meter import Meter
@@ -63,8 +64,11 @@ def run(size: Size) -> Section:
         script = box.root / "true.sh"
         script.write_bytes(TRUE_SH)
 
+        # as the CLI does: the payload is checked for once, then remembered
+        published = PublishedPayloads(None, st.blob_endpoint)
         for _ in range(n):
-            start_run(st, RunRequest(role=ROLE, script=script, mode=RunMode.ANY))
+            req = RunRequest(role=ROLE, script=script, mode=RunMode.ANY)
+            start_run(st, req, published=published)
         dispatch = Counter(meter.snapshot())
         meter.reset()
 

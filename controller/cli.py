@@ -30,43 +30,52 @@ def _kv(pairs: list[str] | None, what: str) -> dict[str, str]:
     return out
 
 
+# One alias per option of `run`, so its signature reads as a list of names.
+RunRole = Annotated[str, typer.Argument(help="Role to run on.")]
+Script = Annotated[Path, Opt(help="Script or archive (.zip/.tar.gz) to run.")]
+AnyInstance = Annotated[bool, Opt("--any", help="One job on the role queue; any one instance.")]
+Each = Annotated[bool, Opt("--each", help="One job per live instance of the role.")]
+Instances = Annotated[
+    list[str] | None, Opt("--instance", help="With --each: only these instances.")
+]
+Timeout = Annotated[float, Opt(help="Execution timeout per job, seconds.")]
+Deadline = Annotated[
+    float | None, Opt(help="Refuse the job if not claimed within this many seconds.")
+]
+MaxAttempts = Annotated[int, Opt(help="Attempts before a job is poisoned.")]
+MaxConcurrency = Annotated[str | None, Opt(help="With --each: at most N or P% targets in flight.")]
+MaxErrors = Annotated[
+    str | None, Opt(help="With --each: stop dispatching after more than N or P% errors.")
+]
+Args = Annotated[list[str] | None, Opt("--arg", help="Argument for the script (repeatable).")]
+Env = Annotated[list[str] | None, Opt("--env", help="NAME=VALUE for the job (repeatable).")]
+SecretEnv = Annotated[
+    list[str] | None, Opt("--secret-env", help="NAME=VALUE never logged or echoed.")
+]
+Entrypoint = Annotated[str | None, Opt(help="For archives: the file to start.")]
+Wait = Annotated[bool, Opt("--wait", help="Wait for the run and exit non-zero on failure.")]
+WaitTimeout = Annotated[float | None, Opt(help="With --wait: give up after S seconds.")]
+
+
 @expected_errors
 def run(
     ctx: typer.Context,
-    role: Annotated[str, typer.Argument(help="Role to run on.")],
-    script: Annotated[Path, Opt(help="Script or archive (.zip/.tar.gz) to run.")],
-    any_: Annotated[
-        bool, Opt("--any", help="One job on the role queue; any one instance.")
-    ] = False,
-    each: Annotated[bool, Opt("--each", help="One job per live instance of the role.")] = False,
-    instance: Annotated[
-        list[str] | None, Opt("--instance", help="With --each: only these instances.")
-    ] = None,
-    timeout: Annotated[float, Opt(help="Execution timeout per job, seconds.")] = 600.0,
-    deadline: Annotated[
-        float | None, Opt(help="Refuse the job if not claimed within this many seconds.")
-    ] = None,
-    max_attempts: Annotated[int, Opt(help="Attempts before a job is poisoned.")] = 3,
-    max_concurrency: Annotated[
-        str | None, Opt(help="With --each: at most N or P% targets in flight.")
-    ] = None,
-    max_errors: Annotated[
-        str | None, Opt(help="With --each: stop dispatching after more than N or P% errors.")
-    ] = None,
-    arg: Annotated[
-        list[str] | None, Opt("--arg", help="Argument for the script (repeatable).")
-    ] = None,
-    env: Annotated[
-        list[str] | None, Opt("--env", help="NAME=VALUE for the job (repeatable).")
-    ] = None,
-    secret_env: Annotated[
-        list[str] | None, Opt("--secret-env", help="NAME=VALUE never logged or echoed.")
-    ] = None,
-    entrypoint: Annotated[str | None, Opt(help="For archives: the file to start.")] = None,
-    wait: Annotated[
-        bool, Opt("--wait", help="Wait for the run and exit non-zero on failure.")
-    ] = False,
-    wait_timeout: Annotated[float | None, Opt(help="With --wait: give up after S seconds.")] = None,
+    role: RunRole,
+    script: Script,
+    any_: AnyInstance = False,
+    each: Each = False,
+    instance: Instances = None,
+    timeout: Timeout = 600.0,
+    deadline: Deadline = None,
+    max_attempts: MaxAttempts = 3,
+    max_concurrency: MaxConcurrency = None,
+    max_errors: MaxErrors = None,
+    arg: Args = None,
+    env: Env = None,
+    secret_env: SecretEnv = None,
+    entrypoint: Entrypoint = None,
+    wait: Wait = False,
+    wait_timeout: WaitTimeout = None,
     output: Output = "table",
 ) -> None:
     """Enqueue a configuration run for a role; prints the run id.
@@ -85,22 +94,13 @@ def run(
         raise ConfigError("choose exactly one of --any or --each")
     c = ctx_of(ctx)
     req = RunRequest(
-        role=role,
-        script=script,
-        mode=RunMode.ANY if any_ else RunMode.EACH,
-        instances=instance or [],
-        timeout_s=timeout,
-        deadline_s=deadline,
-        max_attempts=max_attempts,
-        max_concurrency=max_concurrency,
-        max_errors=max_errors,
-        args=arg or [],
-        env=_kv(env, "--env"),
-        secret_env=_kv(secret_env, "--secret-env"),
-        entrypoint=entrypoint,
-        issuer=c.settings.issuer,
-    )
-    record = start_run(c.storage, req, signer=c.signer())
+        role=role, script=script, mode=RunMode.ANY if any_ else RunMode.EACH,
+        instances=instance or [], timeout_s=timeout, deadline_s=deadline,
+        max_attempts=max_attempts, max_concurrency=max_concurrency, max_errors=max_errors,
+        args=arg or [], env=_kv(env, "--env"), secret_env=_kv(secret_env, "--secret-env"),
+        entrypoint=entrypoint, issuer=c.settings.issuer,
+    )  # fmt: skip
+    record = start_run(c.storage, req, signer=c.signer(), published=c.published())
     if output == "json" and not wait:
         emit_json({"run_id": record.run_id, "targets": list(record.targets)})
     else:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from pydantic import Field
 
+from rolecall.controller.published import default_cache_dir
 from rolecall.schemas.settings import StorageSettings
 
 
@@ -25,3 +26,5 @@ def default_issuer() -> str:
 class ControllerSettings(StorageSettings):
     signing_key: Path | None = None
     issuer: str = Field(default_factory=default_issuer)
+    #: where this machine remembers which payloads are published (controller/published.py)
+    cache_dir: Path | None = Field(default_factory=default_cache_dir)

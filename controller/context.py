@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # kept out of `rolecall worker`'s start-up path
     from rich.console import Console
 
     from rolecall.controller.config import ControllerSettings
+    from rolecall.controller.published import PublishedPayloads
     from rolecall.controller.signing import Signer
     from rolecall.schemas.baseline import Baseline
     from rolecall.schemas.jobs import JobEnvelope
@@ -72,6 +73,11 @@ class Ctx:
         from rolecall.controller.signing import load_signer
 
         return load_signer(self.settings.signing_key)
+
+    def published(self) -> PublishedPayloads:
+        from rolecall.controller.published import PublishedPayloads
+
+        return PublishedPayloads(self.settings.cache_dir, self.storage.blob_endpoint)
 
     def signers(
         self,

@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rolecall.controller.baselines import current_baseline
 from rolecall.controller.dispatch import Dispatcher, mark_dispatched, parse_limit, plan
-from rolecall.controller.fleet import list_instances, live_instances
+from rolecall.controller.fleet import list_instances
 from rolecall.controller.payloads import publish_file
 from rolecall.controller.store import RunStore, new_run_id
 
 if TYPE_CHECKING:
+    from rolecall.controller.published import PublishedPayloads
     from rolecall.controller.signing import Signer
 from rolecall.schemas.base import utcnow
-from rolecall.schemas.errors import ConfigError, UnknownRole
+from rolecall.schemas.errors import ConfigError, NotFound, UnknownRole
 from rolecall.schemas.jobs import EnvVar, Execution, Interpreter, JobEnvelope, PayloadRef, Target
 from rolecall.schemas.names import Names
 from rolecall.schemas.records import RunMode, RunRecord, TargetResult
@@ -43,12 +44,39 @@ class RunRequest:
     description: str = ""
 
 
-def known_role(storage: Storage, role: str) -> bool:
-    """A role exists once it has a baseline or an instance has registered with it."""
-    if list_instances(storage, role):
-        return True
+def has_baseline(storage: Storage, role: str) -> bool:
     baseline, _ = current_baseline(storage, role)
     return baseline is not None
+
+
+def _unknown_role(storage: Storage, role: str) -> UnknownRole:
+    return UnknownRole(
+        f"role {role!r} has no registered instance and no baseline in namespace "
+        f"{storage.names.namespace}; check the name with `rolecall instances`"
+    )
+
+
+def _targets(storage: Storage, req: RunRequest) -> list[str]:
+    """Who the run is for. For ``--any`` that costs no request: the role is known to exist
+    when its queue does, which the send finds out (see ``_send_first_wave``)."""
+    if req.mode is RunMode.ANY:
+        if req.instances:
+            raise ConfigError("--any sends one job to the role queue; --instance needs --each")
+        return ["any"]
+    if req.instances:
+        # hand-named instances of a role with none registered yet: the role must at least
+        # have a baseline, or the name is probably a typo
+        if not list_instances(storage, req.role) and not has_baseline(storage, req.role):
+            raise _unknown_role(storage, req.role)
+        return sorted(set(req.instances))
+    registered = list_instances(storage, req.role)
+    now = utcnow()
+    targets = [s.instance for s in registered if s.live(now)]
+    if not targets:
+        if not registered and not has_baseline(storage, req.role):
+            raise _unknown_role(storage, req.role)
+        raise UnknownRole(f"role {req.role!r} has no live instances to run on")
+    return targets
 
 
 def start_run(
@@ -56,20 +84,11 @@ def start_run(
     req: RunRequest,
     *,
     signer: Signer | None = None,
+    published: PublishedPayloads | None = None,
 ) -> RunRecord:
-    if not known_role(storage, req.role):
-        raise UnknownRole(
-            f"role {req.role!r} has no registered instance and no baseline in namespace "
-            f"{storage.names.namespace}; check the name with `rolecall instances`"
-        )
-    if req.mode is RunMode.ANY:
-        if req.instances:
-            raise ConfigError("--any sends one job to the role queue; --instance needs --each")
-        targets = ["any"]
-    else:
-        targets = sorted(set(req.instances)) or live_instances(storage, req.role)
-        if not targets:
-            raise UnknownRole(f"role {req.role!r} has no live instances to run on")
+    """Create a run and send its first wave. ``run --any`` of a script ``published`` knows
+    costs two storage transactions: the send and the run record."""
+    targets = _targets(storage, req)
     try:
         max_concurrency = parse_limit(req.max_concurrency, len(targets))
         max_errors = parse_limit(req.max_errors, len(targets))
@@ -77,11 +96,37 @@ def start_run(
         raise ConfigError(str(e)) from e
     if max_concurrency == 0:
         raise ConfigError("--max-concurrency must allow at least one target")
-
-    payload: PayloadRef = publish_file(storage, req.script)
+    payload: PayloadRef = publish_file(storage, req.script, published)
     now = utcnow()
     run_id = new_run_id(now)
-    template = JobEnvelope(
+    record = RunRecord(
+        run_id=run_id,
+        role=req.role,
+        mode=req.mode,
+        created_at=now,
+        updated_at=now,
+        issuer=req.issuer,
+        description=req.description or req.script.name,
+        template=_template(req, run_id, payload, now),
+        targets={t: TargetResult(target=t) for t in targets},
+        max_concurrency=max_concurrency,
+        max_errors=max_errors,
+    )
+    # registered instances made their own queue; only hand-named ones may lack one
+    for t in req.instances:
+        storage.ensure_queue(storage.names.instance_queue(t))
+    # The first wave goes out before the record exists: nobody else can dispatch a run they
+    # cannot see, so no lock is needed, and a crash in between leaves messages whose
+    # completions create the record (nothing lost) rather than a record with nothing sent.
+    record, first_wave = plan(record)
+    record = mark_dispatched(record, first_wave)
+    _send_first_wave(storage, Dispatcher(storage, signer), record, first_wave)
+    return RunStore(storage).create(record)
+
+
+def _template(req: RunRequest, run_id: str, payload: PayloadRef, now: datetime) -> JobEnvelope:
+    """The job every target gets (dispatch fills in the job id and the target)."""
+    return JobEnvelope(
         job_id=Names.job_id(run_id, "template"),
         run_id=run_id,
         role=req.role,
@@ -100,29 +145,21 @@ def start_run(
         created_at=now,
         issuer=req.issuer,
     )
-    record = RunRecord(
-        run_id=run_id,
-        role=req.role,
-        mode=req.mode,
-        created_at=now,
-        updated_at=now,
-        issuer=req.issuer,
-        description=req.description or req.script.name,
-        template=template,
-        targets={t: TargetResult(target=t) for t in targets},
-        max_concurrency=max_concurrency,
-        max_errors=max_errors,
-    )
-    if req.mode is RunMode.ANY:
-        storage.ensure_queue(storage.names.role_queue(req.role))
-    else:
-        # registered instances made their own queue; only hand-named ones may lack one
-        for t in req.instances:
-            storage.ensure_queue(storage.names.instance_queue(t))
-    # The first wave goes out before the record exists: nobody else can dispatch a run they
-    # cannot see, so no lock is needed, and a crash in between leaves messages whose
-    # completions create the record (nothing lost) rather than a record with nothing sent.
-    record, first_wave = plan(record)
-    record = mark_dispatched(record, first_wave)
-    Dispatcher(storage, signer).send(record, first_wave)
-    return RunStore(storage).create(record)
+
+
+def _send_first_wave(
+    storage: Storage, dispatcher: Dispatcher, record: RunRecord, keys: list[str]
+) -> None:
+    """Send; for ``--any``, a missing role queue means no instance has provisioned it: fine if
+    the role has a baseline or a registered instance (the job waits for an instance), a typo
+    otherwise."""
+    try:
+        dispatcher.send(record, keys)
+    except NotFound:
+        if record.mode is not RunMode.ANY:
+            raise
+        known = list_instances(storage, record.role) or has_baseline(storage, record.role)
+        if not known:
+            raise _unknown_role(storage, record.role) from None
+        storage.ensure_queue(storage.names.role_queue(record.role))
+        dispatcher.send(record, keys)

@@ -21,6 +21,7 @@ first: the worker cannot create them.
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from azure.storage.blob import (
     BlobSasPermissions,
@@ -76,6 +77,7 @@ def issue_worker_sas(storage: Storage, role: str, instance: str, hours: float) -
             create=True, write=True
         ),
     }
+    signed: dict[str, Any] = {"account_key": key, "expiry": expiry, "start": start}
     return SasBundle(
         namespace=names.namespace,
         role=role,
@@ -84,26 +86,16 @@ def issue_worker_sas(storage: Storage, role: str, instance: str, hours: float) -
         queue_endpoint=queue_url,
         expires_at=expiry,
         queues={
-            q: SecretStr(
-                generate_queue_sas(
-                    account, q, account_key=key, permission=p, expiry=expiry, start=start
-                )
-            )
+            q: SecretStr(generate_queue_sas(account, q, permission=p, **signed))
             for q, p in queues.items()
         },
         containers={
-            c: SecretStr(
-                generate_container_sas(
-                    account, c, account_key=key, permission=p, expiry=expiry, start=start
-                )
-            )
+            c: SecretStr(generate_container_sas(account, c, permission=p, **signed))
             for c, p in containers.items()
         },
         blobs={
             Names.blob_address(c, b): SecretStr(
-                generate_blob_sas(
-                    account, c, b, account_key=key, permission=p, expiry=expiry, start=start
-                )
+                generate_blob_sas(account, c, b, permission=p, **signed)
             )
             for (c, b), p in blobs.items()
         },

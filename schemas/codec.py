@@ -32,9 +32,8 @@ def canonical_json(model: BaseModel, *, exclude: set[str] | None = None) -> byte
 
 
 def encode_message(model: BaseModel) -> str:
-    return encode_message_data(
-        model.model_dump(mode="json", exclude_none=True), type(model).__name__
-    )
+    # pydantic's own serialiser: half the time of dumping to a dict and then to JSON
+    return _wrap(model.model_dump_json(exclude_none=True).encode(), type(model).__name__)
 
 
 def encode_message_data(data: Mapping[str, Any], what: str = "message") -> str:
@@ -44,7 +43,11 @@ def encode_message_data(data: Mapping[str, Any], what: str = "message") -> str:
     thousand targets) and must not pay for a model per message. ``what`` names the message
     in the error if it is too large.
     """
-    raw = json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+    return _wrap(json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode(), what)
+
+
+def _wrap(raw: bytes, what: str) -> str:
+    """Base64 of the JSON bytes, refused past the queue's limit."""
     text = base64.b64encode(raw).decode("ascii")
     if len(text) > MAX_MESSAGE_BYTES:
         raise MessageTooLarge(

@@ -1,5 +1,6 @@
-"""The thin storage layer: build clients from settings, and the handful of operations
-rolecall performs (receive, extend a lease, delete, send; get, put and list blobs).
+"""The thin storage layer: the handful of operations rolecall performs (receive, extend a
+lease, release, delete, send; get, put and list blobs) on the clients storage/accounts.py
+builds from settings.
 
 Policy (retries of whole jobs, poison, lease renewal, back-off) lives in the worker and the
 controller; this module only translates SDK calls and errors into rolecall's vocabulary, and
@@ -9,29 +10,24 @@ counts every transaction.
 from __future__ import annotations
 
 import contextlib
-import threading
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from azure.core.credentials import AzureSasCredential
-from azure.storage.blob import BlobServiceClient, ContainerClient
-from azure.storage.queue import QueueClient, QueueServiceClient
+from azure.storage.blob import ContainerClient
+from azure.storage.queue import QueueClient
 
-from rolecall.schemas.access import SasBundle
-from rolecall.schemas.codec import decode_document
 from rolecall.schemas.errors import (
     AccessDenied,
     ConcurrencyConflict,
-    ConfigError,
     NotFound,
     RolecallError,
 )
 from rolecall.schemas.names import Names
-from rolecall.schemas.settings import AuthMode, StorageSettings
+from rolecall.schemas.settings import StorageSettings
+from rolecall.storage.accounts import Account
 from rolecall.storage.meter import Meter
 from rolecall.storage.retry import call
-from rolecall.storage.transport import identity_credential, transport_settings
 
 if TYPE_CHECKING:
     from azure.storage.blob import BlobClient
@@ -75,108 +71,30 @@ class Storage:
         self.settings = settings
         self.names: Names = settings.names
         self.meter = meter or Meter()
-        self._lock = threading.Lock()
-        self._queues: dict[str, QueueClient] = {}
-        self._containers: dict[str, ContainerClient] = {}
-        self._mode = settings.auth_mode
-        self._bundle: SasBundle | None = None
-        self._qsvc: QueueServiceClient | None = None
-        self._bsvc: BlobServiceClient | None = None
-        common: dict[str, Any] = {
-            "retry_total": 0,  # tenacity retries at our level; see storage.retry
-            "connection_timeout": min(10.0, settings.request_timeout_s),
-            "read_timeout": settings.request_timeout_s,
-            **transport_settings(),
-        }
-        self._qkw = {**common, "raw_request_hook": self.meter.hook("queue")}
-        self._bkw = {**common, "raw_request_hook": self.meter.hook("blob")}
-        if self._mode is AuthMode.CONNECTION_STRING:
-            assert settings.connection_string is not None
-            cs = settings.connection_string.get_secret_value()
-            try:
-                self._qsvc = QueueServiceClient.from_connection_string(cs, **self._qkw)
-                self._bsvc = BlobServiceClient.from_connection_string(cs, **self._bkw)
-            except ValueError as e:
-                raise ConfigError("the storage connection string is malformed") from e
-        elif self._mode is AuthMode.IDENTITY:
-            blob_url, queue_url = settings.endpoints()
-            credential = identity_credential()
-            self._qsvc = QueueServiceClient(queue_url, credential=credential, **self._qkw)
-            self._bsvc = BlobServiceClient(blob_url, credential=credential, **self._bkw)
-        else:
-            assert settings.sas_file is not None
-            try:
-                raw = settings.sas_file.read_bytes()
-            except OSError as e:
-                raise ConfigError(f"cannot read SAS file {settings.sas_file}: {e.strerror}") from e
-            self._bundle = decode_document(raw, SasBundle)
-            if self._bundle.namespace != self.names.namespace:
-                raise ConfigError(
-                    f"SAS file is for namespace {self._bundle.namespace!r}, "
-                    f"not {self.names.namespace!r}"
-                )
+        self.account = Account(settings, self.meter)
 
-    # --- clients -----------------------------------------------------------------------
+    @property
+    def blob_endpoint(self) -> str:
+        """The blob service's URL: which account this is, for caches keyed by account."""
+        return self.account.blob_endpoint
+
+    # --- clients (storage/accounts.py) ---------------------------------------------------
 
     def queue(self, name: str) -> QueueClient:
-        with self._lock:
-            client = self._queues.get(name)
-            if client is None:
-                if self._qsvc is not None:
-                    client = self._qsvc.get_queue_client(name)
-                else:
-                    assert self._bundle is not None
-                    token = self._bundle.queues.get(name)
-                    if token is None:
-                        raise AccessDenied(f"the SAS file grants no access to queue {name}")
-                    client = QueueClient(
-                        self._bundle.queue_endpoint,
-                        name,
-                        credential=AzureSasCredential(token.get_secret_value()),
-                        **self._qkw,
-                    )
-                self._queues[name] = client
-            return client
+        return self.account.queue(name)
 
     def container(self, name: str) -> ContainerClient:
-        with self._lock:
-            client = self._containers.get(name)
-            if client is None:
-                if self._bsvc is not None:
-                    client = self._bsvc.get_container_client(name)
-                else:
-                    assert self._bundle is not None
-                    token = self._bundle.containers.get(name)
-                    credential = AzureSasCredential(token.get_secret_value()) if token else None
-                    client = ContainerClient(
-                        self._bundle.blob_endpoint, name, credential=credential, **self._bkw
-                    )
-                self._containers[name] = client
-            return client
+        return self.account.container(name)
 
     def blob(self, container: str, path: str) -> BlobClient:
-        if self._bundle is not None:
-            token = self._bundle.blobs.get(Names.blob_address(container, path))
-            if token is not None:
-                from azure.storage.blob import BlobClient
-
-                return BlobClient(
-                    self._bundle.blob_endpoint,
-                    container,
-                    path,
-                    credential=AzureSasCredential(token.get_secret_value()),
-                    **self._bkw,
-                )
-            if container not in self._bundle.containers:
-                raise AccessDenied(f"the SAS file grants no access to blob {container}/{path}")
-        return self.container(container).get_blob_client(path)
+        return self.account.blob(container, path)
 
     # --- provisioning ------------------------------------------------------------------
 
     def ensure_queue(self, name: str) -> None:
         """Create a queue if missing. Without the right to create (a SAS bundle, a
         least-privilege identity) assume it exists: using it will say clearly if not."""
-        if self._bundle is not None:
+        if self.account.bundle is not None:
             return
         try:
             call(f"create queue {name}", self.queue(name).create_queue)
@@ -190,7 +108,7 @@ class Storage:
             return
 
     def ensure_containers(self) -> None:
-        if self._bundle is not None:
+        if self.account.bundle is not None:
             return
         for name in self.names.containers:
             try:
@@ -299,9 +217,9 @@ class Storage:
         return int(props.approximate_message_count or 0)
 
     def list_queues(self, prefix: str) -> list[str]:
-        if self._qsvc is None:
+        svc = self.account.queue_service
+        if svc is None:
             raise AccessDenied("listing queues needs an account-level credential")
-        svc = self._qsvc
         return call(
             "list queues", lambda: [q.name for q in svc.list_queues(name_starts_with=prefix)]
         )
@@ -394,6 +312,4 @@ class Storage:
             call(f"delete {container}/{path}", self.blob(container, path).delete_blob)
 
     def close(self) -> None:
-        for c in [self._qsvc, self._bsvc, *self._queues.values(), *self._containers.values()]:
-            if c is not None:
-                c.close()
+        self.account.close()

@@ -47,14 +47,8 @@ class Agent:
         self.shutdown = Shutdown(settings.grace_s)
         self.identity: Identity = resolve_identity(settings)
         self.state = LocalState(settings.state_dir).open()
-        logs.configure(
-            settings.log_level,
-            {
-                "role": self.identity.role,
-                "instance": self.identity.instance,
-                "incarnation": self.state.incarnation,
-            },
-        )
+        who = {"role": self.identity.role, "instance": self.identity.instance}
+        logs.configure(settings.log_level, {**who, "incarnation": self.state.incarnation})
         self.storage = Storage(settings)
         self.names: Names = self.storage.names
         self.instance_queue = self.names.instance_queue(self.identity.instance)

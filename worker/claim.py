@@ -167,7 +167,7 @@ class Claim:
                 case Retry(delay_s=delay):
                     self.msg = self.storage.extend(self.msg, delay)
                 case Release():
-                    self.msg = self.storage.extend(self.msg, 0)
+                    self.storage.release(self.msg)
                 case DeadLetter(record=record):
                     if not self._dead_lettered:
                         poison = self.storage.names.poison_queue(self.msg.queue)
@@ -196,7 +196,7 @@ class Claim:
         if self.state is not ClaimState.CLAIMED:
             return
         try:
-            self.msg = self.storage.extend(self.msg, 0)
+            self.storage.release(self.msg)
             self.state = ClaimState.SETTLED
         except (LeaseLost, NotFound):
             self._lose("stale pop receipt on release")

@@ -14,51 +14,57 @@ STATE_DIR_HELP = (
 )
 
 
+# One alias per option keeps the command's signature readable; the help text is the docs.
+Role = Annotated[str | None, Opt(help="Role of this instance (or ROLECALL_ROLE).")]
+Instance = Annotated[
+    str | None, Opt(help="Stable instance name, e.g. WebRole_IN_0 (or ROLECALL_INSTANCE).")
+]
+StateDir = Annotated[Path | None, Opt(help=STATE_DIR_HELP)]
+Once = Annotated[bool, Opt("--once", help="Boot, apply the baseline, drain queued work, exit.")]
+Check = Annotated[
+    bool, Opt("--check", help="Verify settings, identity and storage access; claim nothing.")
+]
+Config = Annotated[Path | None, Opt(help="Config file (TOML, JSON or YAML).")]
+Namespace = Annotated[str | None, Opt(help="Storage namespace prefix (default rc).")]
+UseImds = Annotated[
+    bool | None, Opt("--use-imds", help="Take role/instance from Azure instance metadata.")
+]
+ImdsEndpoint = Annotated[str | None, Opt(help="Instance metadata endpoint.")]
+Lease = Annotated[int | None, Opt("--lease", help="Visibility timeout in seconds.")]
+PollMax = Annotated[float | None, Opt("--poll-max", help="Longest idle poll interval.")]
+Heartbeat = Annotated[float | None, Opt("--heartbeat", help="Heartbeat interval, seconds.")]
+Grace = Annotated[float | None, Opt("--grace", help="Shutdown grace for a running job.")]
+RebootCommand = Annotated[
+    str | None, Opt(help="Command run when a step exits 3010/194 (default: none).")
+]
+TrustedKey = Annotated[list[Path] | None, Opt(help="Trusted controller public key (repeatable).")]
+LogLevel = Annotated[str | None, Opt(help="debug, info, warning, error.")]
+LogFormat = Annotated[
+    str | None, Opt(help="json, text, or auto (default): text on a terminal, else JSON.")
+]
+StatsFile = Annotated[Path | None, Opt(help="Write storage transaction counts here on exit.")]
+
+
 def worker(
     ctx: typer.Context,
-    role: Annotated[str | None, Opt(help="Role of this instance (or ROLECALL_ROLE).")] = None,
-    instance: Annotated[
-        str | None, Opt(help="Stable instance name, e.g. WebRole_IN_0 (or ROLECALL_INSTANCE).")
-    ] = None,
-    state_dir: Annotated[
-        Path | None,
-        Opt(help=STATE_DIR_HELP),
-    ] = None,
-    once: Annotated[
-        bool, Opt("--once", help="Boot, apply the baseline, drain queued work, exit.")
-    ] = False,
-    check: Annotated[
-        bool, Opt("--check", help="Verify settings, identity and storage access; claim nothing.")
-    ] = False,
-    config: Annotated[Path | None, Opt(help="Config file (TOML, JSON or YAML).")] = None,
-    namespace: Annotated[str | None, Opt(help="Storage namespace prefix (default rc).")] = None,
-    use_imds: Annotated[
-        bool | None, Opt("--use-imds", help="Take role/instance from Azure instance metadata.")
-    ] = None,
-    imds_endpoint: Annotated[str | None, Opt(help="Instance metadata endpoint.")] = None,
-    lease_s: Annotated[int | None, Opt("--lease", help="Visibility timeout in seconds.")] = None,
-    poll_max_s: Annotated[
-        float | None, Opt("--poll-max", help="Longest idle poll interval.")
-    ] = None,
-    heartbeat_s: Annotated[
-        float | None, Opt("--heartbeat", help="Heartbeat interval, seconds.")
-    ] = None,
-    grace_s: Annotated[
-        float | None, Opt("--grace", help="Shutdown grace for a running job.")
-    ] = None,
-    reboot_command: Annotated[
-        str | None, Opt(help="Command run when a step exits 3010/194 (default: none).")
-    ] = None,
-    trusted_key: Annotated[
-        list[Path] | None, Opt(help="Trusted controller public key (repeatable).")
-    ] = None,
-    log_level: Annotated[str | None, Opt(help="debug, info, warning, error.")] = None,
-    log_format: Annotated[
-        str | None, Opt(help="json, text, or auto (default): text on a terminal, else JSON.")
-    ] = None,
-    stats_file: Annotated[
-        Path | None, Opt(help="Write storage transaction counts here on exit.")
-    ] = None,
+    role: Role = None,
+    instance: Instance = None,
+    state_dir: StateDir = None,
+    once: Once = False,
+    check: Check = False,
+    config: Config = None,
+    namespace: Namespace = None,
+    use_imds: UseImds = None,
+    imds_endpoint: ImdsEndpoint = None,
+    lease_s: Lease = None,
+    poll_max_s: PollMax = None,
+    heartbeat_s: Heartbeat = None,
+    grace_s: Grace = None,
+    reboot_command: RebootCommand = None,
+    trusted_key: TrustedKey = None,
+    log_level: LogLevel = None,
+    log_format: LogFormat = None,
+    stats_file: StatsFile = None,
 ) -> None:
     """Run the agent: register, apply the role's baseline, then claim and run jobs.
 
@@ -70,37 +76,42 @@ def worker(
 
       rolecall worker --use-imds --check       # at image-bake time: verify, claim nothing
     """
+    root = ctx.find_root().obj  # `rolecall --config F --namespace N worker ...` works too
+    flags: dict[str, Any] = {
+        "role": role, "instance": instance, "state_dir": state_dir,
+        "config_file": config or getattr(root, "config", None),
+        "namespace": namespace or getattr(root, "namespace", None),
+        "use_imds": use_imds, "imds_endpoint": imds_endpoint,
+        "lease_s": lease_s, "poll_max_s": poll_max_s, "heartbeat_s": heartbeat_s,
+        "grace_s": grace_s, "reboot_command": reboot_command, "trusted_keys": trusted_key,
+        "log_level": log_level, "log_format": log_format, "stats_file": stats_file,
+    }  # fmt: skip
+    raise typer.Exit(_start({k: v for k, v in flags.items() if v is not None}, once, check))
+
+
+def _start(flags: dict[str, Any], once: bool, check: bool) -> int:
+    """Settings, then the check or the agent; expected failures are one line, exit 2."""
     from rolecall import logs
     from rolecall.schemas.errors import RolecallError
     from rolecall.worker.config import WorkerSettings
     from rolecall.worker.shutdown import ExitCode
 
-    root = ctx.find_root().obj  # `rolecall --config F --namespace N worker ...` works too
-    config = config or getattr(root, "config", None)
-    namespace = namespace or getattr(root, "namespace", None)
-    flags: dict[str, Any] = {
-        "role": role, "instance": instance, "state_dir": state_dir, "config_file": config,
-        "namespace": namespace, "use_imds": use_imds, "imds_endpoint": imds_endpoint,
-        "lease_s": lease_s, "poll_max_s": poll_max_s, "heartbeat_s": heartbeat_s,
-        "grace_s": grace_s, "reboot_command": reboot_command, "trusted_keys": trusted_key,
-        "log_level": log_level, "log_format": log_format, "stats_file": stats_file,
-    }  # fmt: skip
     try:
-        settings = WorkerSettings(**{k: v for k, v in flags.items() if v is not None})
+        settings = WorkerSettings(**flags)
         # now, so identity and storage set-up log in the chosen format; the agent adds its
         # identity to every line once it knows it
         logs.configure(settings.log_level, fmt=settings.log_format)
         if check:  # image-bake check (worker/check.py): runs no Agent, so nothing is claimed
             from rolecall.worker.check import run_check
 
-            raise typer.Exit(run_check(settings))
+            return run_check(settings)
         from rolecall.worker.agent import Agent
 
         agent = Agent(settings)
     except RolecallError as e:
         typer.echo(f"rolecall worker: {e.message}", err=True)
-        raise typer.Exit(ExitCode.CONFIG) from None
+        return ExitCode.CONFIG
     except ValueError as e:  # pydantic validation of flags and environment
         typer.echo(f"rolecall worker: invalid settings: {e}", err=True)
-        raise typer.Exit(ExitCode.CONFIG) from None
-    raise typer.Exit(agent.run(once=once))
+        return ExitCode.CONFIG
+    return agent.run(once=once)

@@ -121,8 +121,15 @@ class JobHandler:
             "job finished in %.2fs", done.result.duration_s,
             extra={**fields, "outcome": outcome.value},
         )  # fmt: skip
+        self._settle(ctx, job, done, completion)
+
+    def _settle(self, ctx: JobContext, job: JobEnvelope, done: Ran, completion: Completion) -> None:
+        """Report the attempt and settle its message as the policy decides."""
+        claim = ctx.claim
+        assert claim is not None
+        attempt = claim.msg.dequeue_count
         decision = policy.after_attempt(
-            outcome, attempt=attempt, max_attempts=job.max_attempts,
+            completion.outcome, attempt=attempt, max_attempts=job.max_attempts,
             retry_delay_s=self.retry_delay_s,
         )  # fmt: skip
         if isinstance(decision, policy.GiveUp):
@@ -133,14 +140,13 @@ class JobHandler:
                 last_output=done.stderr_tail or done.stdout_tail,
             )  # fmt: skip
             self.outbox.add([completion], claim, DeadLetter(record))
-            return
-        if isinstance(decision, Ack):
+        elif isinstance(decision, Ack):
             self.outbox.add([completion], claim, decision)
-            if outcome is Outcome.REBOOT_REQUIRED:
+            if completion.outcome is Outcome.REBOOT_REQUIRED:
                 self.on_reboot_required()
-            return
-        retry = completion.model_copy(update={"will_retry": True})
-        self.outbox.add([retry], claim, decision)
+        else:
+            retry = completion.model_copy(update={"will_retry": True})
+            self.outbox.add([retry], claim, decision)
 
     # --- refusals ------------------------------------------------------------------------
 

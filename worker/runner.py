@@ -197,7 +197,7 @@ class Runner:
             pass  # this attempt's log is already there (a replay after a crash)
         except StorageError:
             return None  # the tails are in the completion; a missing full log is not fatal
-        return f"{container}/{path}"
+        return Names.blob_address(container, path)
 
 
 def _empty(directory: Path) -> None:

@@ -141,8 +141,13 @@ class Dispatcher:
     def send(self, run: RunRecord, keys: list[str]) -> None:
         messages = list(messages_for(run, keys, self.signer))
 
+        # An instance's queue may not exist yet (its agent creates it at its first claim, and
+        # may not have claimed yet): create it. A missing role queue is the caller's to judge
+        # (runs.py: a typo, or a role with no instance yet).
+        create = run.mode is not RunMode.ANY
+
         def one(item: tuple[str, str]) -> None:
-            self.storage.send(self.queue_for(run, item[0]), item[1])
+            self.storage.send(self.queue_for(run, item[0]), item[1], create=create)
 
         if len(messages) <= 2:
             for m in messages:

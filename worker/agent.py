@@ -23,6 +23,7 @@ from rolecall.schemas.errors import AccessDenied, NotFound, RolecallError, Stora
 from rolecall.schemas.events import Hello
 from rolecall.schemas.names import Names
 from rolecall.schemas.records import InstanceRecord, InstanceState
+from rolecall.schemas.version import CONTRACT
 from rolecall.storage.backoff import IdleBackoff
 from rolecall.storage.clients import Storage
 from rolecall.worker.baseline import BaselineApplier, BaselineStatus
@@ -109,11 +110,15 @@ class Agent:
     def boot(self) -> None:
         """Register, say hello, apply the baseline. Storage hiccups are waited out here.
 
-        Nothing is created up front: creating what exists costs 8 refused requests a boot,
-        40,000 when a zone of 5,000 instances comes back at once. What is missing is created
-        when its absence shows (the record's container at registration, a queue at the first
-        claim or post), where the credentials allow; the controller creates a missing
-        instance queue when it sends to one."""
+        A new incarnation makes sure its two queues exist before it registers, so whoever sees
+        it registered can send to them (2 requests, refused where they exist). Nothing else
+        is created up front: 8 creates a boot are 40,000 refused requests when a zone of 5,000
+        instances comes back at once. The rest is created where its absence shows (the
+        record's container at registration, the events and poison queues at their first
+        post), and not at all where the deployment says it made everything
+        (``provisioned``)."""
+        if self.state.new_incarnation and not self.settings.provisioned:
+            self._until_ok("prepare queues", self._ensure_own_queues)
         recovered = self.outbox.recover()
         if recovered:
             log.info("recovered %d unposted event batches from the last run", recovered)
@@ -124,6 +129,7 @@ class Agent:
             incarnation=self.state.incarnation,
             new_incarnation=self.state.new_incarnation,
             agent_version=__version__,
+            contract=str(CONTRACT),
             boot_time=self.boot_time,
             platform=platform.platform(terse=True),
         )
@@ -140,6 +146,10 @@ class Agent:
         except NotFound:
             self._provision()  # storage was reset under a known disk
             self._write_record(InstanceState.CONFIGURING)
+
+    def _ensure_own_queues(self) -> None:
+        for q in (self.instance_queue, self.role_queue):
+            self.storage.ensure_queue(q)
 
     def _provision(self) -> None:
         """Create what is missing, where our credentials allow (not with a SAS bundle)."""
@@ -315,6 +325,7 @@ class Agent:
             instance=self.identity.instance,
             incarnation=self.state.incarnation,
             agent_version=__version__,
+            contract=str(CONTRACT),
             boot_time=self.boot_time,
             last_seen=now,
             state=state,

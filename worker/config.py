@@ -32,6 +32,10 @@ class WorkerSettings(StorageSettings):
     use_imds: bool = False
     imds_endpoint: str = "http://169.254.169.254"
 
+    #: the deployment created every queue and container (Bicep, `rolecall sas worker`): the
+    #: agent creates nothing at boot, not even its own two queues
+    provisioned: bool = False
+
     # claiming
     lease_s: int = Field(default=60, ge=2, le=3600)
     batch: int = Field(default=32, ge=1, le=32)

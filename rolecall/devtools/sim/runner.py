@@ -263,8 +263,8 @@ class Simulation:
         if kind == "malformed":
             bad = secrets.token_hex(6)
             body = base64.b64encode(json.dumps({"sim_bad": bad}).encode()).decode()
-            state.malformed_ids.add(bad)
             state.storage.send(state.storage.names.role_queue(role), body)
+            state.malformed_ids.add(bad)  # only once sent: a failed send is retried anew
             return
         env = {"LEDGER": str(state.ledger),
                "SLEEP": f"{self.rnd.uniform(0, self.cfg.job_sleep_max_s):.2f}"}  # fmt: skip

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -55,6 +55,10 @@ SecretEnv = Annotated[
 Entrypoint = Annotated[str | None, Opt(help="For archives: the file to start.")]
 Wait = Annotated[bool, Opt("--wait", help="Wait for the run and exit non-zero on failure.")]
 WaitTimeout = Annotated[float | None, Opt(help="With --wait: give up after S seconds.")]
+TooOldOpt = Annotated[
+    Literal["stop", "skip"],
+    Opt("--too-old", help="Targets whose agents cannot read the job: stop, or skip them."),
+]
 
 
 @expected_errors
@@ -76,6 +80,7 @@ def run(
     entrypoint: Entrypoint = None,
     wait: Wait = False,
     wait_timeout: WaitTimeout = None,
+    too_old: TooOldOpt = "stop",
     output: Output = "table",
 ) -> None:
     """Enqueue a configuration run for a role; prints the run id.
@@ -98,7 +103,7 @@ def run(
         instances=instance or [], timeout_s=timeout, deadline_s=deadline,
         max_attempts=max_attempts, max_concurrency=max_concurrency, max_errors=max_errors,
         args=arg or [], env=_kv(env, "--env"), secret_env=_kv(secret_env, "--secret-env"),
-        entrypoint=entrypoint, issuer=c.settings.issuer,
+        entrypoint=entrypoint, issuer=c.settings.issuer, too_old=too_old,
     )  # fmt: skip
     record = start_run(c.storage, req, signer=c.signer(), published=c.published())
     if output == "json" and not wait:
@@ -250,13 +255,16 @@ def instances(
         emit_json([r.as_dict(now) for r in rows])
         return
     table = Table()
-    for col in ("role", "instance", "incarnation", "last seen", "state", "baseline", "liveness"):
+    columns = ("role", "instance", "incarnation", "last seen", "state", "baseline", "agent",
+               "contract", "liveness")  # fmt: skip
+    for col in columns:
         table.add_column(col)
     for r in rows:
         ago = (now - r.last_seen).total_seconds()
         table.add_row(
             r.role_key, r.instance, r.incarnation, f"{ago:.0f}s ago", r.state,
             "" if r.baseline_version is None else f"v{r.baseline_version}",
+            r.agent_version or "?", str(r.contract),
             "[green]live[/]" if r.live(now) else "[red]stale[/]",
         )  # fmt: skip
     c.console.print(table)

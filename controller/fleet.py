@@ -11,9 +11,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from rolecall.schemas.base import utcnow
-from rolecall.schemas.errors import NotFound
+from rolecall.schemas.errors import ContractError, NotFound
 from rolecall.schemas.names import Names
 from rolecall.schemas.records import InstanceRecord
+from rolecall.schemas.version import PRE_RULES, Version
 from rolecall.storage.clients import Storage
 
 #: An instance is live while its last heartbeat is younger than this many intervals.
@@ -29,6 +30,9 @@ class InstanceSummary:
     state: str
     baseline_version: int | None
     heartbeat_s: float
+    #: what the agent runs and the contract it reads ("" and 1.0 for agents before the rules)
+    agent_version: str = ""
+    contract: Version = PRE_RULES
 
     def live(self, now: datetime) -> bool:
         window = timedelta(seconds=self.heartbeat_s * LIVENESS_INTERVALS)
@@ -42,8 +46,14 @@ class InstanceSummary:
             "last_seen": self.last_seen.isoformat(),
             "state": self.state,
             "baseline_version": self.baseline_version,
+            "agent_version": self.agent_version or None,
+            "contract": str(self.contract),
             "live": self.live(now),
         }
+
+    def can_read(self, required: Version) -> bool:
+        """Whether this instance's agent can act on a message that needs ``required``."""
+        return self.contract.major == required.major and self.contract >= required
 
 
 def list_instances(storage: Storage, role: str | None = None) -> list[InstanceSummary]:
@@ -66,11 +76,20 @@ def list_instances(storage: Storage, role: str | None = None) -> list[InstanceSu
                     state=meta.get("state", ""),
                     baseline_version=int(meta["baseline"]) if meta.get("baseline") else None,
                     heartbeat_s=float(meta.get("heartbeat", "600")),
+                    agent_version=meta.get("agent", ""),
+                    contract=_contract(meta.get("contract")),
                 )
             )
         except (KeyError, ValueError):
             continue  # a record written by something else; not ours to interpret
     return sorted(out, key=lambda s: (s.role_key, s.instance))
+
+
+def _contract(raw: str | None) -> Version:
+    try:
+        return Version.parse(raw) if raw else PRE_RULES
+    except ContractError:
+        return PRE_RULES  # unreadable: assume the oldest, so nothing is sent it cannot read
 
 
 def live_instances(storage: Storage, role: str, now: datetime | None = None) -> list[str]:

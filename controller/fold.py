@@ -28,6 +28,7 @@ from rolecall.schemas.records import (
     RunRecord,
     TargetResult,
 )
+from rolecall.schemas.version import SUPPORTED_MAJORS
 from rolecall.storage.clients import Message, Storage
 from rolecall.storage.documents import update_document
 
@@ -99,7 +100,7 @@ class EventFolder:
         good: list[Message] = []
         for m in msgs:
             try:
-                batch = decode_message(m.content, EventBatch)
+                batch = decode_message(m.content, EventBatch, SUPPORTED_MAJORS)
             except ContractError as e:
                 self._poison(m, e)
                 stats.poisoned += 1

@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING
 
 from rolecall.controller.baselines import current_baseline
 from rolecall.controller.dispatch import Dispatcher, mark_dispatched, parse_limit, plan
-from rolecall.controller.fleet import list_instances
+from rolecall.controller.fleet import InstanceSummary, list_instances
 from rolecall.controller.payloads import publish_file
+from rolecall.controller.skew import TooOld, refusal, too_old
 from rolecall.controller.store import RunStore, new_run_id
 
 if TYPE_CHECKING:
@@ -20,7 +21,8 @@ from rolecall.schemas.base import utcnow
 from rolecall.schemas.errors import ConfigError, NotFound, UnknownRole
 from rolecall.schemas.jobs import EnvVar, Execution, Interpreter, JobEnvelope, PayloadRef, Target
 from rolecall.schemas.names import Names
-from rolecall.schemas.records import RunMode, RunRecord, TargetResult
+from rolecall.schemas.records import RunMode, RunRecord, TargetResult, TargetState
+from rolecall.schemas.version import PRE_RULES, Version
 from rolecall.storage.clients import Storage
 
 
@@ -42,6 +44,11 @@ class RunRequest:
     entrypoint: str | None = None
     issuer: str = "rolecall"
     description: str = ""
+    #: targets whose agents cannot read the job: stop the run, or skip them (controller/skew.py)
+    too_old: TooOld | str = TooOld.STOP
+
+    def __post_init__(self) -> None:
+        self.too_old = TooOld(self.too_old)
 
 
 def has_baseline(storage: Storage, role: str) -> bool:
@@ -56,27 +63,45 @@ def _unknown_role(storage: Storage, role: str) -> UnknownRole:
     )
 
 
-def _targets(storage: Storage, req: RunRequest) -> list[str]:
-    """Who the run is for. For ``--any`` that costs no request: the role is known to exist
-    when its queue does, which the send finds out (see ``_send_first_wave``)."""
+def _targets(storage: Storage, req: RunRequest) -> tuple[list[str], list[InstanceSummary]]:
+    """Who the run is for, and what the fleet listing said of them. For ``--any`` that costs
+    no request: the role is known to exist when its queue does, which the send finds out
+    (see ``_send_first_wave``)."""
     if req.mode is RunMode.ANY:
         if req.instances:
             raise ConfigError("--any sends one job to the role queue; --instance needs --each")
-        return ["any"]
+        return ["any"], []
+    registered = list_instances(storage, req.role)
     if req.instances:
         # hand-named instances of a role with none registered yet: the role must at least
         # have a baseline, or the name is probably a typo
-        if not list_instances(storage, req.role) and not has_baseline(storage, req.role):
+        if not registered and not has_baseline(storage, req.role):
             raise _unknown_role(storage, req.role)
-        return sorted(set(req.instances))
-    registered = list_instances(storage, req.role)
+        names = sorted(set(req.instances))
+        return names, [s for s in registered if s.instance in names]
     now = utcnow()
-    targets = [s.instance for s in registered if s.live(now)]
-    if not targets:
+    live = [s for s in registered if s.live(now)]
+    if not live:
         if not registered and not has_baseline(storage, req.role):
             raise _unknown_role(storage, req.role)
         raise UnknownRole(f"role {req.role!r} has no live instances to run on")
-    return targets
+    return [s.instance for s in live], live
+
+
+def _skipped(
+    storage: Storage, req: RunRequest, listed: list[InstanceSummary], required: Version
+) -> dict[str, str]:
+    """Targets to leave out because their agents cannot read the job (or stop the run).
+    Every agent reads 1.0, so a job that needs no more costs no check at all."""
+    if required <= PRE_RULES:
+        return {}
+    if req.mode is RunMode.ANY:
+        now = utcnow()
+        listed = [s for s in list_instances(storage, req.role) if s.live(now)]
+    old = too_old(listed, required)
+    if old and (req.too_old is TooOld.STOP or req.mode is RunMode.ANY):
+        raise refusal(old, required, any_instance=req.mode is RunMode.ANY)
+    return old
 
 
 def start_run(
@@ -88,7 +113,7 @@ def start_run(
 ) -> RunRecord:
     """Create a run and send its first wave. ``run --any`` of a script ``published`` knows
     costs two storage transactions: the send and the run record."""
-    targets = _targets(storage, req)
+    targets, listed = _targets(storage, req)
     try:
         max_concurrency = parse_limit(req.max_concurrency, len(targets))
         max_errors = parse_limit(req.max_errors, len(targets))
@@ -99,6 +124,8 @@ def start_run(
     payload: PayloadRef = publish_file(storage, req.script, published)
     now = utcnow()
     run_id = new_run_id(now)
+    template = _template(req, run_id, payload, now)
+    skipped = _skipped(storage, req, listed, template.required_version())
     record = RunRecord(
         run_id=run_id,
         role=req.role,
@@ -107,8 +134,8 @@ def start_run(
         updated_at=now,
         issuer=req.issuer,
         description=req.description or req.script.name,
-        template=_template(req, run_id, payload, now),
-        targets={t: TargetResult(target=t) for t in targets},
+        template=template,
+        targets={t: _target(t, skipped.get(t)) for t in targets},
         max_concurrency=max_concurrency,
         max_errors=max_errors,
     )
@@ -122,6 +149,12 @@ def start_run(
     record = mark_dispatched(record, first_wave)
     _send_first_wave(storage, Dispatcher(storage, signer), record, first_wave)
     return RunStore(storage).create(record)
+
+
+def _target(name: str, skipped: str | None) -> TargetResult:
+    if skipped is None:
+        return TargetResult(target=name)
+    return TargetResult(target=name, state=TargetState.NOT_DISPATCHED, reason=skipped)
 
 
 def _template(req: RunRequest, run_id: str, payload: PayloadRef, now: datetime) -> JobEnvelope:

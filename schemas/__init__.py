@@ -4,6 +4,7 @@ Every message (job envelope, events), every document (baseline, instance and run
 poison records) and every storage name is defined here and nowhere else.
 """
 
+from rolecall import __version__
 from rolecall.schemas.base import SCHEMA_VERSION, utcnow
 from rolecall.schemas.baseline import Baseline, RebootPolicy, Step
 from rolecall.schemas.codec import (
@@ -35,8 +36,6 @@ from rolecall.schemas.records import (
     TargetResult,
     TargetState,
 )
-
-__version__ = "0.1.0"
 
 __all__ = [
     "MAX_MESSAGE_BYTES",

@@ -11,18 +11,26 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from rolecall.schemas.base import SCHEMA_VERSION
-from rolecall.schemas.errors import ContractError, MessageTooLarge, UnknownSchemaVersion
+from rolecall.schemas.errors import (
+    ContractError,
+    MessageTooLarge,
+    RequiresNewerAgent,
+    UnknownSchemaVersion,
+)
+from rolecall.schemas.version import CONTRACT, Version
 
 #: Azure Storage queues refuse messages over 64 KiB (the encoded text as sent).
 MAX_MESSAGE_BYTES = 64 * 1024
 
 M = TypeVar("M", bound=BaseModel)
+
+_OWN_MAJOR = frozenset({CONTRACT.major})
 
 
 def canonical_json(model: BaseModel, *, exclude: set[str] | None = None) -> bytes:
@@ -57,7 +65,7 @@ def _wrap(raw: bytes, what: str) -> str:
     return text
 
 
-def decode_message(text: str | bytes, model: type[M]) -> M:
+def decode_message(text: str | bytes, model: type[M], majors: frozenset[int] = _OWN_MAJOR) -> M:
     if isinstance(text, bytes):
         try:
             text = text.decode("ascii")
@@ -67,15 +75,18 @@ def decode_message(text: str | bytes, model: type[M]) -> M:
         raw = base64.b64decode(text.strip(), validate=True)
     except (binascii.Error, ValueError) as e:
         raise ContractError(f"message is not base64: {e}") from e
-    return decode_document(raw, model)
+    return decode_document(raw, model, majors)
 
 
 def encode_document(model: BaseModel) -> bytes:
     return model.model_dump_json(exclude_none=True, indent=1).encode()
 
 
-def decode_document(raw: bytes, model: type[M]) -> M:
-    """Decode JSON bytes into ``model``, checking version and kind before the fields."""
+def decode_document(raw: bytes, model: type[M], majors: frozenset[int] = _OWN_MAJOR) -> M:
+    """Decode JSON bytes into ``model``, checking version and kind before the fields.
+
+    ``majors``: the contract majors this reader accepts; the controller passes
+    ``SUPPORTED_MAJORS`` for reports, everything else reads its own major only."""
     try:
         data: Any = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as e:
@@ -87,10 +98,7 @@ def decode_document(raw: bytes, model: type[M]) -> M:
     version = data.get("schema_version")
     if version is None:
         raise ContractError("message has no schema_version")
-    if version != SCHEMA_VERSION:
-        raise UnknownSchemaVersion(
-            f"schema_version {version!r} is not supported (this agent speaks {SCHEMA_VERSION})"
-        )
+    check_readable(Version.parse(version), majors)
     expected = model.model_fields.get("kind")
     if expected is not None and data.get("kind") != expected.default:
         raise ContractError(
@@ -100,6 +108,44 @@ def decode_document(raw: bytes, model: type[M]) -> M:
         return model.model_validate(data)
     except ValidationError as e:
         raise ContractError(f"{model.__name__} is invalid: {_summarise(e)}") from e
+
+
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,255}$")
+
+
+def job_ids_of(text: str) -> tuple[str, str] | None:
+    """The (job id, run id) a job message names, read without trusting the rest: so a job
+    refused as unreadable (too new, malformed) can still be reported against its run.
+    Only ids of the plain form rolecall makes are returned."""
+    try:
+        data = json.loads(base64.b64decode(text, validate=True))
+    except (ValueError, binascii.Error):
+        return None
+    if not isinstance(data, dict) or data.get("kind") != "job":
+        return None
+    job_id, run_id = data.get("job_id"), data.get("run_id")
+    if (
+        isinstance(job_id, str)
+        and isinstance(run_id, str)
+        and _ID.match(job_id)
+        and (_ID.match(run_id))
+    ):
+        return job_id, run_id
+    return None
+
+
+def check_readable(version: Version, majors: frozenset[int] = _OWN_MAJOR) -> None:
+    """Refuse what this reader cannot act on (the rules are in schemas/version.py)."""
+    if version.major not in majors:
+        raise UnknownSchemaVersion(
+            f"schema_version {version} is not supported (this rolecall speaks contract "
+            f"{CONTRACT}; it reads majors {', '.join(map(str, sorted(majors)))})"
+        )
+    if version.major == CONTRACT.major and version > CONTRACT:
+        raise RequiresNewerAgent(
+            f"needs contract {version}; this rolecall speaks {CONTRACT}: upgrade it "
+            "(docs/deploy.md, upgrading agents)"
+        )
 
 
 def _summarise(e: ValidationError, limit: int = 3) -> str:

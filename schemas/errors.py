@@ -40,7 +40,16 @@ class MessageTooLarge(ContractError):
 
 
 class UnknownSchemaVersion(ContractError):
+    """Another major version of the contract: nothing in it can be trusted to mean the same."""
+
     reason = "unknown_schema_version"
+
+
+class RequiresNewerAgent(ContractError):
+    """A newer minor whose fields this reader must not ignore (schemas/version.py): refused,
+    not run half-understood. Upgrading the agent fixes it; retrying does not."""
+
+    reason = "requires_newer_agent"
 
 
 class InvalidName(ContractError):

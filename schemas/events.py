@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from rolecall.schemas.base import TAIL_CHARS, Contract, Name, Timestamp
+from rolecall.schemas.version import Since
 
 
 class Outcome(str, Enum):
@@ -69,6 +70,8 @@ class Hello(Contract):
     agent_version: str
     boot_time: Timestamp
     platform: str = ""
+    #: the contract version the agent speaks; absent from agents before the rules (1.0)
+    contract: Annotated[str | None, Since("1.1")] = None
 
 
 Event = Annotated[Completion | Hello, Field(discriminator="kind")]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from enum import Enum
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 from urllib.parse import quote, unquote
 
 from pydantic import Field
@@ -17,6 +17,7 @@ from pydantic import Field
 from rolecall.schemas.base import TAIL_CHARS, Contract, Name, Timestamp
 from rolecall.schemas.events import Completion, Outcome
 from rolecall.schemas.jobs import JobEnvelope
+from rolecall.schemas.version import PRE_RULES, Since
 
 
 class InstanceState(str, Enum):
@@ -41,6 +42,8 @@ class InstanceRecord(Contract):
     )
     heartbeat_s: float = Field(default=600.0, gt=0)
     platform: str = ""
+    #: the contract version the agent speaks; absent from agents before the rules (1.0)
+    contract: Annotated[str | None, Since("1.1")] = None
 
     def is_live(self, now: datetime, grace: float = 2.5) -> bool:
         """Live while the last heartbeat is younger than ``grace`` heartbeat intervals."""
@@ -57,6 +60,8 @@ class InstanceRecord(Contract):
             "state": self.state.value,
             "baseline": "" if self.baseline_version is None else str(self.baseline_version),
             "heartbeat": str(self.heartbeat_s),
+            "agent": self.agent_version,
+            "contract": self.contract or str(PRE_RULES),
         }
 
     @staticmethod

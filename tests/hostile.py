@@ -112,7 +112,11 @@ CASES = [
         "malformed",
         lambda ops: _b64({k: v for k, v in _valid_envelope(ops).items() if k != "job_id"}),
     ),
-    Case("unknown field", "malformed", lambda ops: _b64({**_valid_envelope(ops), "sudo": True})),
+    Case(
+        "needs a newer agent",
+        "requires_newer_agent",
+        lambda ops: _b64({**_valid_envelope(ops), "schema_version": "1.99", "sudo": True}),
+    ),
     Case(
         "negative timeout", "malformed", lambda ops: _b64({**_valid_envelope(ops), "timeout_s": -1})
     ),

@@ -77,7 +77,9 @@ MALFORMED = {
     ),
     "wrong kind": (b64({**GOOD, "kind": "completion"}), "expected a 'job' message"),
     "missing field": (b64({k: v for k, v in GOOD.items() if k != "role"}), "role"),
-    "unknown field": (b64({**GOOD, "extra": 1}), "extra"),
+    # an unknown field alone is ignored (schemas/version.py); a newer minor is refused
+    "needs a newer minor": (b64({**GOOD, "schema_version": "1.99"}), "needs contract 1.99"),
+    "not a version": (b64({**GOOD, "schema_version": "one"}), "is not a version"),
     "bad digest": (b64({**GOOD, "payload": {**GOOD["payload"], "sha256": "zz"}}), "sha256"),
     "run without payload": (b64({**GOOD, "payload": None}), "payload"),
 }

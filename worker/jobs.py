@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from rolecall.schemas.base import utcnow
-from rolecall.schemas.codec import decode_message
+from rolecall.schemas.codec import decode_message, job_ids_of
 from rolecall.schemas.errors import ContractError, ExecutionError, PayloadError, RolecallError
 from rolecall.schemas.events import Completion, Event, Outcome
 from rolecall.schemas.jobs import JobEnvelope
@@ -188,16 +188,17 @@ class JobHandler:
             instance=self.identity.instance, incarnation=self.state.incarnation,
         )  # fmt: skip
         events: list[Event] = []
-        if job is not None:
+        ids = (job.job_id, job.run_id) if job is not None else job_ids_of(claim.msg.content)
+        if ids is not None:
             reason = f"{why.reason}: {why.message}"
             events.append(
-                self._completion(job, why.outcome, claim.msg.dequeue_count, reason=reason)
+                self._completion(ids, why.outcome, claim.msg.dequeue_count, reason=reason)
             )
         self.outbox.add(events, claim, DeadLetter(record))
 
     def _completion(
         self,
-        job: JobEnvelope,
+        job: JobEnvelope | tuple[str, str],
         outcome: Outcome,
         attempt: int,
         done: Ran | None = None,
@@ -205,11 +206,12 @@ class JobHandler:
         reason: str | None = None,
     ) -> Completion:
         fields: dict[str, Any] = done.completion_fields() if done is not None else {}
-        if done is not None and done.result.timed_out:
+        if done is not None and done.result.timed_out and isinstance(job, JobEnvelope):
             reason = f"timed out after {job.timeout_s:g}s"
+        job_id, run_id = (job.job_id, job.run_id) if isinstance(job, JobEnvelope) else job
         return Completion(
-            job_id=job.job_id,
-            run_id=job.run_id,
+            job_id=job_id,
+            run_id=run_id,
             role=self.identity.role,
             instance=self.identity.instance,
             incarnation=self.state.incarnation,

@@ -19,6 +19,7 @@ import yaml
 
 from bench import importcost
 from bench.core import Sandbox, Section, Size, median, sandbox
+from bench.rc import report_queues
 from rolecall.controller.baselines import publish_baseline
 from rolecall.devtools.waiting import wait_for
 from rolecall.schemas import Completion, EventBatch, InstanceRecord, decode_document, decode_message
@@ -36,7 +37,7 @@ def prepare(box: Sandbox, instance: str) -> tuple[str, Storage]:
     st = box.storage(ns)
     st.ensure_containers()
     n = st.names
-    for q in (n.instance_queue(instance), n.role_queue(ROLE), n.events_queue):
+    for q in (n.instance_queue(instance), n.role_queue(ROLE), n.results_queue_of(ROLE, instance)):
         st.ensure_queue(q)
         st.ensure_queue(n.poison_queue(q))
     d = box.root / "baseline"
@@ -53,7 +54,7 @@ def prepare(box: Sandbox, instance: str) -> tuple[str, Storage]:
 
 def reported_steps(st: Storage, instance: str) -> list[Completion]:
     out = []
-    for m in st.peek(st.names.events_queue, 32):
+    for m in [m for q in report_queues(st)[:-1] for m in st.peek(q, 32)]:  # not the legacy one
         try:
             batch = decode_message(m.content, EventBatch)
         except ContractError:

@@ -24,6 +24,7 @@ import json
 import subprocess
 import threading
 import time
+from collections import defaultdict
 from datetime import timedelta
 
 from azure.storage.blob import BlobClient
@@ -38,7 +39,7 @@ from rolecall.controller.status import run_json
 from rolecall.controller.store import RunStore
 from rolecall.schemas import Completion, EventBatch, Outcome, encode_message, utcnow
 from rolecall.schemas.names import Names
-from rolecall.schemas.records import RunMode, TargetState
+from rolecall.schemas.runs import RunMode, TargetState
 from rolecall.storage.clients import Message, Storage
 from rolecall.storage.meter import Meter
 
@@ -92,7 +93,6 @@ def run(size: Size) -> Section:
         st = box.storage(ns, meter)
         cs = box.az.connection_string
         st.ensure_containers()
-        st.ensure_queue(st.names.events_queue)
         instances = [f"vm-{i:05d}" for i in range(n)]
         t = time.monotonic()
         parallel(lambda i: register_instance(st, ROLE, i, create_queue=True), instances)
@@ -131,11 +131,13 @@ def run(size: Size) -> Section:
         if len(json.loads(cli_run.stdout)["targets"]) != n:
             raise RuntimeError("the CLI run did not target every instance")
 
-        texts = [
-            encode_message(EventBatch(sender=i, events=[completion(record.run_id, i)]))
-            for i in instances
-        ]
-        send_many(st, st.names.events_queue, texts)
+        # each instance posts its own completion to its role's results queue (its shard)
+        by_queue: dict[str, list[str]] = defaultdict(list)
+        for i in instances:
+            batch = EventBatch(sender=i, events=[completion(record.run_id, i)])
+            by_queue[st.names.results_queue_of(ROLE, i)].append(encode_message(batch))
+        for queue, texts in by_queue.items():
+            send_many(st, queue, texts)
         meter.reset()
         deletes = DeleteClock(st)
         t = time.monotonic()

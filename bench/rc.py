@@ -31,6 +31,7 @@ from rolecall.schemas import (
     encode_message,
     utcnow,
 )
+from rolecall.schemas.errors import NotFound
 from rolecall.schemas.events import Event
 from rolecall.storage.clients import Storage
 
@@ -64,8 +65,15 @@ def enqueue_role_jobs(
     return [j.job_id for j in jobs]
 
 
+def report_queues(storage: Storage) -> list[str]:
+    """Where reports arrive: every role's results queues, and the legacy events queue."""
+    names = storage.names
+    found = storage.list_queues(names.results_prefix)
+    return [q for q in found if names.role_key_of_results_queue(q)] + [names.events_queue]
+
+
 class EventReader:
-    """Drains the events queue (claim, decode, delete), keeping everything it saw."""
+    """Drains the report queues (claim, decode, delete), keeping everything it saw."""
 
     def __init__(self, storage: Storage) -> None:
         self.storage = storage
@@ -73,15 +81,19 @@ class EventReader:
         self.messages = 0
 
     def drain(self) -> list[Event]:
-        queue = self.storage.names.events_queue
-        while True:
-            msgs = self.storage.receive(queue, max_messages=32, visibility_s=60)
-            if not msgs:
-                return self.events
-            for m in msgs:
-                self.events += decode_message(m.content, EventBatch).events
-                self.messages += 1
-                self.storage.delete(m)
+        for queue in report_queues(self.storage):
+            while True:
+                try:
+                    msgs = self.storage.receive(queue, max_messages=32, visibility_s=60)
+                except NotFound:
+                    break
+                if not msgs:
+                    break
+                for m in msgs:
+                    self.events += decode_message(m.content, EventBatch).events
+                    self.messages += 1
+                    self.storage.delete(m)
+        return self.events
 
     def completions(self) -> list[Completion]:
         self.drain()

@@ -21,7 +21,7 @@ from bench.rc import EventReader, read_stats, register_instance
 from rolecall.controller.fold import EventFolder
 from rolecall.controller.published import PublishedPayloads
 from rolecall.controller.runs import RunRequest, start_run
-from rolecall.schemas.records import RunMode
+from rolecall.schemas.runs import RunMode
 from rolecall.storage.meter import Meter
 
 ROLE = "web"

@@ -9,11 +9,14 @@ that are down pick it up from the blob at their next boot anyway.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 
 from rolecall.controller.baseline_file import build_steps, load_spec
 from rolecall.controller.fleet import live_instances
+from rolecall.controller.results import dispatch_view
+from rolecall.controller.sender import send_wave
 from rolecall.controller.store import RunStore
 from rolecall.schemas.base import utcnow
 from rolecall.schemas.baseline import Baseline
@@ -21,7 +24,7 @@ from rolecall.schemas.codec import encode_message
 from rolecall.schemas.errors import ConcurrencyConflict
 from rolecall.schemas.jobs import JobEnvelope, Target
 from rolecall.schemas.names import Names
-from rolecall.schemas.records import RunMode, RunRecord, TargetResult, TargetState
+from rolecall.schemas.runs import RunMode, RunRecord, Wave
 from rolecall.storage.clients import Storage
 from rolecall.storage.documents import read_document, update_document
 
@@ -90,23 +93,43 @@ def _record_run(
         updated_at=now,
         issuer=issuer,
         description=f"baseline v{baseline.version} ({len(baseline.steps)} steps)",
-        targets={
-            i: TargetResult(target=i, state=TargetState.QUEUED, dispatched_at=now) for i in live
-        },
+        layout="split",
+        total=len(live),
+        dispatched=len(live),
+        waves=[Wave(end=len(live), at=now)] if live else [],
     )
-    for instance in live:
-        job = JobEnvelope(
-            action="reconcile",
-            job_id=Names.job_id(run_id, instance),
-            run_id=run_id,
-            role=baseline.role,
-            target=Target(instance=instance),
-            created_at=now,
-            issuer=issuer,
-            max_attempts=5,
+    jobs = [
+        JobEnvelope(
+            action="reconcile", job_id=Names.job_id(run_id, instance), run_id=run_id,
+            role=baseline.role, target=Target(instance=instance), created_at=now,
+            issuer=issuer, max_attempts=5,
         )
-        storage.send(storage.names.instance_queue(instance), encode_message(sign_job(job)))
+        for instance in live
+    ]  # fmt: skip
+    send_wave(storage, [
+        (storage.names.instance_queue(j.target.key), encode_message(sign_job(j)), True)
+        for j in jobs
+    ])  # fmt: skip
     try:
-        return RunStore(storage).create(run)
+        RunStore(storage).create(run, order=live)
     except ConcurrencyConflict:
-        return RunStore(storage).get(run_id)  # completions already created it
+        return RunStore(storage).get(run_id)  # an earlier publish of this version made it
+    return run.model_copy(update={"targets": dispatch_view(run, live)})
+
+
+def record_baseline_run(storage: Storage, role: str, run_id: str) -> None:
+    """The run record of a published baseline version that has none (published before runs
+    were recorded, or its record was lost): made only for a version that exists."""
+    baseline, _ = current_baseline(storage, role)
+    if baseline is None or (
+        Names.baseline_run_id(role, baseline.version) != run_id
+        and not any(Names.baseline_run_id(role, v) == run_id for v in range(1, baseline.version))
+    ):
+        return
+    now = utcnow()
+    run = RunRecord(
+        run_id=run_id, role=role, mode=RunMode.BASELINE, created_at=now, updated_at=now,
+        description="baseline (recorded from reports)", layout="split",
+    )  # fmt: skip
+    with contextlib.suppress(ConcurrencyConflict):
+        RunStore(storage).create(run, order=[])

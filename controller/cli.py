@@ -93,7 +93,7 @@ def run(
     """
     from rolecall.controller.runs import RunRequest, start_run
     from rolecall.schemas.errors import ConfigError
-    from rolecall.schemas.records import RunMode
+    from rolecall.schemas.runs import RunMode
 
     if any_ == each:
         raise ConfigError("choose exactly one of --any or --each")
@@ -131,12 +131,13 @@ def status(
 
     c = ctx_of(ctx)
     store = RunStore(c.storage)
-    store.get(run_id)  # unknown run: a clear error before any folding
+    store.load(run_id)  # unknown run: a clear error before any folding
     if fold:
         folder = EventFolder(c.storage, _dispatcher(ctx))
         folder.fold_all()
-        folder.advance(run_id)
-    record = store.get(run_id)
+        record = folder.advance(run_id)
+    else:
+        record = store.get(run_id)
     if output == "json":
         emit_json(run_json(record))
     else:
@@ -170,7 +171,7 @@ def _wait(ctx: typer.Context, run_id: str, timeout: float | None, output: str) -
     from rolecall.controller.fold import EventFolder
     from rolecall.controller.status import print_run, run_json
     from rolecall.controller.store import RunStore
-    from rolecall.schemas.records import RunState
+    from rolecall.schemas.runs import RunState
     from rolecall.storage.backoff import IdleBackoff
 
     c = ctx_of(ctx)
@@ -272,11 +273,21 @@ def instances(
 
 @expected_errors
 def cancel(ctx: typer.Context, run_id: Annotated[str, typer.Argument(metavar="RUN")]) -> None:
-    """Cancel a run: nothing more is dispatched and queued jobs are removed."""
+    """Cancel a run: nothing more is dispatched, queued jobs are removed, and running jobs
+    are stopped at their next lease renewal (within 30 s by default).
+
+    Example: rolecall cancel r20261126-101500-1a2b3c
+    """
     from rolecall.controller.cancel import cancel_run
 
-    record = cancel_run(ctx_of(ctx).storage, run_id)
-    typer.echo(f"cancelled {record.run_id}")
+    c = ctx_of(ctx)
+    done = cancel_run(c.storage, run_id, c.signer())
+    if done.unchanged:
+        typer.echo(f"{run_id} {done.unchanged}; nothing changed")
+        return
+    stopping = f"; stopping it on {', '.join(done.stopping[:5])}" if done.stopping else ""
+    more = f" and {len(done.stopping) - 5} more" if len(done.stopping) > 5 else ""
+    typer.echo(f"cancelled {run_id}: {done.removed} queued job(s) removed{stopping}{more}")
 
 
 @expected_errors

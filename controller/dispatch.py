@@ -9,15 +9,15 @@ are folded: the ``rolecall controller`` service, ``rolecall wait`` or ``rolecall
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
+from rolecall.controller.sender import send_wave
 from rolecall.schemas.base import utcnow
 from rolecall.schemas.codec import encode_message_data
 from rolecall.schemas.jobs import Target
 from rolecall.schemas.names import Names
-from rolecall.schemas.records import RunMode, RunRecord, TargetState
+from rolecall.schemas.runs import RunMode, RunRecord, TargetState, Wave
 from rolecall.storage.clients import Storage
 
 if TYPE_CHECKING:
@@ -39,39 +39,60 @@ def parse_limit(text: str | None, total: int) -> int | None:
     return value
 
 
-def plan(run: RunRecord) -> tuple[RunRecord, list[str]]:
-    """Which pending targets to send now, and the record with the error threshold applied."""
-    if run.cancelled or run.template is None:  # baseline runs and runs recorded from events
-        return run, []
-    errors = run.count("error")
-    pending = [k for k, t in run.targets.items() if t.state is TargetState.PENDING]
-    if run.max_errors is not None and errors > run.max_errors and pending:
-        stopped = {
-            k: run.targets[k].model_copy(
-                update={
-                    "state": TargetState.NOT_DISPATCHED,
-                    "reason": f"not dispatched: {errors} errors exceeded max errors "
-                    f"{run.max_errors}",
-                }
-            )
-            for k in pending
-        }
-        return run.model_copy(update={"targets": {**run.targets, **stopped}}), []
+def plan(view: RunRecord) -> tuple[list[str], str | None]:
+    """Which pending targets to send now (in dispatch order), and why dispatch stops for
+    good if the error threshold was crossed. ``view`` is the run with its targets' states."""
+    if view.cancelled or view.template is None or view.stopped:
+        return [], None  # baseline runs and runs recorded from events are not dispatched
+    pending = [k for k, t in view.targets.items() if t.state is TargetState.PENDING]
+    if not pending:
+        return [], None
+    errors = view.count("error")
+    if view.max_errors is not None and errors > view.max_errors:
+        return [], f"not dispatched: {errors} errors exceeded max errors {view.max_errors}"
     room = (
         len(pending)
-        if run.max_concurrency is None
-        else run.max_concurrency - run.count("in_flight")
+        if view.max_concurrency is None
+        else view.max_concurrency - view.count("in_flight")
     )
-    return run, pending[: max(0, room)]
+    return pending[: max(0, room)], None
 
 
-def mark_dispatched(run: RunRecord, keys: list[str]) -> RunRecord:
+def dispatched(view: RunRecord, keys: list[str], stop: str | None = None) -> RunRecord:
+    """``view`` once ``keys`` are sent (and, with ``stop``, the rest given up)."""
     now = utcnow()
-    updated = {
-        k: run.targets[k].model_copy(update={"state": TargetState.QUEUED, "dispatched_at": now})
-        for k in keys
-    }
-    return run.model_copy(update={"targets": {**run.targets, **updated}})
+    targets = dict(view.targets)
+    for k in keys:
+        targets[k] = targets[k].model_copy(
+            update={"state": TargetState.QUEUED, "dispatched_at": now}
+        )
+    if stop:
+        for k, t in targets.items():
+            if t.state is TargetState.PENDING:
+                targets[k] = t.model_copy(
+                    update={"state": TargetState.NOT_DISPATCHED, "reason": stop}
+                )
+    return view.model_copy(update={"targets": targets, "stopped": stop or view.stopped})
+
+
+def recorded(stored: RunRecord, view: RunRecord, keys: list[str], stop: str | None) -> RunRecord:
+    """What the stored record says once ``keys`` went out: a split run moves its cursor past
+    the last of them; a run from before 0.2 keeps every target's state in the record."""
+    if not stored.split:
+        legacy = dispatched(stored.model_copy(update={"stopped": None}), keys, stop)
+        return legacy.model_copy(update={"stopped": None})
+    order = list(view.targets)
+    cursor = stored.dispatched
+    if keys:
+        cursor = max(cursor, order.index(keys[-1]) + 1)
+    waves = (
+        [*stored.waves, Wave(end=cursor, at=utcnow())]
+        if cursor > stored.dispatched
+        else (stored.waves)
+    )
+    return stored.model_copy(
+        update={"dispatched": cursor, "waves": waves, "stopped": stop or stored.stopped}
+    )
 
 
 def messages_for(
@@ -98,60 +119,50 @@ def messages_for(
 class Dispatcher:
     """Sends the messages for planned targets; signs them when a signer is configured.
 
-    Messages are sent *before* the record that marks them dispatched is written, so a crash
-    can only duplicate a message (deterministic job ids let workers recognise it), never
-    record a dispatch that did not happen. Duplicates from races are prevented: dispatch of a
-    run holds its dispatch lock, and a write that loses an ETag race to a fold re-applies what
-    it already sent instead of sending it again.
+    Messages are sent *before* the record that says they were is written, so a crash can only
+    duplicate a message (deterministic job ids let workers recognise it), never record a
+    dispatch that did not happen. One controller dispatches a run at a time (its dispatch
+    lock, renewed while a long wave goes out); folds never write the record, so a dispatch
+    rarely loses its write, and when it does the cursor it writes is re-applied, not resent.
     """
 
     def __init__(self, storage: Storage, signer: Signer | None = None) -> None:
         self.storage = storage
         self.signer = signer
 
-    def dispatch(self, run_id: str) -> RunRecord:
+    def dispatch(self, run_id: str, view: RunRecord | None = None) -> RunRecord:
+        """Send what rate control allows now; return the run's view afterwards. ``view``:
+        the caller's current view of the run, if it has one (the fold does)."""
         from rolecall.controller.store import RunStore
 
         store = RunStore(self.storage)
-        with store.dispatch_lock(run_id) as held:
-            if not held:
-                return store.get(run_id)
-            sent: set[str] = set()
-
-            def change(run: RunRecord) -> RunRecord:
-                ours = [k for k in sent if run.targets[k].state is TargetState.PENDING]
-                run, keys = plan(mark_dispatched(run, ours))
-                return mark_dispatched(run, keys)
-
-            def send_new(old: RunRecord, new: RunRecord) -> None:
-                keys = [
-                    k for k, t in new.targets.items()
-                    if k not in sent and t.state is TargetState.QUEUED
-                    and old.targets[k].state is TargetState.PENDING
-                ]  # fmt: skip
-                self.send(new, keys)
-                sent.update(keys)
-
-            return store.update(run_id, change, before_write=send_new)
+        with store.dispatch_lock(run_id) as lease:
+            if lease is None:
+                return view or store.get(run_id)
+            stored, _ = store.load(run_id)
+            view = store.view(stored)
+            keys, stop = plan(view)
+            if not keys and not stop:
+                return view
+            sent = keys[: self.send(view, keys, lambda: store.renew_lock(run_id, lease))]
+            store.update(run_id, lambda s: recorded(s, view, sent, stop if sent == keys else None))
+            return dispatched(view, sent, stop if sent == keys else None)
 
     def queue_for(self, run: RunRecord, key: str) -> str:
         names = self.storage.names
         return names.role_queue(run.role) if run.mode is RunMode.ANY else names.instance_queue(key)
 
-    def send(self, run: RunRecord, keys: list[str]) -> None:
-        messages = list(messages_for(run, keys, self.signer))
+    def send(
+        self, run: RunRecord, keys: list[str], renew: Callable[[], None] = lambda: None
+    ) -> int:
+        """Send ``keys``' messages in order; how many leading ones surely went out.
 
-        # An instance's queue may not exist yet (its agent creates it at its first claim, and
-        # may not have claimed yet): create it. A missing role queue is the caller's to judge
-        # (runs.py: a typo, or a role with no instance yet).
+        An instance's queue may not exist yet (its agent creates it at its first claim, and
+        may not have claimed yet): it is created. A missing role queue is the caller's to
+        judge (runs.py: a typo, or a role with no instance yet)."""
         create = run.mode is not RunMode.ANY
-
-        def one(item: tuple[str, str]) -> None:
-            self.storage.send(self.queue_for(run, item[0]), item[1], create=create)
-
-        if len(messages) <= 2:
-            for m in messages:
-                one(m)
-        else:
-            with ThreadPoolExecutor(max_workers=16) as pool:
-                list(pool.map(one, messages))
+        items = [
+            (self.queue_for(run, k), text, create)
+            for k, text in messages_for(run, keys, self.signer)
+        ]
+        return send_wave(self.storage, items, renew)

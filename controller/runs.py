@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rolecall.controller.baselines import current_baseline
-from rolecall.controller.dispatch import Dispatcher, mark_dispatched, parse_limit, plan
+from rolecall.controller.dispatch import Dispatcher, dispatched, parse_limit, plan, recorded
 from rolecall.controller.fleet import InstanceSummary, list_instances
 from rolecall.controller.payloads import publish_file
+from rolecall.controller.results import dispatch_view
 from rolecall.controller.skew import TooOld, refusal, too_old
 from rolecall.controller.store import RunStore, new_run_id
 
@@ -21,7 +22,7 @@ from rolecall.schemas.base import utcnow
 from rolecall.schemas.errors import ConfigError, NotFound, UnknownRole
 from rolecall.schemas.jobs import EnvVar, Execution, Interpreter, JobEnvelope, PayloadRef, Target
 from rolecall.schemas.names import Names
-from rolecall.schemas.records import RunMode, RunRecord, TargetResult, TargetState
+from rolecall.schemas.runs import RunMode, RunRecord
 from rolecall.schemas.version import PRE_RULES, Version
 from rolecall.storage.clients import Storage
 
@@ -135,26 +136,24 @@ def start_run(
         issuer=req.issuer,
         description=req.description or req.script.name,
         template=template,
-        targets={t: _target(t, skipped.get(t)) for t in targets},
         max_concurrency=max_concurrency,
         max_errors=max_errors,
+        layout="split",
+        total=len(targets),
+        skipped=skipped,
     )
     # registered instances made their own queue; only hand-named ones may lack one
     for t in req.instances:
         storage.ensure_queue(storage.names.instance_queue(t))
     # The first wave goes out before the record exists: nobody else can dispatch a run they
-    # cannot see, so no lock is needed, and a crash in between leaves messages whose
-    # completions create the record (nothing lost) rather than a record with nothing sent.
-    record, first_wave = plan(record)
-    record = mark_dispatched(record, first_wave)
-    _send_first_wave(storage, Dispatcher(storage, signer), record, first_wave)
-    return RunStore(storage).create(record)
-
-
-def _target(name: str, skipped: str | None) -> TargetResult:
-    if skipped is None:
-        return TargetResult(target=name)
-    return TargetResult(target=name, state=TargetState.NOT_DISPATCHED, reason=skipped)
+    # cannot see, so no lock is needed, and a crash in between leaves messages whose reports
+    # wait (the fold retries reports of a run it cannot see yet) rather than a record that
+    # claims a dispatch that never happened.
+    view = record.model_copy(update={"targets": dispatch_view(record, targets)})
+    first_wave, _ = plan(view)
+    sent = first_wave[: _send_first_wave(storage, Dispatcher(storage, signer), view, first_wave)]
+    RunStore(storage).create(recorded(record, view, sent, None), order=targets)
+    return dispatched(view, sent)
 
 
 def _template(req: RunRequest, run_id: str, payload: PayloadRef, now: datetime) -> JobEnvelope:
@@ -181,18 +180,18 @@ def _template(req: RunRequest, run_id: str, payload: PayloadRef, now: datetime) 
 
 
 def _send_first_wave(
-    storage: Storage, dispatcher: Dispatcher, record: RunRecord, keys: list[str]
-) -> None:
+    storage: Storage, dispatcher: Dispatcher, view: RunRecord, keys: list[str]
+) -> int:
     """Send; for ``--any``, a missing role queue means no instance has provisioned it: fine if
     the role has a baseline or a registered instance (the job waits for an instance), a typo
-    otherwise."""
+    otherwise. Returns how many leading messages went out."""
     try:
-        dispatcher.send(record, keys)
+        return dispatcher.send(view, keys)
     except NotFound:
-        if record.mode is not RunMode.ANY:
+        if view.mode is not RunMode.ANY:
             raise
-        known = list_instances(storage, record.role) or has_baseline(storage, record.role)
+        known = list_instances(storage, view.role) or has_baseline(storage, view.role)
         if not known:
-            raise _unknown_role(storage, record.role) from None
-        storage.ensure_queue(storage.names.role_queue(record.role))
-        dispatcher.send(record, keys)
+            raise _unknown_role(storage, view.role) from None
+        storage.ensure_queue(storage.names.role_queue(view.role))
+        return dispatcher.send(view, keys)

@@ -5,8 +5,9 @@ per queue, per container or per blob):
 
 | resource | permission | why |
 | --- | --- | --- |
-| its role queue, its instance queue | process, update | claim, renew leases, delete |
-| the events queue | add | post hello events and completions |
+| its role queue | process, update | claim, renew leases, delete |
+| its instance queue | read, process, update | the same, and peek for a cancel |
+| its role's results queue (its shard) | add | post hellos, started notes and completions |
 | the two poison queues | add | refuse bad messages |
 | payloads container | read | fetch scripts and archives |
 | its role's baseline blob | read | boot configuration |
@@ -32,6 +33,7 @@ from azure.storage.blob import (
 from azure.storage.queue import QueueSasPermissions, generate_queue_sas
 from pydantic import SecretStr
 
+from rolecall.controller.enrolment import enrol
 from rolecall.schemas.access import SasBundle
 from rolecall.schemas.base import utcnow
 from rolecall.schemas.errors import ConfigError
@@ -51,19 +53,25 @@ def _account(storage: Storage) -> tuple[str, str, str, str]:
     return parts["AccountName"], parts["AccountKey"], blob_url, queue_url
 
 
+def _worker_queues(names: Names, role: str, instance: str) -> dict[str, QueueSasPermissions]:
+    role_q, inst_q = names.role_queue(role), names.instance_queue(instance)
+    return {
+        role_q: QueueSasPermissions(process=True, update=True),
+        # read: peek for a cancel of the running job, claiming nothing (worker/cancels.py)
+        inst_q: QueueSasPermissions(read=True, process=True, update=True),
+        # its role's results queue only: its reports can speak for its role at most
+        names.results_queue_of(role, instance): QueueSasPermissions(add=True),
+        names.poison_queue(role_q): QueueSasPermissions(add=True),
+        names.poison_queue(inst_q): QueueSasPermissions(add=True),
+    }
+
+
 def issue_worker_sas(storage: Storage, role: str, instance: str, hours: float) -> SasBundle:
     account, key, blob_url, queue_url = _account(storage)
     names = storage.names
     start = utcnow() - timedelta(minutes=5)  # clock skew between issuer and Azure
     expiry = utcnow() + timedelta(hours=hours)
-    role_q, inst_q = names.role_queue(role), names.instance_queue(instance)
-    queues = {
-        role_q: QueueSasPermissions(process=True, update=True),
-        inst_q: QueueSasPermissions(process=True, update=True),
-        names.events_queue: QueueSasPermissions(add=True),
-        names.poison_queue(role_q): QueueSasPermissions(add=True),
-        names.poison_queue(inst_q): QueueSasPermissions(add=True),
-    }
+    queues = _worker_queues(names, role, instance)
     storage.ensure_containers()
     for q in queues:
         storage.ensure_queue(q)
@@ -78,7 +86,9 @@ def issue_worker_sas(storage: Storage, role: str, instance: str, hours: float) -
         ),
     }
     signed: dict[str, Any] = {"account_key": key, "expiry": expiry, "start": start}
+    private_key = enrol(storage, role, instance)  # its reports must carry this key's signature
     return SasBundle(
+        instance_key=SecretStr(private_key),
         namespace=names.namespace,
         role=role,
         instance=instance,

@@ -44,10 +44,17 @@ def serve(
             log.warning("cannot fold events: %s", e)
             stop.wait(backoff.idle())
             continue
+        except Exception:
+            # Whatever an instance sends must not stop the service that folds everyone's
+            # reports: log it with its traceback, back off, go on. Reports are only deleted
+            # once folded, so nothing is lost by trying again.
+            log.exception("unexpected error while folding; continuing")
+            stop.wait(backoff.idle())
+            continue
         if stats.messages:
             log.info(
-                "folded %d completions, %d hellos into %d runs",
-                stats.completions, stats.hellos, len(stats.runs),
+                "folded %d completions, %d hellos into %d runs; %d report(s) set aside",
+                stats.completions, stats.hellos, len(stats.runs), stats.set_aside + stats.poisoned,
             )  # fmt: skip
             backoff.busy()
         else:

@@ -8,7 +8,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from rolecall.schemas.records import RunRecord, TargetResult, TargetState
+from rolecall.schemas.runs import RunRecord, TargetResult, TargetState
 
 STYLE = {
     TargetState.SUCCEEDED: "green",
@@ -21,6 +21,7 @@ STYLE = {
     TargetState.NOT_DISPATCHED: "yellow",
     TargetState.RETRYING: "magenta",
     TargetState.QUEUED: "cyan",
+    TargetState.RUNNING: "blue",
     TargetState.PENDING: "dim",
 }
 

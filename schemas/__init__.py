@@ -26,16 +26,8 @@ from rolecall.schemas.jobs import (
     Target,
 )
 from rolecall.schemas.names import Names, name_key
-from rolecall.schemas.records import (
-    InstanceRecord,
-    InstanceState,
-    PoisonRecord,
-    RunMode,
-    RunRecord,
-    RunState,
-    TargetResult,
-    TargetState,
-)
+from rolecall.schemas.records import InstanceRecord, InstanceState, PoisonRecord
+from rolecall.schemas.runs import RunMode, RunRecord, RunState, TargetResult, TargetState
 
 __all__ = [
     "MAX_MESSAGE_BYTES",

@@ -6,6 +6,7 @@ from datetime import datetime, timezone
 from typing import Annotated, Any, ClassVar
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -15,6 +16,7 @@ from pydantic import (
     model_serializer,
 )
 
+from rolecall.schemas.names import PLAIN_ID
 from rolecall.schemas.version import CONTRACT, PRE_RULES, Version, since_of
 
 #: The contract this release speaks, on the wire (schemas/version.py has the rules).
@@ -26,6 +28,16 @@ TAIL_CHARS = 2048
 
 Timestamp = AwareDatetime
 Name = Annotated[str, Field(min_length=1, max_length=256)]
+
+
+def _plain_id(value: str) -> str:
+    if not PLAIN_ID.match(value):
+        raise ValueError("not a plain id (letters, digits, . _ -; no '..', nothing else)")
+    return value
+
+
+#: A run or job id: it reaches storage paths, so it is checked wherever it is decoded.
+Id = Annotated[str, AfterValidator(_plain_id)]
 Digest = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
 

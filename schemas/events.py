@@ -10,9 +10,9 @@ from __future__ import annotations
 from enum import Enum
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from rolecall.schemas.base import TAIL_CHARS, Contract, Name, Timestamp
+from rolecall.schemas.base import TAIL_CHARS, Contract, Id, Name, Timestamp
 from rolecall.schemas.version import Since
 
 
@@ -34,8 +34,8 @@ class Completion(Contract):
     """The result of one attempt of one job (or baseline step) on one instance."""
 
     kind: Literal["completion"] = "completion"
-    job_id: Name
-    run_id: Name
+    job_id: Id
+    run_id: Id
     role: Name
     instance: Name
     incarnation: Name
@@ -77,7 +77,39 @@ class Hello(Contract):
 Event = Annotated[Completion | Hello, Field(discriminator="kind")]
 
 
+class Started(Contract):
+    """A job was claimed and is running here: ``status`` shows it ``running`` at once.
+
+    Carried in a batch's ``started`` list rather than among its events, so a controller that
+    does not know it ignores it (and folds the completions beside it) instead of refusing the
+    whole batch."""
+
+    job_id: Id
+    run_id: Id
+    instance: Name
+    incarnation: Name
+    attempt: int = Field(default=1, ge=0)
+    started_at: Timestamp
+
+
+class BatchSignature(Contract):
+    """The sending instance's signature over the batch as sent (minus this field), with the
+    key enrolled for it when its credentials were issued (``rolecall sas worker``)."""
+
+    key_id: str = Field(max_length=64)
+    algorithm: Literal["ed25519"] = "ed25519"
+    value: str = Field(max_length=200)
+
+
 class EventBatch(Contract):
     kind: Literal["events"] = "events"
     sender: Name
-    events: list[Event] = Field(min_length=1)
+    events: list[Event] = Field(default_factory=list)
+    started: Annotated[list[Started], Since("1.2")] = Field(default_factory=list)
+    signature: Annotated[BatchSignature | None, Since("1.2")] = None
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> EventBatch:
+        if not self.events and not self.started:
+            raise ValueError("an events batch must carry at least one event or started note")
+        return self

@@ -9,11 +9,12 @@ payload digest and the target are bound to it.
 from __future__ import annotations
 
 from enum import Enum
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from rolecall.schemas.base import Contract, Digest, Name, Timestamp
+from rolecall.schemas.base import Contract, Digest, Id, Name, Timestamp
+from rolecall.schemas.version import Since
 
 
 class PayloadKind(str, Enum):
@@ -82,12 +83,14 @@ class Signature(Contract):
 
 
 class JobEnvelope(Contract):
-    """A unit of work. ``action=reconcile`` asks the worker to apply its role's baseline now."""
+    """A unit of work. ``action=reconcile`` asks the worker to apply its role's baseline now;
+    ``action=cancel`` (on an instance queue) stops whatever of run ``cancel_run`` it is running
+    and refuses that run's jobs from then on."""
 
     kind: Literal["job"] = "job"
-    action: Literal["run", "reconcile"] = "run"
-    job_id: Name
-    run_id: Name
+    action: Literal["run", "reconcile", "cancel"] = "run"
+    job_id: Id
+    run_id: Id
     role: Name
     target: Target = Field(default_factory=Target)
     payload: PayloadRef | None = None
@@ -100,9 +103,13 @@ class JobEnvelope(Contract):
     created_at: Timestamp
     issuer: str = Field(default="rolecall", max_length=128)
     signature: Signature | None = None
+    #: the run a ``cancel`` stops; an agent that does not know it must not ignore it
+    cancel_run: Annotated[Id | None, Since("1.2", critical=True)] = None
 
     @model_validator(mode="after")
     def _run_needs_payload(self) -> JobEnvelope:
         if self.action == "run" and self.payload is None:
             raise ValueError("a 'run' job must name a payload")
+        if (self.action == "cancel") != (self.cancel_run is not None):
+            raise ValueError("a 'cancel' job, and only it, names the run it cancels")
         return self

@@ -28,6 +28,16 @@ MAX_NAMESPACE = 12
 DEFAULT_NAMESPACE = "rc"
 POISON_SUFFIX = "-poison"
 
+#: Reports are spread over this many results queues per role (by instance), so no queue
+#: needs more than its Azure target (2,000 messages/s) even for a 50,000-instance role.
+RESULT_SHARDS = 4
+
+#: What a run or job id may look like wherever it reaches a storage path: what rolecall makes
+#: (``r20261127-101500-1a2b3c``, ``baseline-web-v3``, ``<run>.<target key>``) and nothing that
+#: could climb out of its folder (no slash, no ``..``, no leading dot).
+ID_PATTERN = r"^(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9._-]{0,199}$"
+PLAIN_ID = re.compile(ID_PATTERN)
+
 _CLEAN = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 _HASHED_TAIL = re.compile(r"-h[0-9a-f]{10}$")
 _NOT_ALNUM = re.compile(r"[^a-z0-9]+")
@@ -47,6 +57,20 @@ def name_key(raw: str, max_len: int = MAX_KEY) -> str:
     tail = "-h" + hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()[:10]
     body = _NOT_ALNUM.sub("-", raw.lower()).strip("-")[: max_len - len(tail)].strip("-")
     return f"{body or 'x'}{tail}"
+
+
+def check_id(value: str, what: str = "id") -> str:
+    """Refuse a run or job id that is not of the plain form (see ``ID_PATTERN``)."""
+    if not PLAIN_ID.match(value):
+        raise InvalidName(f"{what} {value[:80]!r} is not a plain id (letters, digits, . _ -)")
+    return value
+
+
+def results_shard(instance: str) -> int:
+    """Which of a role's results queues this instance reports to: fixed by its name."""
+    return int(hashlib.sha256(instance.encode("utf-8", "surrogatepass")).hexdigest()[:8], 16) % (
+        RESULT_SHARDS
+    )
 
 
 def check_namespace(namespace: str) -> str:
@@ -80,8 +104,31 @@ class Names:
 
     @property
     def events_queue(self) -> str:
-        """Hello events and completions, folded by the controller."""
+        """Where agents before 0.2 post hellos and completions (any role may write it): folded
+        with the same checks as the results queues, minus the channel's own guarantee."""
         return f"{self.namespace}-events"
+
+    def results_queue(self, role: str, shard: int) -> str:
+        """Hellos, started notes and completions from instances of ``role``. Only that role's
+        credentials may add here, so a report read from it speaks for that role at most."""
+        return f"{self.namespace}-res-{name_key(role)}-{shard}"
+
+    def results_queue_of(self, role: str, instance: str) -> str:
+        return self.results_queue(role, results_shard(instance))
+
+    def results_queues(self, role: str) -> list[str]:
+        return [self.results_queue(role, k) for k in range(RESULT_SHARDS)]
+
+    @property
+    def results_prefix(self) -> str:
+        return f"{self.namespace}-res-"
+
+    def role_key_of_results_queue(self, queue: str) -> str | None:
+        """The role key a results queue belongs to; None for anything else (poison queues)."""
+        if not queue.startswith(self.results_prefix) or queue.endswith(POISON_SUFFIX):
+            return None
+        key, _, shard = queue[len(self.results_prefix) :].rpartition("-")
+        return key if key and shard.isdigit() else None
 
     @staticmethod
     def poison_queue(queue: str) -> str:
@@ -152,24 +199,52 @@ class Names:
 
     @staticmethod
     def run_blob(run_id: str) -> str:
-        return f"runs/{run_id}.json"
+        return f"runs/{check_id(run_id, 'run id')}.json"
 
     @staticmethod
     def run_id_of_blob(blob: str) -> str | None:
         """The run a blob listed under :meth:`runs_prefix` records; None for its neighbours
-        (dispatch locks)."""
+        (dispatch locks, result deltas)."""
         if blob.startswith("runs/") and blob.endswith(".json"):
-            return blob[len("runs/") : -len(".json")]
+            run_id = blob[len("runs/") : -len(".json")]
+            return run_id if PLAIN_ID.match(run_id) else None
         return None
+
+    @staticmethod
+    def run_results_prefix(run_id: str) -> str:
+        """Folded results of one run: documents each holding some targets' results, joined
+        by whoever reads them (controller/results.py)."""
+        return f"runs/{check_id(run_id, 'run id')}/results/"
+
+    @staticmethod
+    def run_targets_blob(run_id: str) -> str:
+        """A split run's targets in dispatch order, written once beside its record."""
+        return f"runs/{check_id(run_id, 'run id')}/targets.json"
+
+    @staticmethod
+    def run_results_blob(run_id: str, name: str) -> str:
+        return f"{Names.run_results_prefix(run_id)}{name}.json"
+
+    @staticmethod
+    def instance_keys_prefix(role: str) -> str:
+        return f"keys/{name_key(role)}/"
+
+    @staticmethod
+    def instance_key_blob(role: str, instance: str) -> str:
+        """The public key an instance signs its reports with, enrolled by the operator when
+        it issued the instance's credentials (``rolecall sas worker``)."""
+        return f"keys/{name_key(role)}/{name_key(instance)}.json"
 
     @staticmethod
     def run_lock_blob(run_id: str) -> str:
         """Leased while a controller dispatches the run. Beside the record, not the record
         itself: a lease on the record would block every fold into it too."""
-        return f"runs/{run_id}.lock"
+        return f"runs/{check_id(run_id, 'run id')}.lock"
 
     @staticmethod
     def log_blob(run_id: str, job_id: str, instance: str, attempt: int) -> str:
+        check_id(run_id, "run id")
+        check_id(job_id, "job id")
         return f"{run_id}/{job_id}/{name_key(instance)}/{attempt}.log"
 
     @staticmethod

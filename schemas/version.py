@@ -62,9 +62,10 @@ class Version:
 
 
 #: The contract this release speaks. 1.0 is the contract of the agents from before these rules;
-#: 1.1 adds the rules themselves (tolerant readers, required versions), the agent version and
-#: contract in instance records, and agent releases with the baseline's agent pin.
-CONTRACT = Version(1, 1)
+#: 1.1 adds the rules themselves (tolerant readers, required versions) and the agent version
+#: and contract in instance records; 1.2 adds per-role results queues with started notes and
+#: signed batches, cancel jobs, and run records kept apart from their results.
+CONTRACT = Version(1, 2)
 
 #: Majors whose reports (hellos, completions, instance records) the controller folds: the
 #: current one and the one before it, once there is one.

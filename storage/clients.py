@@ -300,6 +300,14 @@ class Storage:
             return str(lease.id)
         return None
 
+    def renew_lease(self, container: str, path: str, lease_id: str) -> None:
+        """Keep a lease held (a lease holder that stops renewing loses it after its
+        duration). Raises ConcurrencyConflict if someone else holds it by now."""
+        from azure.storage.blob import BlobLeaseClient
+
+        lease = BlobLeaseClient(self.blob(container, path), lease_id=lease_id)
+        call(f"renew lease on {container}/{path}", lease.renew)
+
     def release_lease(self, container: str, path: str, lease_id: str) -> None:
         from azure.storage.blob import BlobLeaseClient
 

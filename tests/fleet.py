@@ -32,6 +32,7 @@ from rolecall.schemas import (
     encode_message,
     utcnow,
 )
+from rolecall.schemas.errors import NotFound
 from rolecall.schemas.jobs import EnvVar, Execution
 from rolecall.storage.clients import Storage
 
@@ -154,14 +155,26 @@ class Operator:
         self.storage.ensure_queue(queue)
         self.storage.send(queue, text)
 
+    def report_queues(self) -> list[str]:
+        """Where reports arrive: every role's results queues, and the legacy events queue."""
+        found = self.storage.list_queues(self.names.results_prefix)
+        return [q for q in found if self.names.role_key_of_results_queue(q)] + [
+            self.names.events_queue
+        ]
+
     def drain_events(self) -> list[Any]:
-        while True:
-            msgs = self.storage.receive(self.names.events_queue, max_messages=32, visibility_s=30)
-            if not msgs:
-                return self.events
-            for m in msgs:
-                self.events += decode_message(m.content, EventBatch).events
-                self.storage.delete(m)
+        for queue in self.report_queues():
+            while True:
+                try:
+                    msgs = self.storage.receive(queue, max_messages=32, visibility_s=30)
+                except NotFound:
+                    break
+                if not msgs:
+                    break
+                for m in msgs:
+                    self.events += decode_message(m.content, EventBatch).events
+                    self.storage.delete(m)
+        return self.events
 
     def completions(self, job_id: str | None = None, **match: Any) -> list[Completion]:
         self.drain_events()

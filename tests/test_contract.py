@@ -40,6 +40,8 @@ from rolecall.schemas.version import CONTRACT, SUPPORTED_MAJORS, Since, Version
 from rolecall.worker.trust import TrustedKeys
 
 names = st.text(string.ascii_letters + string.digits + "-_.", min_size=1, max_size=40)
+#: run and job ids reach storage paths: plain ids only (schemas.base.Id)
+ids = st.from_regex(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,40}$", fullmatch=True)
 texts = st.text(max_size=200)
 digests = st.text("0123456789abcdef", min_size=64, max_size=64)
 
@@ -54,7 +56,7 @@ def jobs(draw: st.DrawFn) -> JobEnvelope:
                                   fullmatch=True), value=texts, secret=st.booleans()),
                         max_size=4))  # fmt: skip
     return JobEnvelope(
-        job_id=draw(names), run_id=draw(names), role=draw(names),
+        job_id=draw(ids), run_id=draw(ids), role=draw(names),
         target=Target(instance=draw(st.none() | names)), payload=ref,
         execution=Execution(args=draw(st.lists(texts, max_size=4)), env=env),
         timeout_s=draw(st.floats(1, 3600)), max_attempts=draw(st.integers(1, 10)),
@@ -65,7 +67,7 @@ def jobs(draw: st.DrawFn) -> JobEnvelope:
 @st.composite
 def batches(draw: st.DrawFn) -> EventBatch:
     completions = st.builds(
-        Completion, job_id=names, run_id=names, role=names, instance=names, incarnation=names,
+        Completion, job_id=ids, run_id=ids, role=names, instance=names, incarnation=names,
         outcome=st.sampled_from(Outcome), finished_at=st.just(utcnow()),
         exit_code=st.none() | st.integers(-255, 65535), attempt=st.integers(0, 99),
         stdout_tail=st.text(max_size=100), reason=st.none() | texts,

@@ -9,7 +9,15 @@ import pytest
 from rolecall.controller import fold
 from rolecall.controller.fold import EventFolder
 from rolecall.controller.store import RunStore
-from rolecall.schemas import EventBatch, RunMode, RunRecord, TargetResult, encode_message, utcnow
+from rolecall.schemas import (
+    EventBatch,
+    RunMode,
+    RunRecord,
+    TargetResult,
+    TargetState,
+    encode_message,
+    utcnow,
+)
 from rolecall.schemas.codec import decode_document, encode_document
 from rolecall.schemas.errors import ConcurrencyConflict
 from rolecall.schemas.names import Names
@@ -29,7 +37,11 @@ def make_run(storage: Storage, targets: list[str]) -> RunRecord:
             mode=RunMode.EACH,
             created_at=now,
             updated_at=now,
-            targets={t: TargetResult(target=t) for t in targets},
+            # dispatched: the fold believes only reports about targets a run dispatched
+            targets={
+                t: TargetResult(target=t, state=TargetState.QUEUED, dispatched_at=now)
+                for t in targets
+            },
         )
     )
 
@@ -37,7 +49,9 @@ def make_run(storage: Storage, targets: list[str]) -> RunRecord:
 def test_an_event_folded_twice_changes_nothing(storage: Storage) -> None:
     storage.ensure_queue(storage.names.events_queue)
     make_run(storage, ["web-0", "web-1"])
-    batch = EventBatch(sender="web-0", events=[hello(), completion(instance="web-0")])
+    batch = EventBatch(
+        sender="web-0", events=[hello(), completion(instance="web-0", job_id="r1.web-0")]
+    )
     text = encode_message(batch)
     folder = EventFolder(storage)
     storage.send(storage.names.events_queue, text)
@@ -100,7 +114,9 @@ def test_malformed_events_are_poisoned_and_do_not_block_the_rest(storage: Storag
     storage.send(storage.names.events_queue, "not an event")
     storage.send(
         storage.names.events_queue,
-        encode_message(EventBatch(sender="web-0", events=[completion(instance="web-0")])),
+        encode_message(
+            EventBatch(sender="web-0", events=[completion(instance="web-0", job_id="r1.web-0")])
+        ),
     )
     stats = EventFolder(storage).fold_all()
     assert stats.poisoned == 1 and stats.completions == 1

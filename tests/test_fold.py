@@ -7,9 +7,12 @@ from datetime import timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rolecall.controller.dispatch import mark_dispatched, parse_limit, plan
-from rolecall.controller.fold import fold_completion
+from rolecall.controller.dispatch import dispatched, parse_limit, plan
+from rolecall.controller.results import assemble
+from rolecall.controller.results import fold_report as fold_completion
 from rolecall.schemas import Outcome, RunMode, RunRecord, TargetResult, TargetState, utcnow
+from rolecall.schemas.events import Started
+from rolecall.schemas.runs import ResultsDelta
 from tests.factories import completion, job
 
 NOW = utcnow()
@@ -141,18 +144,64 @@ def test_rate_control_plans_within_concurrency_and_stops_after_errors() -> None:
     run = run.model_copy(
         update={"targets": {f"w{i}": TargetResult(target=f"w{i}") for i in range(5)}}
     )
-    run, keys = plan(run)
-    assert keys == ["w0", "w1"]
-    run = mark_dispatched(run, keys)
-    assert plan(run)[1] == []
+    keys, stop = plan(run)
+    assert (keys, stop) == (["w0", "w1"], None)
+    run = dispatched(run, keys)
+    assert plan(run) == ([], None)
     run = fold_completion(run, completion(instance="w0", outcome=Outcome.FAILED))
-    run, keys = plan(run)
+    keys, stop = plan(run)
     assert keys == ["w2"], "one error is within max errors 1"
-    run = mark_dispatched(run, keys)
+    run = dispatched(run, keys)
     run = fold_completion(run, completion(instance="w1", outcome=Outcome.FAILED))
-    run, keys = plan(run)
-    assert keys == []
+    keys, stop = plan(run)
+    assert keys == [] and stop is not None
+    run = dispatched(run, keys, stop)
     assert [run.targets[f"w{i}"].state for i in (3, 4)] == [TargetState.NOT_DISPATCHED] * 2
+
+
+def started(instance: str, attempt: int, at: int) -> Started:
+    return Started(job_id=f"r1.{instance}", run_id="r1", instance=instance, incarnation="i",
+                   attempt=attempt, started_at=NOW + timedelta(seconds=at))  # fmt: skip
+
+
+@settings(max_examples=300)
+@given(attempt_events, st.lists(st.tuples(st.sampled_from(["w0", "w1", "w2"]),
+                                          st.integers(1, 3)), max_size=6),
+       st.randoms(), st.integers(1, 4))  # fmt: skip
+def test_results_fold_the_same_however_they_are_split_into_documents(
+    raw,
+    notes,
+    rnd,
+    parts,  # type: ignore[no-untyped-def]
+) -> None:
+    """Result documents may be written per round, compacted, overlap or be read twice: the
+    view of the run is the same (controller/results.py relies on it)."""
+    events = to_completions(raw)
+    starts = [started(i, a, a - 1) for i, a in notes]
+    base = run_of(RunMode.EACH, ["w0", "w1", "w2"])
+    one = assemble(base, base.targets, [ResultsDelta(run_id="r1", completions=events,
+                                                     started=starts)])  # fmt: skip
+    shuffled = events + events[: len(events) // 2]
+    rnd.shuffle(shuffled)
+    deltas = [
+        ResultsDelta(run_id="r1", completions=shuffled[k::parts], started=starts[k::parts])
+        for k in range(parts)
+    ]
+    rnd.shuffle(deltas)
+    assert assemble(base, base.targets, deltas) == one
+
+
+def test_a_started_note_shows_running_until_the_report_of_that_attempt() -> None:
+    run = run_of(RunMode.EACH, ["w0"])
+    run = fold_completion(run, started("w0", 1, 0))
+    assert run.targets["w0"].state is TargetState.RUNNING and run.targets["w0"].instance == "w0"
+    retry = completion(instance="w0", attempt=1, outcome=Outcome.FAILED, will_retry=True,
+                       finished_at=NOW + timedelta(seconds=5))  # fmt: skip
+    assert fold_completion(run, retry).targets["w0"].state is TargetState.RETRYING
+    late = fold_completion(fold_completion(run, retry), started("w0", 1, 0))
+    assert late.targets["w0"].state is TargetState.RETRYING, "a late note changes nothing"
+    again = fold_completion(fold_completion(run, retry), started("w0", 2, 6))
+    assert again.targets["w0"].state is TargetState.RUNNING, "the next attempt started"
 
 
 def test_limits_parse_numbers_and_percentages() -> None:

@@ -10,7 +10,7 @@ import pytest
 from rolecall.controller.published import PublishedPayloads
 from rolecall.controller.runs import RunRequest, start_run
 from rolecall.schemas.errors import UnknownRole
-from rolecall.schemas.records import RunMode
+from rolecall.schemas.runs import RunMode
 from rolecall.storage.clients import Storage
 
 

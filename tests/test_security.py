@@ -222,8 +222,9 @@ def test_worker_sas_tokens_are_refused_outside_their_scope(storage: Storage) -> 
         "enqueue onto its instance queue": lambda: queue(
             n.instance_queue("web-0"), bundle.queues[n.instance_queue("web-0")].get_secret_value()
         ).send_message("x"),
-        "enqueue via the events token": lambda: queue(
-            n.role_queue("web"), bundle.queues[n.events_queue].get_secret_value()
+        "enqueue via the results token": lambda: queue(
+            n.role_queue("web"),
+            bundle.queues[n.results_queue_of("web", "web-0")].get_secret_value(),
         ).send_message("x"),
         "overwrite a payload": lambda: blob(
             n.payloads_container,

@@ -17,7 +17,7 @@ from rolecall.controller.skew import AgentsTooOld
 from rolecall.controller.store import RunStore
 from rolecall.schemas import InstanceRecord, JobEnvelope, Outcome, encode_document, utcnow
 from rolecall.schemas.names import Names
-from rolecall.schemas.records import RunMode, TargetState
+from rolecall.schemas.runs import RunMode, TargetState
 from rolecall.schemas.version import CONTRACT, Version
 from rolecall.storage.clients import Storage
 from tests.fleet import Fleet, Ledger, Operator, cli_json, wait_for
@@ -54,8 +54,23 @@ def test_an_agent_runs_the_next_minor_and_refuses_what_needs_a_newer_agent(
     assert poisoned.reason == "requires_newer_agent"
 
 
+def any_run(storage: Storage, run_id: str) -> None:
+    """A run the controller dispatched (the fold believes reports only for those)."""
+    storage.put_blob(
+        storage.names.state_container, Names.run_blob(run_id),
+        json.dumps({"schema_version": 1, "kind": "run", "run_id": run_id, "role": "web",
+                    "mode": "any", "created_at": utcnow().isoformat(),
+                    "updated_at": utcnow().isoformat(),
+                    "targets": {"any": {"target": "any", "state": "queued",
+                                        "dispatched_at": utcnow().isoformat()}}}).encode(),
+    )  # fmt: skip
+
+
 def test_the_controller_folds_reports_of_agents_from_before_the_rules(storage: Storage) -> None:
-    """An agent baked before the rules writes schema_version 1, no contract, no new fields."""
+    """An agent baked before the rules writes schema_version 1, no contract, no new fields,
+    to the one events queue; its runs are records from before 0.2 too."""
+    any_run(storage, "r-old")
+    any_run(storage, "r-new")
     now = utcnow().isoformat()
     old_completion = {
         "schema_version": 1, "kind": "completion", "job_id": "r-old.any", "run_id": "r-old",

@@ -31,7 +31,7 @@ def test_completions_wait_out_an_events_outage_and_no_new_work_is_claimed(
     """While the events queue refuses posts, the finished job's message is kept (not
     deleted) and nothing new is claimed; when posting works again the completion arrives
     once and the next job runs."""
-    events = ops.names.events_queue
+    events = ops.names.results_queue_of("web", "web-0")  # where web-0 reports
     outage = threading.Event()
     proxied.blocked = lambda method, path: (
         outage.is_set() and method == "POST" and f"/{events}/" in path

@@ -27,12 +27,13 @@ from rolecall.schemas.version import CONTRACT
 from rolecall.storage.backoff import IdleBackoff
 from rolecall.storage.clients import Storage
 from rolecall.worker.baseline import BaselineApplier, BaselineStatus
+from rolecall.worker.cancels import CancelWatch, is_cancel
 from rolecall.worker.claim import Claim
 from rolecall.worker.config import WorkerSettings
 from rolecall.worker.context import JobContext
 from rolecall.worker.identity import Identity, resolve_identity
 from rolecall.worker.jobs import JobHandler
-from rolecall.worker.outbox import Outbox
+from rolecall.worker.outbox import BatchSigner, Outbox
 from rolecall.worker.payloads import PayloadCache
 from rolecall.worker.runner import Runner
 from rolecall.worker.shutdown import ExitCode, Shutdown
@@ -54,9 +55,7 @@ class Agent:
         self.names: Names = self.storage.names
         self.instance_queue = self.names.instance_queue(self.identity.instance)
         self.role_queue = self.names.role_queue(self.identity.role)
-        self.outbox = Outbox(
-            self.storage, self.state.outbox_dir, self.identity.instance, settings.flush_s
-        )
+        self.outbox = self._outbox(settings)
         cache = PayloadCache(self.storage, self.state.cache_dir, settings.payload_max_bytes)
         self.runner = Runner(settings, self.storage, self.identity, self.state, cache)
         verify = verifier(settings)
@@ -87,8 +86,21 @@ class Agent:
         self.next_baseline_retry = 0.0
         self.reboot_pending = False
         self._held: list[Claim] = []
+        self._running: JobContext | None = None
+        self.cancels = CancelWatch(self.storage, self.instance_queue, verify)
         self._said_stopping = False
         self._missing: set[str] = set()
+
+    def _outbox(self, settings: WorkerSettings) -> Outbox:
+        """Reports go to this role's results queue, signed with the instance's enrolled key
+        where its credentials carry one (controller/enrolment.py)."""
+        bundle = self.storage.account.bundle
+        key = bundle.instance_key if bundle is not None else None
+        return Outbox(
+            self.storage, self.state.outbox_dir, self.identity.instance, settings.flush_s,
+            queue=self.names.results_queue_of(self.identity.role, self.identity.instance),
+            signer=BatchSigner(key.get_secret_value()) if key is not None else None,
+        )  # fmt: skip
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -157,7 +169,7 @@ class Agent:
         for q in (self.instance_queue, self.role_queue):
             self.storage.ensure_queue(q)
             self.storage.ensure_queue(self.names.poison_queue(q))
-        self.storage.ensure_queue(self.names.events_queue)
+        self.storage.ensure_queue(self.outbox.queue)
 
     def loop(self, *, once: bool = False) -> None:
         backoff = IdleBackoff(self.settings.poll_min_s, self.settings.poll_max_s)
@@ -238,6 +250,8 @@ class Agent:
         return False
 
     def _work(self, claims: list[Claim]) -> None:
+        # a cancel first: it must reach the jobs of its run that wait in the same batch
+        claims = sorted(claims, key=lambda c: not is_cancel(c.msg.content))
         self._held = claims
         try:
             for claim in claims:
@@ -245,7 +259,9 @@ class Agent:
                     break
                 if not claim.start(margin_s=self.settings.lease_s / 2):
                     continue
-                self.jobs.handle(JobContext(self, claim))
+                self._running = JobContext(self, claim)
+                self.jobs.handle(self._running)
+                self._running = None
                 if self.outbox.due():
                     self.outbox.flush(wait=False)
         finally:
@@ -266,6 +282,10 @@ class Agent:
             log.info("shutdown requested; the running job has %gs to finish", self.settings.grace_s)
         if claim is not None and claim.renewal_due:
             claim.renew()
+            running = self._running
+            if running is not None and running.run_id and self.cancels.requested(running.run_id):
+                log.info("run cancelled; stopping its job", extra={"run_id": running.run_id})
+                running.cancelled = True
             if claim.renewals == 1:
                 # a long job: stop sitting on the rest of the batch (release() leaves claims
                 # that already ran alone: their settlement is waiting in the outbox)

@@ -12,7 +12,7 @@ Why these calls, and not others:
   "Storage Queue Data Message Processor" grants; Get Queue Properties would need
   ``queues/read``, which the least-privilege worker roles deliberately do not have. A worker
   SAS bundle may process but not read, so there a refused Peek is a warning.
-* the events queue gets Get Queue Properties. A worker may only *add* there, and no call
+* its results queue gets Get Queue Properties. A worker may only *add* there, and no call
   proves an add right without adding, so a refusal (as opposed to an unknown credential) is a
   warning, not a failure.
 * the baseline blob and the payloads container get one HEAD each; for payloads, a HEAD on a
@@ -243,9 +243,11 @@ def _storage(settings: WorkerSettings, identity: Identity | None, report: Report
             for q in (names.instance_queue(identity.instance), names.role_queue(identity.role)):
                 probe = functools.partial(_peek, storage, q, settings.auth_mode, report)
                 _guarded(report, f"queue {q}", probe)
-        events = names.events_queue
-        _guarded(report, f"queue {events}", lambda: _events(storage, settings, report))
         if identity is not None:
+            results = names.results_queue_of(identity.role, identity.instance)
+            _guarded(
+                report, f"queue {results}", lambda: _results(storage, settings, report, results)
+            )
             _guarded(report, "baseline", lambda: _baseline(storage, identity.role, report))
         payloads = names.payloads_container
         _guarded(report, f"container {payloads}", lambda: _payloads(storage, report))
@@ -352,8 +354,7 @@ def _peek(storage: Any, queue: str, mode: AuthMode, report: Report) -> None:
     report.ok(what, f"readable: {waiting} message(s) waiting (peeked, none claimed)")
 
 
-def _events(storage: Any, settings: WorkerSettings, report: Report) -> None:
-    queue = storage.names.events_queue
+def _results(storage: Any, settings: WorkerSettings, report: Report, queue: str) -> None:
     what = f"queue {queue}"
     try:
         _once(f"properties of {queue}", storage.queue(queue).get_queue_properties)

@@ -27,9 +27,13 @@ class JobContext:
         self.duties = duties
         #: the queue message the job came from; None for a baseline step
         self.claim = claim
+        #: the run of the job, once its message is decoded (cancels name runs)
+        self.run_id: str | None = None
+        #: a cancel for the run arrived while the job ran: stop it, report it cancelled
+        self.cancelled = False
 
     def tick(self) -> None:
         self.duties.between_slices(self.claim)
 
     def should_kill(self) -> bool:
-        return self.duties.should_kill_job()
+        return self.cancelled or self.duties.should_kill_job()

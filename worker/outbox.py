@@ -13,18 +13,23 @@ Two rules give "no completion is ever lost" and few transactions at once:
 
 from __future__ import annotations
 
+import binascii
 import json
 import logging
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import TypeAdapter
 
-from rolecall.schemas.codec import MAX_MESSAGE_BYTES, encode_message
-from rolecall.schemas.errors import StorageError
-from rolecall.schemas.events import Event, EventBatch
+from rolecall.schemas.codec import MAX_MESSAGE_BYTES, encode_message_data
+from rolecall.schemas.errors import ConfigError, StorageError
+from rolecall.schemas.events import Event, EventBatch, Started
+from rolecall.schemas.signing import b64, canonical_bytes, key_id, unb64
 from rolecall.storage.clients import Storage
 from rolecall.worker.claim import Claim, Settlement
 from rolecall.worker.state import atomic_write
@@ -48,12 +53,44 @@ class _Entry:
     added: float = field(default_factory=time.monotonic)
 
 
+class BatchSigner:
+    """Signs each batch with the instance's enrolled key (from its SAS bundle), so the
+    controller believes reports about this instance only from it (controller/enrolment.py)."""
+
+    def __init__(self, private_b64: str) -> None:
+        try:
+            self._key = Ed25519PrivateKey.from_private_bytes(unb64(private_b64))
+        except (ValueError, binascii.Error) as e:
+            raise ConfigError("the SAS bundle's instance key is not an Ed25519 key") from e
+        raw = self._key.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+        self.key_id = key_id(raw)
+
+    def sign(self, data: dict[str, Any]) -> dict[str, Any]:
+        value = b64(self._key.sign(canonical_bytes(data)))
+        return {**data, "signature": {"key_id": self.key_id, "algorithm": "ed25519",
+                                      "value": value}}  # fmt: skip
+
+
 class Outbox:
-    def __init__(self, storage: Storage, root: Path, sender: str, flush_s: float) -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        root: Path,
+        sender: str,
+        flush_s: float,
+        queue: str,
+        signer: BatchSigner | None = None,
+    ) -> None:
         self.storage = storage
         self.root = root
         self.sender = sender
         self.flush_s = flush_s
+        #: this instance's results queue: only its role's credentials may add there
+        self.queue = queue
+        self.signer = signer
+        self._started: list[tuple[float, Started]] = []
         self._entries: list[_Entry] = []
         self._pending: list[Pending] = []
         self._inflight: list[Future[Pending | None]] = []
@@ -95,10 +132,17 @@ class Outbox:
             assert then is not None, "a claim handed to the outbox needs its settlement"
             self._pending.append((claim, then))
 
+    def started(self, note: Started) -> None:
+        """Say a job started, with the next batch: ``status`` shows it running. Kept in
+        memory only (a note lost in a crash costs nothing: the job's result follows)."""
+        self._started.append((time.monotonic(), note))
+
     def due(self) -> bool:
         """Time to flush: something waited ``flush_s``, or a held lease is running short."""
         now = time.monotonic()
         if any(now - e.added >= self.flush_s for e in self._entries):
+            return True
+        if any(now - added >= self.flush_s for added, _ in self._started):
             return True
         return any(claim.running_short for claim, _ in self._pending)
 
@@ -111,7 +155,7 @@ class Outbox:
         waits for them leaves its storage idle while it runs jobs and itself idle while
         storage deletes. The events are still posted first, and synchronously: no message
         is deleted before its completion is on the events queue."""
-        if self._entries:
+        if self._entries or self._started:
             try:
                 self._post()
             except StorageError as e:
@@ -148,17 +192,24 @@ class Outbox:
         return self._executor
 
     def _post(self) -> None:
-        while self._entries:
+        started = [note for _, note in self._started]
+        while self._entries or started:
             chunk: list[_Entry] = []
-            size = 0
+            size = sum(len(n.model_dump_json()) for n in started)
             for entry in self._entries:
                 n = sum(len(e.model_dump_json(exclude_none=True)) for e in entry.events)
                 if chunk and size + n > _BATCH_JSON_BYTES:
                     break
                 chunk.append(entry)
                 size += n
-            batch = EventBatch(sender=self.sender, events=[e for c in chunk for e in c.events])
-            self.storage.send(self.storage.names.events_queue, encode_message(batch), create=True)
+            batch = EventBatch(
+                sender=self.sender, events=[e for c in chunk for e in c.events], started=started
+            )
+            data = batch.model_dump(mode="json", exclude_none=True)
+            if self.signer is not None:
+                data = self.signer.sign(data)
+            self.storage.send(self.queue, encode_message_data(data, "events batch"), create=True)
+            self._started, started = [], []
             for entry in chunk:
                 if entry.path is not None:
                     entry.path.unlink(missing_ok=True)

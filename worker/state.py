@@ -53,6 +53,7 @@ class LocalState:
         #: identifies this agent start; a step pending reboot completes on the next one
         self.boot = f"{time.time_ns():x}"
         self.markers = JobMarkers(root)
+        self._cancelled: set[str] | None = None
 
     def open(self) -> LocalState:
         make_private_dir(self.root)
@@ -88,6 +89,25 @@ class LocalState:
 
     def mark_job(self, job_id: str, completion: dict[str, Any]) -> None:
         self.markers.mark(job_id, completion)
+
+    # --- cancelled runs -----------------------------------------------------------------
+
+    @property
+    def cancelled_runs(self) -> set[str]:
+        """Runs cancelled while this incarnation ran: their jobs are refused. Kept across
+        restarts (a re-delivered job of a cancelled run must not run after one)."""
+        if self._cancelled is None:
+            try:
+                self._cancelled = set(json.loads((self.root / "cancelled.json").read_bytes()))
+            except (FileNotFoundError, ValueError, TypeError):
+                self._cancelled = set()
+        return self._cancelled
+
+    def cancel_run(self, run_id: str) -> None:
+        runs = self.cancelled_runs
+        runs.add(run_id)
+        # a run id is ~24 bytes: a list of the last thousand is a small file
+        atomic_write(self.root / "cancelled.json", json.dumps(sorted(runs)[-1000:]).encode())
 
     # --- baseline step markers -----------------------------------------------------------
 

@@ -31,7 +31,7 @@ from rolecall.devtools.azurite import Azurite
 from rolecall.devtools.localfleet import LocalFleet
 from rolecall.schemas.base import utcnow
 from rolecall.schemas.errors import ConfigError
-from rolecall.schemas.records import RunMode, RunRecord, RunState
+from rolecall.schemas.runs import RunMode, RunRecord, RunState
 from rolecall.storage.clients import Storage
 
 ROLES = {"web": 3, "api": 3}

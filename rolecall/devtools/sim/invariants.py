@@ -24,7 +24,7 @@ from rolecall.controller.fleet import list_instances
 from rolecall.controller.poison import list_poison
 from rolecall.controller.store import RunStore
 from rolecall.schemas.names import Names, name_key
-from rolecall.schemas.records import RunMode, RunRecord, TargetState
+from rolecall.schemas.runs import RunMode, RunRecord, TargetState
 
 if TYPE_CHECKING:
     from rolecall.devtools.sim.runner import SimState

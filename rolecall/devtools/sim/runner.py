@@ -28,7 +28,7 @@ from rolecall.devtools.localfleet import LocalFleet
 from rolecall.devtools.sim.config import SimConfig
 from rolecall.schemas.base import utcnow
 from rolecall.schemas.errors import RolecallError, StorageError
-from rolecall.schemas.records import RunMode
+from rolecall.schemas.runs import RunMode
 from rolecall.storage.clients import Storage
 
 LEDGER_SCRIPT = """#!/bin/sh

@@ -274,6 +274,7 @@ class Sandbox:
         env.update(
             AZURE_STORAGE_CONNECTION_STRING=self.az.connection_string,
             ROLECALL_NAMESPACE=namespace,
+            ROLECALL_BOOT_JITTER_S="0",  # the boot figure measures the agent, not a wait
             PYTHONUNBUFFERED="1",
             **extra,
         )

@@ -16,8 +16,6 @@ cannot be read or its signature is wrong.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import threading
 import time
@@ -26,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rolecall.controller.enrolment import EnrolledKeys, signed_by
-from rolecall.schemas.codec import decode_document
+from rolecall.schemas.codec import decode_document, read_b64_json
 from rolecall.schemas.errors import ContractError, RolecallError
 from rolecall.schemas.events import Completion, EventBatch, Hello, Outcome, Started
 from rolecall.schemas.names import Names, name_key
@@ -180,10 +178,7 @@ class ReportChecker:
 
 
 def _json(text: str) -> dict[str, Any]:
-    try:
-        data = json.loads(base64.b64decode(text, validate=True))
-    except (ValueError, binascii.Error) as e:
-        raise ContractError(f"message is not base64 JSON: {e}") from e
+    data = read_b64_json(text)
     if not isinstance(data, dict):
         raise ContractError("message is not a JSON object")
     return data

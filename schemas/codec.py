@@ -82,17 +82,35 @@ def encode_document(model: BaseModel) -> bytes:
     return model.model_dump_json(exclude_none=True, indent=1).encode()
 
 
+def read_json(raw: bytes | str) -> Any:
+    """Parse JSON from anyone, mapping every way it can fail to ContractError: bad UTF-8,
+    bad JSON, and nesting deep enough to exhaust the parser's recursion (20,000 brackets
+    are 53 kB encoded, well inside a queue message)."""
+    try:
+        return json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
+    except UnicodeDecodeError as e:
+        raise ContractError("message is not UTF-8") from e
+    except json.JSONDecodeError as e:
+        raise ContractError(f"message is not JSON: {e.msg} at offset {e.pos}") from e
+    except RecursionError as e:
+        raise ContractError("message is nested too deeply to read", reason="too_deep") from e
+
+
+def read_b64_json(text: str | bytes) -> Any:
+    """:func:`read_json` of base64 text (a queue message)."""
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise ContractError(f"message is not base64: {e}") from e
+    return read_json(raw)
+
+
 def decode_document(raw: bytes, model: type[M], majors: frozenset[int] = _OWN_MAJOR) -> M:
     """Decode JSON bytes into ``model``, checking version and kind before the fields.
 
     ``majors``: the contract majors this reader accepts; the controller passes
     ``SUPPORTED_MAJORS`` for reports, everything else reads its own major only."""
-    try:
-        data: Any = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError as e:
-        raise ContractError("message is not UTF-8") from e
-    except json.JSONDecodeError as e:
-        raise ContractError(f"message is not JSON: {e.msg} at offset {e.pos}") from e
+    data = read_json(raw)
     if not isinstance(data, dict):
         raise ContractError(f"message is JSON {type(data).__name__}, not an object")
     version = data.get("schema_version")
@@ -118,8 +136,8 @@ def job_ids_of(text: str) -> tuple[str, str] | None:
     refused as unreadable (too new, malformed) can still be reported against its run.
     Only ids of the plain form rolecall makes are returned."""
     try:
-        data = json.loads(base64.b64decode(text, validate=True))
-    except (ValueError, binascii.Error):
+        data = read_b64_json(text)
+    except ContractError:
         return None
     if not isinstance(data, dict) or data.get("kind") != "job":
         return None

@@ -48,6 +48,7 @@ def env(azurite: Azurite, namespace: str, tmp_path: Path) -> dict[str, str]:
     e.update(
         AZURE_STORAGE_CONNECTION_STRING=azurite.connection_string,
         ROLECALL_NAMESPACE=namespace,
+        ROLECALL_BOOT_JITTER_S="0",  # every test worker is a new incarnation
         ROLECALL_CACHE_DIR=str(tmp_path / "operator-cache"),  # not the user's own cache
         PYTHONUNBUFFERED="1",
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
+from rolecall import __version__
 from rolecall.schemas import (
     Baseline,
     Completion,
@@ -22,7 +23,11 @@ from rolecall.schemas import (
     TargetResult,
     utcnow,
 )
+from rolecall.schemas.codec import encode_document
 from rolecall.schemas.jobs import EnvVar
+from rolecall.schemas.names import Names
+from rolecall.schemas.version import CONTRACT
+from rolecall.storage.clients import Storage
 
 
 def payload(data: bytes = b"echo hi\n", filename: str = "job.sh") -> PayloadRef:
@@ -118,3 +123,27 @@ def every_model() -> list[object]:
             poisoned_at=now,
         ),
     ]
+
+
+def register(
+    storage: Storage,
+    instance: str,
+    *,
+    role: str = "web",
+    contract: str | None = str(CONTRACT),
+    agent: str = __version__,
+) -> None:
+    """An instance record as its agent writes it (metadata included); ``contract=None``: as an
+    agent from before the rules wrote it."""
+    now = utcnow()
+    record = InstanceRecord(
+        role=role, instance=instance, incarnation="inc", agent_version=agent,
+        boot_time=now, last_seen=now, contract=contract,
+    )  # fmt: skip
+    metadata = record.to_metadata()
+    if contract is None:  # what an agent before the rules wrote
+        metadata = {k: v for k, v in metadata.items() if k not in ("agent", "contract")}
+    storage.put_blob(
+        storage.names.state_container, Names.instance_blob(role, instance),
+        encode_document(record), metadata=metadata,
+    )  # fmt: skip

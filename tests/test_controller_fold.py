@@ -125,25 +125,52 @@ def test_malformed_events_are_poisoned_and_do_not_block_the_rest(storage: Storag
     assert len(poison) == 1
 
 
-def test_cancel_stops_dispatch_removes_queued_work_and_reports_the_running_job(
+def test_cancel_stops_dispatch_removes_queued_work_and_stops_the_running_job(
     workers: Fleet, env: dict[str, str], ledger: Ledger, tmp_path: Path, ops: Operator
 ) -> None:
+    """While it runs, status shows the target running, with its instance. Cancel: nothing
+    more is dispatched, and the running job is stopped at its next lease renewal (every 2 s
+    with the tests' 4 s lease), long before it would end, and reads cancelled."""
     for i in range(3):
         workers.worker("web", f"web-{i}")
     wait_for(lambda: len(cli_json(env, "instances")) == 3, what="3 instances")
     s = tmp_path / "slow.sh"
-    s.write_text(f'#!/bin/sh\necho "ran $ROLECALL_INSTANCE" >> {ledger.path}\nsleep 3\n')
+    s.write_text(f'#!/bin/sh\necho "ran $ROLECALL_INSTANCE" >> {ledger.path}\nsleep 60\n'
+                 f'echo "end $ROLECALL_INSTANCE" >> {ledger.path}\n')  # fmt: skip
     run_id = cli(
         env, "run", "web", "--script", str(s), "--each", "--max-concurrency", "1"
     ).stdout.strip()
-    wait_for(lambda: ledger.entries("ran"), what="the first target to start")
+    (who,) = [e[1] for e in wait_for(lambda: ledger.entries("ran"), what="the first target")]
+    running = wait_for(
+        lambda: [t for t in cli_json(env, "status", run_id)["targets"] if t["state"] == "running"],
+        what="status to show the target running",
+    )
+    assert [(t["target"], t["instance"]) for t in running] == [(who, who)]
     r = cli(env, "cancel", run_id)
     assert r.returncode == 0, r.stderr
+    assert f"stopping it on {who}" in r.stdout
     r = cli(env, "wait", run_id, "--timeout", "60")
     doc = cli_json(env, "status", run_id)
     assert doc["state"] == "cancelled"
     assert [t["state"] for t in doc["targets"]] == ["cancelled"] * 3
     assert len(ledger.entries("ran")) == 1, "nothing dispatched after the cancel"
+    assert ledger.entries("end") == [], "the running job was stopped, not waited for"
+    again = cli(env, "cancel", run_id)
+    assert again.returncode == 0 and "was already cancelled; nothing changed" in again.stdout
+
+
+def test_cancelling_a_finished_run_says_so_and_changes_nothing(
+    workers: Fleet, env: dict[str, str], tmp_path: Path
+) -> None:
+    workers.worker("web", "web-0")
+    wait_for(lambda: cli_json(env, "instances"), what="the instance")
+    s = tmp_path / "quick.sh"
+    s.write_text("#!/bin/sh\necho done\n")
+    r = cli(env, "run", "web", "--script", str(s), "--any", "--wait", "--wait-timeout", "60")
+    run_id = r.stdout.splitlines()[0]
+    r = cli(env, "cancel", run_id)
+    assert r.returncode == 0 and "had already finished (succeeded); nothing changed" in r.stdout
+    assert cli_json(env, "status", run_id)["state"] == "succeeded"
 
 
 def test_logs_prints_the_full_log_of_a_failed_job(

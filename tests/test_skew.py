@@ -15,11 +15,12 @@ from rolecall.controller.fold import EventFolder
 from rolecall.controller.runs import RunRequest, start_run
 from rolecall.controller.skew import AgentsTooOld
 from rolecall.controller.store import RunStore
-from rolecall.schemas import InstanceRecord, JobEnvelope, Outcome, encode_document, utcnow
+from rolecall.schemas import JobEnvelope, Outcome, utcnow
 from rolecall.schemas.names import Names
 from rolecall.schemas.runs import RunMode, TargetState
 from rolecall.schemas.version import CONTRACT, Version
 from rolecall.storage.clients import Storage
+from tests.factories import register
 from tests.fleet import Fleet, Ledger, Operator, cli_json, wait_for
 
 NEXT = Version(CONTRACT.major, CONTRACT.minor + 1)
@@ -92,21 +93,6 @@ def test_the_controller_folds_reports_of_agents_from_before_the_rules(storage: S
     for run_id in ("r-old", "r-new"):
         run = RunStore(storage).get(run_id)
         assert run.targets["any"].state is TargetState.SUCCEEDED
-
-
-def register(storage: Storage, instance: str, *, contract: str | None, agent: str) -> None:
-    now = utcnow()
-    record = InstanceRecord(
-        role="web", instance=instance, incarnation="inc", agent_version=agent,
-        boot_time=now, last_seen=now, contract=contract,
-    )  # fmt: skip
-    metadata = record.to_metadata()
-    if contract is None:  # what an agent before the rules wrote
-        metadata = {k: v for k, v in metadata.items() if k not in ("agent", "contract")}
-    storage.put_blob(
-        storage.names.state_container, Names.instance_blob("web", instance),
-        encode_document(record), metadata=metadata,
-    )  # fmt: skip
 
 
 def test_instances_shows_each_agent_and_the_contract_it_speaks(

@@ -50,6 +50,7 @@ def identity_env(tls, metadata: FakeMetadata, namespace: str, monkeypatch: pytes
         "ROLECALL_BLOB_ENDPOINT": az.blob_url,
         "ROLECALL_QUEUE_ENDPOINT": az.queue_url,
         "ROLECALL_NAMESPACE": namespace,
+        "ROLECALL_BOOT_JITTER_S": "0",
         "REQUESTS_CA_BUNDLE": str(cert),
         "SSL_CERT_FILE": str(cert),
         **metadata.identity_env(),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import platform
+import random
 import shlex
 import subprocess
 import time
@@ -41,6 +42,9 @@ from rolecall.worker.state import LocalState
 from rolecall.worker.trust import verifier
 
 log = logging.getLogger("rolecall.worker")
+
+#: baseline states the agent tries again later
+_RETRIED = (BaselineStatus.FAILED, BaselineStatus.UNREADABLE)
 
 
 class Agent:
@@ -84,6 +88,7 @@ class Agent:
         self.baseline_status = BaselineStatus.FAILED
         self.next_heartbeat = 0.0
         self.next_baseline_retry = 0.0
+        self._baseline_backoff = IdleBackoff(2.0, settings.baseline_retry_s, jitter=0.5)
         self.reboot_pending = False
         self._held: list[Claim] = []
         self._running: JobContext | None = None
@@ -122,13 +127,13 @@ class Agent:
     def boot(self) -> None:
         """Register, say hello, apply the baseline. Storage hiccups are waited out here.
 
-        A new incarnation makes sure its two queues exist before it registers, so whoever sees
-        it registered can send to them (2 requests, refused where they exist). Nothing else
-        is created up front: 8 creates a boot are 40,000 refused requests when a zone of 5,000
-        instances comes back at once. The rest is created where its absence shows (the
-        record's container at registration, the events and poison queues at their first
-        post), and not at all where the deployment says it made everything
-        (``provisioned``)."""
+        A new incarnation waits a random moment (``boot_jitter_s``: a zone reimaged together
+        does not call storage in the same second), then makes sure its two queues exist, so
+        whoever sees it registered can send to them. Nothing else is created up front (8
+        refused creates a boot are 40,000 for a zone of 5,000): the rest when its absence
+        shows, and nothing where the deployment made everything (``provisioned``)."""
+        if self.state.new_incarnation and self.settings.boot_jitter_s > 0:
+            self.shutdown.wait(random.uniform(0, self.settings.boot_jitter_s))  # noqa: S311
         if self.state.new_incarnation and not self.settings.provisioned:
             self._until_ok("prepare queues", self._ensure_own_queues)
         recovered = self.outbox.recover()
@@ -305,18 +310,25 @@ class Agent:
         now = time.monotonic()
         if now >= self.next_heartbeat:
             self._heartbeat()
-        if self.baseline_status is BaselineStatus.FAILED and now >= self.next_baseline_retry:
+        if self.baseline_status in _RETRIED and now >= self.next_baseline_retry:
             self._apply_baseline()
 
     def _until_next_duty(self) -> float:
         duties = [self.next_heartbeat]
-        if self.baseline_status is BaselineStatus.FAILED:
+        if self.baseline_status in _RETRIED:
             duties.append(self.next_baseline_retry)
         return max(0.05, min(duties) - time.monotonic())
 
     def _apply_baseline(self) -> None:
         self.baseline_status = self.baseline.apply()
-        self.next_baseline_retry = time.monotonic() + self.settings.baseline_retry_s
+        if self.baseline_status is BaselineStatus.UNREADABLE:
+            # storage hiccupped: try again in seconds, not minutes (a zone of instances that
+            # came back at once spreads itself out by the back-off's jitter)
+            delay = self._baseline_backoff.idle()
+        else:
+            self._baseline_backoff.busy()
+            delay = self.settings.baseline_retry_s
+        self.next_baseline_retry = time.monotonic() + delay
         if self.baseline_status is BaselineStatus.REBOOT:
             self.reboot_pending = self.baseline.reboot_requested
         self._heartbeat()

@@ -35,7 +35,8 @@ log = logging.getLogger(__name__)
 class BaselineStatus(str, Enum):
     APPLIED = "applied"
     NONE = "none"  # no baseline published for the role
-    FAILED = "failed"  # a step failed or storage was unreachable: retry later
+    FAILED = "failed"  # a step failed or the baseline was refused: retry in minutes
+    UNREADABLE = "unreadable"  # storage did not answer: retry in seconds, backing off
     REBOOT = "reboot"  # waiting for a reboot before the next step
 
 
@@ -81,7 +82,7 @@ class BaselineApplier:
             baseline = self.fetch()
         except StorageError as e:
             log.warning("cannot read the baseline yet: %s", e)
-            return BaselineStatus.FAILED
+            return BaselineStatus.UNREADABLE
         except RolecallError as e:
             log.error("baseline refused: %s", e.message)
             return BaselineStatus.FAILED

@@ -11,12 +11,9 @@ there, the job is stopped and reported ``cancelled``.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import logging
 
-from rolecall.schemas.codec import decode_message
+from rolecall.schemas.codec import decode_message, read_b64_json
 from rolecall.schemas.errors import AccessDenied, ContractError, RolecallError, StorageError
 from rolecall.schemas.jobs import JobEnvelope
 from rolecall.storage.clients import Storage
@@ -28,8 +25,8 @@ log = logging.getLogger(__name__)
 def is_cancel(text: str) -> bool:
     """Whether a message asks to cancel a run (read loosely, only to order a batch)."""
     try:
-        data = json.loads(base64.b64decode(text, validate=True))
-    except (ValueError, binascii.Error):
+        data = read_b64_json(text)
+    except ContractError:
         return False
     return isinstance(data, dict) and data.get("action") == "cancel"
 

@@ -32,6 +32,10 @@ class WorkerSettings(StorageSettings):
     use_imds: bool = False
     imds_endpoint: str = "http://169.254.169.254"
 
+    #: a new incarnation (first boot, reimage) waits up to this long, at random, before its
+    #: first storage call, so instances reimaged together spread their load
+    boot_jitter_s: float = Field(default=5.0, ge=0, le=600)
+
     #: the deployment created every queue and container (Bicep, `rolecall sas worker`): the
     #: agent creates nothing at boot, not even its own two queues
     provisioned: bool = False

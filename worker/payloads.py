@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 import sys
 from pathlib import Path
+from typing import BinaryIO
 
 from rolecall.schemas.errors import NotFound, PayloadMissing, PayloadTampered, PayloadTooLarge
 from rolecall.schemas.jobs import PayloadRef
 from rolecall.schemas.names import Names
 from rolecall.storage.clients import Storage
-from rolecall.worker.state import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,8 @@ class PayloadCache:
         self.misses = 0
         # verified at insert; a restart re-verifies by size only (the folder is private)
         self._known = {p for p in root.glob("*") if p.is_file() and not p.name.startswith(".")}
+        for leftover in root.glob(".*.part"):  # a download a crash interrupted
+            leftover.unlink(missing_ok=True)
 
     def fetch(self, ref: PayloadRef) -> Path:
         """Return a local path holding exactly the bytes ``ref`` promises."""
@@ -41,24 +44,40 @@ class PayloadCache:
             self.hits += 1
             return path
         self.misses += 1
+        # streamed to a file beside its final name, checked there, then renamed into place:
+        # memory stays a few chunks whatever the payload weighs, and nothing unverified is
+        # ever at a name a job runs from
+        partial = self.root / f".{ref.sha256}.{os.getpid()}.part"
         try:
-            data = self.storage.get_blob(ref.container, ref.blob).data
-        except NotFound as e:
-            raise PayloadMissing(f"payload {ref.blob} is not in {ref.container}") from e
-        if len(data) != ref.size:
-            raise PayloadTampered(
-                f"payload {ref.blob} is {len(data)} bytes; the job promised {ref.size}"
-            )
-        digest = hashlib.sha256(data).hexdigest()
-        if digest != ref.sha256:
-            raise PayloadTampered(
-                f"payload {ref.blob} hashes to {digest[:16]}…; the job promised {ref.sha256[:16]}…"
-            )
-        atomic_write(path, data)
-        if sys.platform != "win32":
-            path.chmod(0o500)  # read and run; nothing in the cache is edited in place
+            with partial.open("w+b") as f:
+                size = self._download(ref, f)
+                digest = _sha256_of(f)
+            if size != ref.size:
+                raise PayloadTampered(
+                    f"payload {ref.blob} is {size} bytes; the job promised {ref.size}"
+                )
+            if digest != ref.sha256:
+                raise PayloadTampered(f"payload {ref.blob} hashes to {digest[:16]}…; the job "
+                                      f"promised {ref.sha256[:16]}…")  # fmt: skip
+            if sys.platform != "win32":
+                partial.chmod(0o500)  # read and run; nothing in the cache is edited in place
+            os.replace(partial, path)
+        finally:
+            partial.unlink(missing_ok=True)
         self._known.add(path)
         return path
+
+    def _download(self, ref: PayloadRef, out: BinaryIO) -> int:
+        # a blob larger than promised is refused before it is read (with room for one byte
+        # more, so "longer than promised" is told apart from "too large to accept")
+        limit = min(self.max_bytes, ref.size + 1)
+        try:
+            return self.storage.download_to(ref.container, ref.blob, out, limit)
+        except NotFound as e:
+            raise PayloadMissing(f"payload {ref.blob} is not in {ref.container}") from e
+        except PayloadTooLarge as e:
+            raise PayloadTampered(f"payload {ref.blob} is larger than the job promised "
+                                  f"({ref.size:,} bytes)") from e  # fmt: skip
 
     def _check_reference(self, ref: PayloadRef) -> None:
         if ref.size > self.max_bytes:
@@ -71,6 +90,14 @@ class PayloadCache:
                 f"payload reference {ref.container}/{ref.blob} is outside the payload store "
                 f"({names.payloads_container}/sha256/<digest>)"
             )
+
+
+def _sha256_of(f: BinaryIO) -> str:
+    f.seek(0)
+    h = hashlib.sha256()
+    while chunk := f.read(1024 * 1024):
+        h.update(chunk)
+    return h.hexdigest()
 
 
 def _suffix(filename: str) -> str:

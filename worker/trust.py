@@ -9,9 +9,7 @@ for development only (see docs/security.md).
 
 from __future__ import annotations
 
-import base64
 import binascii
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,7 +18,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from rolecall.schemas.errors import ConfigError, SignatureError
+from rolecall.schemas.codec import read_b64_json, read_json
+from rolecall.schemas.errors import ConfigError, ContractError, SignatureError
 from rolecall.schemas.signing import canonical_bytes, key_id, unb64
 from rolecall.worker.config import WorkerSettings
 
@@ -45,9 +44,8 @@ class TrustedKeys:
     def verify(self, raw: str | bytes, base64_wrapped: bool) -> str:
         """Check the signature of a document as received; returns the signer's key id."""
         try:
-            text = base64.b64decode(raw, validate=True) if base64_wrapped else raw
-            data: Any = json.loads(text)
-        except (binascii.Error, ValueError) as e:
+            data: Any = read_b64_json(raw) if base64_wrapped else read_json(raw)
+        except ContractError as e:
             raise SignatureError("cannot read the document to check its signature") from e
         sig = data.get("signature") if isinstance(data, dict) else None
         if not isinstance(sig, dict) or not sig.get("value"):

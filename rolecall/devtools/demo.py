@@ -84,7 +84,11 @@ class Demo:
             self.stack.enter_context(tempfile.TemporaryDirectory(prefix="rolecall-demo-"))
         )
         env = {k: v for k, v in os.environ.items() if not k.startswith(("ROLECALL_", "AZURE_"))}
-        env |= {"AZURE_STORAGE_CONNECTION_STRING": cs, "ROLECALL_NAMESPACE": namespace}
+        env |= {
+            "AZURE_STORAGE_CONNECTION_STRING": cs,
+            "ROLECALL_NAMESPACE": namespace,
+            "ROLECALL_BOOT_JITTER_S": "0",
+        }
         self.fleet = self.stack.enter_context(LocalFleet(self.root, env, WORKER_ARGS))
         self.say(f"namespace [bold]{namespace}[/]; instance disks under {self.root}")
 

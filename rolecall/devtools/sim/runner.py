@@ -131,6 +131,7 @@ class Simulation:
         env |= {
             "AZURE_STORAGE_CONNECTION_STRING": faulty,
             "ROLECALL_NAMESPACE": namespace,
+            "ROLECALL_BOOT_JITTER_S": "0",
             "ROLECALL_RETRY_DELAY_S": "1",
             "ROLECALL_BASELINE_RETRY_S": "3",
             "ROLECALL_REQUEST_TIMEOUT_S": "10",

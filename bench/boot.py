@@ -19,11 +19,11 @@ import yaml
 
 from bench import importcost
 from bench.core import Sandbox, Section, Size, median, sandbox
-from bench.rc import report_queues
 from rolecall.controller.baselines import publish_baseline
+from rolecall.devtools.reports import read_reports
 from rolecall.devtools.waiting import wait_for
-from rolecall.schemas import Completion, EventBatch, InstanceRecord, decode_document, decode_message
-from rolecall.schemas.errors import ContractError, NotFound
+from rolecall.schemas import Completion, InstanceRecord, decode_document
+from rolecall.schemas.errors import NotFound
 from rolecall.schemas.names import Names
 from rolecall.storage.clients import Storage
 
@@ -37,7 +37,8 @@ def prepare(box: Sandbox, instance: str) -> tuple[str, Storage]:
     st = box.storage(ns)
     st.ensure_containers()
     n = st.names
-    for q in (n.instance_queue(instance), n.role_queue(ROLE), n.results_queue_of(ROLE, instance)):
+    st.ensure_container(n.results_container(ROLE))
+    for q in (n.instance_queue(instance), n.role_queue(ROLE)):
         st.ensure_queue(q)
         st.ensure_queue(n.poison_queue(q))
     d = box.root / "baseline"
@@ -54,11 +55,7 @@ def prepare(box: Sandbox, instance: str) -> tuple[str, Storage]:
 
 def reported_steps(st: Storage, instance: str) -> list[Completion]:
     out = []
-    for m in [m for q in report_queues(st)[:-1] for m in st.peek(q, 32)]:  # not the legacy one
-        try:
-            batch = decode_message(m.content, EventBatch)
-        except ContractError:
-            continue
+    for batch in read_reports(st, take=False):
         out += [
             e
             for e in batch.events

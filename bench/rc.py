@@ -14,9 +14,9 @@ from pathlib import Path
 
 from bench.core import send_many
 from rolecall.controller.payloads import publish_bytes
+from rolecall.devtools.reports import read_reports
 from rolecall.schemas import (
     Completion,
-    EventBatch,
     Hello,
     InstanceRecord,
     InstanceState,
@@ -26,12 +26,10 @@ from rolecall.schemas import (
     PayloadRef,
     Target,
     __version__,
-    decode_message,
     encode_document,
     encode_message,
     utcnow,
 )
-from rolecall.schemas.errors import NotFound
 from rolecall.schemas.events import Event
 from rolecall.storage.clients import Storage
 
@@ -65,15 +63,8 @@ def enqueue_role_jobs(
     return [j.job_id for j in jobs]
 
 
-def report_queues(storage: Storage) -> list[str]:
-    """Where reports arrive: every role's results queues, and the legacy events queue."""
-    names = storage.names
-    found = storage.list_queues(names.results_prefix)
-    return [q for q in found if names.role_key_of_results_queue(q)] + [names.events_queue]
-
-
 class EventReader:
-    """Drains the report queues (claim, decode, delete), keeping everything it saw."""
+    """Drains the reports (read, decode, delete), keeping everything it saw."""
 
     def __init__(self, storage: Storage) -> None:
         self.storage = storage
@@ -81,18 +72,9 @@ class EventReader:
         self.messages = 0
 
     def drain(self) -> list[Event]:
-        for queue in report_queues(self.storage):
-            while True:
-                try:
-                    msgs = self.storage.receive(queue, max_messages=32, visibility_s=60)
-                except NotFound:
-                    break
-                if not msgs:
-                    break
-                for m in msgs:
-                    self.events += decode_message(m.content, EventBatch).events
-                    self.messages += 1
-                    self.storage.delete(m)
+        batches = read_reports(self.storage)
+        self.messages += len(batches)
+        self.events += [e for b in batches for e in b.events]
         return self.events
 
     def completions(self) -> list[Completion]:

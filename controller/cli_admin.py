@@ -183,6 +183,8 @@ def names(
         "namespace": n.namespace,
         "role_queue": n.role_queue(role),
         "role_poison_queue": n.poison_queue(n.role_queue(role)),
+        "results_container": n.results_container(role),
+        "results_poison_queue": n.poison_queue(n.results_container(role)),
         "events_queue": n.events_queue,
         "events_poison_queue": n.poison_queue(n.events_queue),
         "payloads_container": n.payloads_container,
@@ -200,4 +202,4 @@ def names(
         emit_json(data)
     else:
         for k, v in data.items():
-            typer.echo(f"{k:22} {v}")
+            typer.echo(f"{k:22} {' '.join(v) if isinstance(v, list) else v}")

@@ -1,27 +1,31 @@
 """Folding what instances report into runs and instance histories.
 
-Reports arrive on each role's results queues (``RESULT_SHARDS`` per role, so no queue needs
-more than its Azure target) and, from agents before 0.2, on the one legacy events queue. A
-fold round claims a batch from every queue at once, checks every report
-(controller/reports.py), writes one result document per run it touched (create-only: no
-document that grows with the run is ever rewritten), records hellos, sets aside what it
-refused, and only then deletes the messages. Dispatch is driven from here: a run whose
-completions made room is advanced at once.
+Reports arrive as blobs in each role's results container (one blob per batch an agent
+posts, the batch in the blob's metadata when small) and, from agents before 0.2, as messages
+on the one legacy events queue. A fold round lists every results container (one List Blobs
+call per 5,000 reports: a 10,000-target run's completions are read with two calls and no
+reads at all), checks every report (controller/reports.py), writes one result document per
+run it touched (create-only: no document that grows with the run is ever rewritten), records
+hellos and sets aside what it refused. Only then are the folded reports deleted, in the
+background and 256 to a request: a queue would need a delete per report, and those
+deletes were most of a fold. Dispatch is driven from here: a run whose completions made
+room is advanced at once.
 
 Used by the ``rolecall controller`` service and, opportunistically, by ``status`` and
 ``wait``, so an operator's one-off command works with no service running. Competing folders
-are safe: a queue hands each message to one of them at a time, the fold is idempotent, and
-a message folded twice (redelivered after a crash between writing and deleting) only adds a
-duplicate report, which folds to the same result.
+are safe: the fold is idempotent, so a report folded twice (by two controllers, or again
+after a crash between writing and deleting) only adds a duplicate, which folds to the same
+result.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,24 +35,25 @@ from rolecall.controller.reports import Checked, ReportChecker, RunDefinitions
 from rolecall.controller.results import Results
 from rolecall.controller.store import RunStore
 from rolecall.schemas.base import utcnow
-from rolecall.schemas.codec import encode_message
+from rolecall.schemas.codec import REPORT_MAX_BYTES, encode_message, report_text
 from rolecall.schemas.errors import ContractError, NotFound, RolecallError
 from rolecall.schemas.events import Completion, Hello, Started
 from rolecall.schemas.names import Names
 from rolecall.schemas.records import InstanceHistory, PoisonRecord
 from rolecall.schemas.runs import RunRecord
-from rolecall.storage.clients import Message, Storage
+from rolecall.storage.clients import BlobItem, Message, Storage
 from rolecall.storage.documents import update_document
 
 log = logging.getLogger(__name__)
 
 EVENTS_LEASE_S = 60
-#: a message naming a run that does not exist yet is retried this many times (its first wave
-#: goes out before its record is written) before its reports are set aside
+#: a report naming a run that does not exist yet is looked at again until it is this old (a
+#: run's first wave goes out before its record is written), then set aside
+UNKNOWN_RUN_WAIT_S = 60.0
 UNKNOWN_RUN_TRIES = 5
 UNKNOWN_RUN_RETRY_S = 5
-#: how often the list of results queues is refreshed (a new role appears)
-QUEUES_TTL_S = 60.0
+#: how often the list of results containers is refreshed (a new role appears)
+SOURCES_TTL_S = 60.0
 
 
 @dataclass
@@ -77,6 +82,7 @@ class _Round:
     started: dict[str, list[Started]] = field(default_factory=lambda: defaultdict(list))
     hellos: list[Hello] = field(default_factory=list)
     done: list[Message] = field(default_factory=list)
+    folded: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     stats: FoldStats = field(default_factory=FoldStats)
 
 
@@ -90,29 +96,35 @@ class EventFolder:
         self.runs = RunDefinitions(storage)
         self.checker = ReportChecker(storage, EnrolledKeys(storage), self.runs)
         self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="fold")
-        self._queues: list[str] = []
-        self._queues_at = -QUEUES_TTL_S
+        self._cleaner = Cleanup(storage)
+        self._sources: list[str] = []
+        self._sources_at = -SOURCES_TTL_S
 
     # --- rounds --------------------------------------------------------------------------
 
-    def queues(self) -> list[str]:
-        """Every results queue of the namespace, and the legacy events queue."""
-        if time.monotonic() - self._queues_at >= QUEUES_TTL_S:
-            found = self.storage.list_queues(self.names.results_prefix)
-            self._queues = [q for q in found if self.names.role_key_of_results_queue(q)]
-            self._queues.append(self.names.events_queue)
-            self._queues_at = time.monotonic()
-        return self._queues
+    def sources(self) -> list[str]:
+        """Every role's results container (refreshed a minute at most)."""
+        if time.monotonic() - self._sources_at >= SOURCES_TTL_S:
+            found = self.storage.list_containers(self.names.results_prefix)
+            self._sources = [c for c in found if self.names.role_key_of_results_container(c)]
+            self._sources_at = time.monotonic()
+        return self._sources
 
-    def fold_once(self, max_messages: int = 32) -> FoldStats:
-        """Claim a batch from every queue, fold it, then delete what was folded."""
-        batches = list(self._pool.map(lambda q: self._receive(q, max_messages), self.queues()))
+    def fold_once(self) -> FoldStats:
+        """List every role's reports and take a batch of legacy messages; fold them; then
+        delete what was folded (the blobs in the background)."""
+        listed = list(self._pool.map(self._list, self.sources()))
+        legacy = self._receive(self.names.events_queue, 32)
         rnd = _Round()
-        for msgs in batches:
-            for m in msgs:
-                self._check(rnd, m)
+        for container, items in listed:
+            for item in items:
+                self._check_report(rnd, container, item)
+        for m in legacy:
+            self._check_message(rnd, m)
         self._write(rnd)
         list(self._pool.map(self.storage.delete, rnd.done))
+        for container, names in rnd.folded.items():
+            self._cleaner.delete(container, names)
         self._advance(rnd)
         return rnd.stats
 
@@ -125,39 +137,87 @@ class EventFolder:
                 break
         return total
 
+    def close(self, wait_s: float = 5.0) -> None:
+        """Give the background deletes up to ``wait_s`` to finish (whatever is left is folded
+        again by the next folder, which changes nothing, and deleted then)."""
+        self._cleaner.close(wait_s)
+
+    def _list(self, container: str) -> tuple[str, list[BlobItem]]:
+        try:
+            items = self.storage.list_blobs(container, "", metadata=True)
+        except NotFound:
+            return container, []
+        return container, [i for i in items if not self._cleaner.pending(container, i.name)]
+
     def _receive(self, queue: str, n: int) -> list[Message]:
         try:
             return self.storage.receive(queue, max_messages=n, visibility_s=EVENTS_LEASE_S)
         except NotFound:
             return []  # the legacy events queue of a namespace that never had old agents
 
-    # --- one message ---------------------------------------------------------------------
+    # --- one report ----------------------------------------------------------------------
 
-    def _check(self, rnd: _Round, m: Message) -> None:
+    def _check_report(self, rnd: _Round, container: str, item: BlobItem) -> None:
+        rnd.stats.messages += 1
+        role_key = self.names.role_key_of_results_container(container)
+        try:
+            text = self._report_text(container, item)
+            checked = self.checker.check(role_key, text)
+        except ContractError as e:
+            log.warning("refusing a report in %s: %s", container, e.message)
+            self._set_aside(
+                container, item.name, e.reason, e.message, item.metadata.get("batch", "")
+            )
+            rnd.stats.poisoned += 1
+            rnd.folded[container].append(item.name)
+            return
+        age = (utcnow() - item.last_modified).total_seconds() if item.last_modified else 1e9
+        if checked.unknown_runs and age < UNKNOWN_RUN_WAIT_S:
+            self._create_baseline_runs(role_key, checked)
+            return  # looked at again next round: the run's record may not be written yet
+        self._take(rnd, checked, container, item.name)
+        rnd.folded[container].append(item.name)
+
+    def _report_text(self, container: str, item: BlobItem) -> str:
+        """The report's batch: from the listing's metadata, or its body (read only if it is
+        no bigger than a report may be: anyone of the role can create a blob here)."""
+        if item.metadata.get("batch"):
+            return report_text(b"", item.metadata)
+        if item.size > REPORT_MAX_BYTES:
+            raise ContractError(f"report is {item.size:,} bytes; at most {REPORT_MAX_BYTES:,}",
+                                reason="too_large")  # fmt: skip
+        try:
+            return report_text(self.storage.get_blob(container, item.name).data, {})
+        except NotFound as e:
+            raise ContractError("report vanished before it was read") from e
+
+    def _check_message(self, rnd: _Round, m: Message) -> None:
+        """A legacy events message (agents before 0.2)."""
         rnd.stats.messages += 1
         try:
-            checked = self.checker.check(m.queue, m.content)
+            checked = self.checker.check(None, m.content)
         except ContractError as e:
             log.warning("refusing a message from %s: %s", m.queue, e.message)
-            self._set_aside(m, e.reason, e.message, m.content)
+            self._set_aside(m.queue, m.id, e.reason, e.message, m.content)
             rnd.stats.poisoned += 1
             rnd.done.append(m)
             return
         if checked.unknown_runs and m.dequeue_count < UNKNOWN_RUN_TRIES:
-            self._create_baseline_runs(m.queue, checked)
-            # a run's first wave goes out before its record: look again in a few seconds
             self.storage.extend(m, UNKNOWN_RUN_RETRY_S)
             return
+        self._take(rnd, checked, m.queue, m.id)
+        rnd.done.append(m)
+
+    def _take(self, rnd: _Round, checked: Checked, source: str, name: str) -> None:
         for refused, raw in checked.refused:
-            log.warning("setting aside a report from %s: %s", m.queue, refused.message)
-            self._set_aside(m, refused.reason, refused.message, _text(raw))
+            log.warning("setting aside a report from %s: %s", source, refused.message)
+            self._set_aside(source, name, refused.reason, refused.message, _text(raw))
             rnd.stats.set_aside += 1
         for run_id, cs in checked.completions.items():
             rnd.completions[run_id] += cs
         for run_id, ss in checked.started.items():
             rnd.started[run_id] += ss
         rnd.hellos += checked.hellos
-        rnd.done.append(m)
 
     def _write(self, rnd: _Round) -> None:
         """One result document per run, then the hellos: all before any message is deleted.
@@ -213,24 +273,58 @@ class EventFolder:
         path = Names.history_blob(h.role, h.instance)
         update_document(self.storage, self.names.state_container, path, InstanceHistory, seen)
 
-    def _create_baseline_runs(self, queue: str, checked: Checked) -> None:
+    def _create_baseline_runs(self, role_key: str | None, checked: Checked) -> None:
         """A baseline run's record is made when it is published; one published by hand (or
-        lost) is made here, for the role whose queue names it."""
+        lost) is made here, for the role whose channel names it."""
         from rolecall.controller.baselines import record_baseline_run
 
-        role_key = self.names.role_key_of_results_queue(queue)
         for run_id, role in checked.unknown_runs.items():
             if role_key is not None and role and run_id.startswith(f"baseline-{role_key}-v"):
                 record_baseline_run(self.storage, role, run_id)
                 self.runs.get(run_id, fresh=True)
 
-    def _set_aside(self, m: Message, reason: str, error: str, original: str) -> None:
+    def _set_aside(self, source: str, name: str, reason: str, error: str, original: str) -> None:
+        """A refused report, kept with its reason in ``<source>-poison`` (a queue)."""
         record = PoisonRecord(
-            source_queue=m.queue, reason=reason, error=error[:4096],
+            source_queue=source, reason=reason, error=error[:4096],
             original=original[: 40 * 1024], original_truncated=len(original) > 40 * 1024,
-            message_id=m.id, dequeue_count=m.dequeue_count, poisoned_at=utcnow(),
+            message_id=name[:200], poisoned_at=utcnow(),
         )  # fmt: skip
-        self.storage.send(self.names.poison_queue(m.queue), encode_message(record), create=True)
+        self.storage.send(self.names.poison_queue(source), encode_message(record), create=True)
+
+
+class Cleanup:
+    """Deletes folded report blobs in the background, 256 to a request; remembers which are
+    on their way out so the next round does not fold them again."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+        self._lock = threading.Lock()
+        self._pending: set[tuple[str, str]] = set()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fold-cleanup")
+        self._futures: list[Future[None]] = []
+
+    def pending(self, container: str, name: str) -> bool:
+        with self._lock:
+            return (container, name) in self._pending
+
+    def delete(self, container: str, names: list[str]) -> None:
+        with self._lock:
+            self._pending.update((container, n) for n in names)
+        self._futures.append(self._pool.submit(self._delete, container, names))
+
+    def _delete(self, container: str, names: list[str]) -> None:
+        try:
+            self.storage.delete_blobs(container, names)
+        except RolecallError as e:
+            log.warning("could not delete %d folded reports yet: %s", len(names), e.message)
+        finally:
+            with self._lock:
+                self._pending.difference_update((container, n) for n in names)
+
+    def close(self, wait_s: float) -> None:
+        wait(self._futures, timeout=wait_s)
+        self._pool.shutdown(wait=False)
 
 
 def _text(raw: dict[str, Any]) -> str:

@@ -102,9 +102,9 @@ class ReportChecker:
         self.keys = keys
         self.runs = runs
 
-    def check(self, queue: str, text: str) -> Checked:
-        """Check one message from ``queue``; raises ContractError to refuse all of it."""
-        role_key = self.names.role_key_of_results_queue(queue)  # None: the legacy queue
+    def check(self, role_key: str | None, text: str) -> Checked:
+        """Check one batch that came through role ``role_key``'s channel (None: the legacy
+        events queue, any role's); raises ContractError to refuse all of it."""
         data = _json(text)
         batch = decode_document(json.dumps(data).encode(), EventBatch, SUPPORTED_MAJORS)
         sender = batch.sender
@@ -186,7 +186,7 @@ def _json(text: str) -> dict[str, Any]:
 
 def _check_role(role: str, role_key: str | None) -> None:
     if role_key is not None and name_key(role) != role_key:
-        raise Refused(f"reports for role {role!r} cannot come through this role's queue",
+        raise Refused(f"reports for role {role!r} cannot come through another role's channel",
                       reason="wrong_role")  # fmt: skip
 
 

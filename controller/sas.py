@@ -7,7 +7,7 @@ per queue, per container or per blob):
 | --- | --- | --- |
 | its role queue | process, update | claim, renew leases, delete |
 | its instance queue | read, process, update | the same, and peek for a cancel |
-| its role's results queue (its shard) | add | post hellos, started notes and completions |
+| its role's results container | create | post hellos, started notes and completions |
 | the two poison queues | add | refuse bad messages |
 | payloads container | read | fetch scripts and archives |
 | its role's baseline blob | read | boot configuration |
@@ -59,8 +59,6 @@ def _worker_queues(names: Names, role: str, instance: str) -> dict[str, QueueSas
         role_q: QueueSasPermissions(process=True, update=True),
         # read: peek for a cancel of the running job, claiming nothing (worker/cancels.py)
         inst_q: QueueSasPermissions(read=True, process=True, update=True),
-        # its role's results queue only: its reports can speak for its role at most
-        names.results_queue_of(role, instance): QueueSasPermissions(add=True),
         names.poison_queue(role_q): QueueSasPermissions(add=True),
         names.poison_queue(inst_q): QueueSasPermissions(add=True),
     }
@@ -75,9 +73,14 @@ def issue_worker_sas(storage: Storage, role: str, instance: str, hours: float) -
     storage.ensure_containers()
     for q in queues:
         storage.ensure_queue(q)
+    results = names.results_container(role)
+    storage.ensure_container(results)
     containers = {
         names.payloads_container: ContainerSasPermissions(read=True),
         names.logs_container: ContainerSasPermissions(create=True),
+        # its role's reports only, create-only: it speaks for its role at most, and cannot
+        # read, overwrite or delete anyone's report
+        results: ContainerSasPermissions(create=True),
     }
     blobs = {
         (names.state_container, Names.baseline_blob(role)): BlobSasPermissions(read=True),

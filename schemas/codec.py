@@ -65,6 +65,29 @@ def _wrap(raw: bytes, what: str) -> str:
     return text
 
 
+#: A report batch this small travels in its blob's metadata (8 KiB at most, ASCII): the
+#: controller then reads a thousand reports with one List Blobs call and no reads at all.
+REPORT_INLINE_BYTES = 6000
+#: Larger reports are the blob's body, up to the size of a queue message; bigger is refused.
+REPORT_MAX_BYTES = MAX_MESSAGE_BYTES
+
+
+def report_parts(data: Mapping[str, Any]) -> tuple[bytes, dict[str, str]]:
+    """(body, metadata) of a report blob holding the batch ``data``."""
+    text = encode_message_data(data, "report batch")  # base64, bounded like a message
+    if len(text) <= REPORT_INLINE_BYTES:
+        return b"", {"batch": text}
+    return base64.b64decode(text), {}
+
+
+def report_text(body: bytes, metadata: Mapping[str, str]) -> str:
+    """The base64 batch a report blob holds, however it was stored."""
+    inline = metadata.get("batch")
+    if inline:
+        return inline
+    return base64.b64encode(body).decode("ascii")
+
+
 def decode_message(text: str | bytes, model: type[M], majors: frozenset[int] = _OWN_MAJOR) -> M:
     if isinstance(text, bytes):
         try:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
+from datetime import datetime
 
 from rolecall.schemas.errors import InvalidName
 
@@ -27,10 +28,6 @@ MAX_KEY = 36
 MAX_NAMESPACE = 12
 DEFAULT_NAMESPACE = "rc"
 POISON_SUFFIX = "-poison"
-
-#: Reports are spread over this many results queues per role (by instance), so no queue
-#: needs more than its Azure target (2,000 messages/s) even for a 50,000-instance role.
-RESULT_SHARDS = 4
 
 #: What a run or job id may look like wherever it reaches a storage path: what rolecall makes
 #: (``r20261127-101500-1a2b3c``, ``baseline-web-v3``, ``<run>.<target key>``) and nothing that
@@ -64,13 +61,6 @@ def check_id(value: str, what: str = "id") -> str:
     if not PLAIN_ID.match(value):
         raise InvalidName(f"{what} {value[:80]!r} is not a plain id (letters, digits, . _ -)")
     return value
-
-
-def results_shard(instance: str) -> int:
-    """Which of a role's results queues this instance reports to: fixed by its name."""
-    return int(hashlib.sha256(instance.encode("utf-8", "surrogatepass")).hexdigest()[:8], 16) % (
-        RESULT_SHARDS
-    )
 
 
 def check_namespace(namespace: str) -> str:
@@ -108,28 +98,6 @@ class Names:
         with the same checks as the results queues, minus the channel's own guarantee."""
         return f"{self.namespace}-events"
 
-    def results_queue(self, role: str, shard: int) -> str:
-        """Hellos, started notes and completions from instances of ``role``. Only that role's
-        credentials may add here, so a report read from it speaks for that role at most."""
-        return f"{self.namespace}-res-{name_key(role)}-{shard}"
-
-    def results_queue_of(self, role: str, instance: str) -> str:
-        return self.results_queue(role, results_shard(instance))
-
-    def results_queues(self, role: str) -> list[str]:
-        return [self.results_queue(role, k) for k in range(RESULT_SHARDS)]
-
-    @property
-    def results_prefix(self) -> str:
-        return f"{self.namespace}-res-"
-
-    def role_key_of_results_queue(self, queue: str) -> str | None:
-        """The role key a results queue belongs to; None for anything else (poison queues)."""
-        if not queue.startswith(self.results_prefix) or queue.endswith(POISON_SUFFIX):
-            return None
-        key, _, shard = queue[len(self.results_prefix) :].rpartition("-")
-        return key if key and shard.isdigit() else None
-
     @staticmethod
     def poison_queue(queue: str) -> str:
         return queue + POISON_SUFFIX
@@ -164,6 +132,28 @@ class Names:
     @property
     def containers(self) -> tuple[str, str, str]:
         return (self.payloads_container, self.state_container, self.logs_container)
+
+    def results_container(self, role: str) -> str:
+        """Reports (hellos, started notes, completions) from instances of ``role``, a blob
+        each. Only that role's credentials may create blobs here (and nobody but the
+        controller may read or delete them), so a report read from it speaks for that role at
+        most. Its refused reports go to ``poison_queue(results_container(role))``."""
+        return f"{self.namespace}-res-{name_key(role)}"
+
+    @property
+    def results_prefix(self) -> str:
+        return f"{self.namespace}-res-"
+
+    def role_key_of_results_container(self, container: str) -> str | None:
+        """The role key a results container belongs to; None for anything else."""
+        if not container.startswith(self.results_prefix):
+            return None
+        return container[len(self.results_prefix) :] or None
+
+    @staticmethod
+    def report_blob(instance: str, at: datetime, nonce: str) -> str:
+        """One batch of reports: sorted by when it was written, unique without a lookup."""
+        return f"{at:%Y%m%dT%H%M%S%f}-{name_key(instance)}-{nonce}.json"
 
     # --- blobs -------------------------------------------------------------------------
 

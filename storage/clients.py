@@ -66,6 +66,7 @@ class BlobItem:
     name: str
     metadata: dict[str, str]
     size: int
+    last_modified: datetime | None = None
 
 
 class Storage:
@@ -110,6 +111,15 @@ class Storage:
             # makes a ConcurrencyConflict. A queue being deleted is a 409 too; its next use
             # says so.
             return
+
+    def ensure_container(self, name: str) -> None:
+        """Create a container if missing, where the credentials allow (see ensure_queue)."""
+        if self.account.bundle is not None:
+            return
+        try:
+            call(f"create container {name}", self.container(name).create_container)
+        except (AccessDenied, ConcurrencyConflict):
+            return  # not ours to create, or there already
 
     def ensure_containers(self) -> None:
         if self.account.bundle is not None:
@@ -300,7 +310,7 @@ class Storage:
 
         def once() -> list[BlobItem]:
             return [
-                BlobItem(b.name, dict(b.metadata or {}), int(b.size or 0))
+                BlobItem(b.name, dict(b.metadata or {}), int(b.size or 0), b.last_modified)
                 for b in client.list_blobs(name_starts_with=prefix, include=include)
             ]
 
@@ -336,6 +346,25 @@ class Storage:
         lease = BlobLeaseClient(self.blob(container, path), lease_id=lease_id)
         with contextlib.suppress(RolecallError):
             call(f"release {container}/{path}", lease.release)
+
+    def list_containers(self, prefix: str) -> list[str]:
+        svc = self.account.blob_service
+        if svc is None:
+            raise AccessDenied("listing containers needs an account-level credential")
+        return call(
+            "list containers",
+            lambda: [c.name for c in svc.list_containers(name_starts_with=prefix)],
+        )
+
+    def delete_blobs(self, container: str, paths: list[str]) -> None:
+        """Delete many blobs in batches of 256 (the Blob Batch limit): one request a batch.
+        Blobs already gone are not an error."""
+        client = self.container(container)
+        for i in range(0, len(paths), 256):
+            chunk = paths[i : i + 256]
+            call(f"delete {len(chunk)} blobs from {container}",
+                 lambda chunk=chunk: client.delete_blobs(*chunk,  # type: ignore[misc]
+                                                         raise_on_any_failure=False))  # fmt: skip
 
     def delete_blob(self, container: str, path: str) -> None:
         with contextlib.suppress(NotFound):

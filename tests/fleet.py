@@ -18,10 +18,10 @@ from typing import Any, TypeVar
 
 from rolecall.controller.payloads import publish_bytes
 from rolecall.devtools.localfleet import LocalInstance, rolecall_command
+from rolecall.devtools.reports import read_reports
 from rolecall.devtools.waiting import wait_for
 from rolecall.schemas import (
     Completion,
-    EventBatch,
     Hello,
     JobEnvelope,
     PayloadKind,
@@ -32,7 +32,6 @@ from rolecall.schemas import (
     encode_message,
     utcnow,
 )
-from rolecall.schemas.errors import NotFound
 from rolecall.schemas.jobs import EnvVar, Execution
 from rolecall.storage.clients import Storage
 
@@ -155,25 +154,9 @@ class Operator:
         self.storage.ensure_queue(queue)
         self.storage.send(queue, text)
 
-    def report_queues(self) -> list[str]:
-        """Where reports arrive: every role's results queues, and the legacy events queue."""
-        found = self.storage.list_queues(self.names.results_prefix)
-        return [q for q in found if self.names.role_key_of_results_queue(q)] + [
-            self.names.events_queue
-        ]
-
     def drain_events(self) -> list[Any]:
-        for queue in self.report_queues():
-            while True:
-                try:
-                    msgs = self.storage.receive(queue, max_messages=32, visibility_s=30)
-                except NotFound:
-                    break
-                if not msgs:
-                    break
-                for m in msgs:
-                    self.events += decode_message(m.content, EventBatch).events
-                    self.storage.delete(m)
+        """Every report instances posted so far (taken away: nothing here folds them)."""
+        self.events += [e for b in read_reports(self.storage) for e in b.events]
         return self.events
 
     def completions(self, job_id: str | None = None, **match: Any) -> list[Completion]:

@@ -30,7 +30,10 @@ REQUIRED = {
         "pickup_idle_s", "pickup_busy_median_s",
     ],
     "boot": ["reported_median_s", "applied_median_s", "import_ms"],
-    "fanout": ["dispatch_s", "dispatch_cli_s", "status_s", "bare_send_s"],
+    "fanout": [
+        "dispatch_rate", "bare_send_rate", "dispatch_vs_bare", "dispatch_cli_s", "fold_s",
+        "status_s", "big_status_s",
+    ],
     "footprint": ["rss_mb", "cpu_percent"],
     "sigkill": ["rolecall_lost", "celery_lost", "celery_acks_late_lost"],
 }  # fmt: skip

@@ -77,6 +77,7 @@ def test_parameters_name_every_queue_as_schemas_names_does() -> None:
     for r in PARAMS["roles"]["value"]:
         assert r["queue"] == names.role_queue(r["role"])
         assert r["poisonQueue"] == names.poison_queue(names.role_queue(r["role"]))
+        assert r["resultsContainer"] == names.results_container(r["role"])
     for i in PARAMS["instances"]["value"]:
         assert i["queue"] == names.instance_queue(i["instance"])
         assert i["poisonQueue"] == names.poison_queue(names.instance_queue(i["instance"]))
@@ -152,6 +153,30 @@ def test_bicep_account_refuses_anonymous_plaintext_and_old_tls() -> None:
         "allowSharedKeyAccess: allowSharedKeyAccess",
     ):
         assert f"    {setting}\n" in BICEP, setting
+
+
+def syntax_errors(source: bytes) -> list[str]:
+    """Where tree-sitter's Bicep grammar could not parse ``source`` (the compiler is not on
+    this machine; the grammar, from PyPI, is)."""
+    import tree_sitter
+    import tree_sitter_bicep
+
+    tree = tree_sitter.Parser(tree_sitter.Language(tree_sitter_bicep.language())).parse(source)
+    found: list[str] = []
+    stack = [tree.root_node]
+    while stack:
+        node = stack.pop()
+        if node.type == "ERROR" or node.is_missing:
+            line = node.start_point[0] + 1
+            found.append(f"line {line}: {source[node.start_byte : node.start_byte + 60]!r}")
+        stack.extend(node.children)
+    return found
+
+
+def test_main_bicep_parses_with_the_bicep_grammar() -> None:
+    assert syntax_errors(BICEP.encode()) == []
+    # and the check is real: a resource left open is found
+    assert syntax_errors(b"resource x 'Microsoft.Storage/x@2023-01-01' = {\n  name: 'x'\n")
 
 
 def test_bicep_compiles_when_the_compiler_is_here(tmp_path: Path) -> None:

@@ -3,14 +3,15 @@ own SAS bundle: a report speaks only for its sender, and only about what the run
 
 from __future__ import annotations
 
-import base64
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 from azure.core.credentials import AzureSasCredential
 from azure.core.exceptions import HttpResponseError
+from azure.storage.blob import BlobClient
 from azure.storage.queue import QueueClient
 
 from rolecall.controller.fold import EventFolder
@@ -19,6 +20,7 @@ from rolecall.controller.sas import issue_worker_sas
 from rolecall.controller.store import RunStore
 from rolecall.schemas import Completion, Outcome, utcnow
 from rolecall.schemas.access import SasBundle
+from rolecall.schemas.codec import report_parts
 from rolecall.schemas.names import Names
 from rolecall.schemas.records import PoisonRecord
 from rolecall.schemas.runs import RunMode, RunRecord, TargetState
@@ -37,16 +39,18 @@ class Instance:
         assert bundle.instance_key is not None
         self.signer = BatchSigner(bundle.instance_key.get_secret_value())
 
-    def post(self, queue: str, data: dict[str, Any], *, sign: bool = True) -> None:
-        """Add a message with this instance's own token for ``queue``."""
-        token = self.bundle.queues.get(queue)
+    def post(self, container: str, data: dict[str, Any], *, sign: bool = True) -> None:
+        """Create a report blob with this instance's own token for ``container``."""
+        body, metadata = report_parts(self.signer.sign(data) if sign else data)
+        self.raw(container, body, metadata)
+
+    def raw(self, container: str, body: bytes, metadata: dict[str, str] | None = None) -> None:
+        token = self.bundle.containers.get(container)
         if token is None:
-            raise PermissionError(f"no token for {queue}")
-        body = self.signer.sign(data) if sign else data
-        text = base64.b64encode(json.dumps(body).encode()).decode()
-        QueueClient(self.bundle.queue_endpoint, queue,
-                    credential=AzureSasCredential(token.get_secret_value()),
-                    retry_total=0).send_message(text)  # fmt: skip
+            raise PermissionError(f"no token for {container}")
+        BlobClient(self.bundle.blob_endpoint, container, f"r-{uuid.uuid4().hex}.json",
+                   credential=AzureSasCredential(token.get_secret_value()),
+                   retry_total=0).upload_blob(body, metadata=metadata)  # fmt: skip
 
 
 @pytest.fixture
@@ -83,7 +87,7 @@ def set_aside(storage: Storage, role: str) -> list[PoisonRecord]:
     from rolecall.schemas.codec import decode_message
 
     out = []
-    for q in [*storage.names.results_queues(role), storage.names.events_queue]:
+    for q in [storage.names.results_container(role), storage.names.events_queue]:
         try:
             out += [decode_message(m.content, PoisonRecord)
                     for m in storage.peek(storage.names.poison_queue(q), 32)]  # fmt: skip
@@ -99,10 +103,25 @@ def test_web_credentials_cannot_change_db_results_through_any_channel(
     web = fleet["web-0"]
     names = storage.names
     forged = batch("db-0", report(run, "db-0", "db"))
-    for queue in [*names.results_queues("db"), names.events_queue]:
-        with pytest.raises((PermissionError, HttpResponseError)):
-            web.post(queue, forged)  # no token, or one that does not cover the queue
-    own = names.results_queue_of("web", "web-0")
+    with pytest.raises(PermissionError):
+        web.post(names.results_container("db"), forged)  # no token for db's channel
+    web_token = web.bundle.containers[names.results_container("web")].get_secret_value()
+    with pytest.raises(HttpResponseError):  # web's token does not open db's channel
+        BlobClient(
+            web.bundle.blob_endpoint,
+            names.results_container("db"),
+            "x.json",
+            credential=AzureSasCredential(web_token),
+            retry_total=0,
+        ).upload_blob(b"x")
+    with pytest.raises((PermissionError, HttpResponseError)):  # nor the legacy queue
+        QueueClient(
+            web.bundle.queue_endpoint,
+            names.events_queue,
+            credential=AzureSasCredential(web_token),
+            retry_total=0,
+        ).send_message("x")
+    own = names.results_container("web")
     web.post(own, forged)  # its own channel: refused (signature is web-0's, sender says db-0)
     web.post(own, batch("web-0", report(run, "db-0", "db")))  # speaks for db-0
     web.post(own, batch("web-0", report(run, "web-0", "db")))  # a db report from web
@@ -119,10 +138,10 @@ def test_forged_reports_are_refused_each_with_its_reason(
     run = each_run(storage, tmp_path, "db", instances=["db-0", "db-1"])
     names = storage.names
     db0, db2 = fleet["db-0"], fleet["db-2"]
-    mine = names.results_queue_of("db", "db-0")
+    mine = names.results_container("db")
     cases: dict[str, tuple[Instance, str, dict[str, Any]]] = {
         "foreign_instance": (db0, mine, batch("db-0", report(run, "db-1", "db"))),
-        "not_dispatched": (db2, names.results_queue_of("db", "db-2"),
+        "not_dispatched": (db2, names.results_container("db"),
                            batch("db-2", report(run, "db-2", "db"))),
         "impossible_attempt": (db0, mine, batch("db-0", report(run, "db-0", "db", attempt=99))),
         "wrong_log": (db0, mine, batch("db-0", report(
@@ -158,7 +177,7 @@ def test_a_hostile_name_in_any_field_is_set_aside_and_writes_nothing(
     good = report(run, "db-0", "db")
     bad = {**good, field: HOSTILE[field]}
     before = {b.name for b in storage.list_blobs(storage.names.state_container, "")}
-    fleet["db-0"].post(storage.names.results_queue_of("db", "db-0"), batch("db-0", bad))
+    fleet["db-0"].post(storage.names.results_container("db"), batch("db-0", bad))
     stats = EventFolder(storage).fold_all()
     assert stats.completions == 0 and stats.poisoned + stats.set_aside == 1
     after = {b.name for b in storage.list_blobs(storage.names.state_container, "")}
@@ -172,13 +191,11 @@ def test_one_bad_report_does_not_hold_back_the_good_ones_around_it(
     run = each_run(storage, tmp_path, "db")
     names = storage.names
     db0 = fleet["db-0"]
-    q = names.results_queue_of("db", "db-0")
+    q = names.results_container("db")
     db0.post(q, batch("db-0", report(run, "db-0", "db", attempt=50),
                       report(run, "db-0", "db")))  # fmt: skip
-    QueueClient(db0.bundle.queue_endpoint, q,
-                credential=AzureSasCredential(db0.bundle.queues[q].get_secret_value()),
-                retry_total=0).send_message("not even base64 %%%")  # fmt: skip
-    fleet["db-1"].post(names.results_queue_of("db", "db-1"),
+    db0.raw(q, b"not even base64 %%%")
+    fleet["db-1"].post(names.results_container("db"),
                        batch("db-1", report(run, "db-1", "db")))  # fmt: skip
     stats = EventFolder(storage).fold_once()  # one round
     assert stats.completions == 2
@@ -197,11 +214,11 @@ def test_a_canary_run_cannot_be_advanced_by_forged_reports(
     names = storage.names
     assert [k for k, t in run.targets.items() if t.state is TargetState.QUEUED] == ["db-0"]
     fleet["db-0"].post(
-        names.results_queue_of("db", "db-0"),
+        names.results_container("db"),
         batch("db-0", report(run, "db-1", "db"), report(run, "db-2", "db")),
     )
     for i in ("db-1", "db-2"):
-        fleet[i].post(names.results_queue_of("db", i), batch(i, report(run, i, "db")))
+        fleet[i].post(names.results_container("db"), batch(i, report(run, i, "db")))
     EventFolder(storage).fold_all()
     view = RunStore(storage).get(run.run_id)
     assert [view.targets[i].state for i in ("db-1", "db-2")] == [TargetState.PENDING] * 2
@@ -212,25 +229,25 @@ def test_a_canary_run_cannot_be_advanced_by_forged_reports(
 def test_the_controller_service_survives_a_stream_of_hostile_reports(
     storage: Storage, tmp_path: Path, env: dict[str, str], fleet: dict[str, Instance]
 ) -> None:
-    """Garbage, brackets nested 20,000 deep, hostile names and forgeries, then one honest
-    report: `rolecall controller` folds the honest one and is still running."""
+    """Garbage, brackets nested 20,000 deep, hostile names, forgeries and a 300 kB blob, then
+    one honest report: `rolecall controller` folds the honest one and is still running."""
     import signal
     import subprocess
 
     from tests.fleet import ROLECALL, wait_for
 
     run = each_run(storage, tmp_path, "db", instances=["db-0"])
-    q = storage.names.results_queue_of("db", "db-0")
+    q = storage.names.results_container("db")
     hostile = [
-        "%%% not base64",
-        base64.b64encode(b"[" * 20_000 + b"]" * 20_000).decode(),
-        base64.b64encode(json.dumps(batch("db-0", {**report(run, "db-0", "db"),
-                                                   "run_id": "../baselines/db"})).encode()).decode(),
-        base64.b64encode(json.dumps(batch("db-0", report(run, "db-0", "db", attempt=7)))
-                         .encode()).decode(),
+        b"%%% not even JSON",
+        b"[" * 20_000 + b"]" * 20_000,
+        json.dumps(batch("db-0", {**report(run, "db-0", "db"),
+                                  "run_id": "../baselines/db"})).encode(),
+        json.dumps(batch("db-0", report(run, "db-0", "db", attempt=7))).encode(),
+        b"x" * 300_000,  # bigger than any report: never read
     ]  # fmt: skip
-    for text in hostile * 3:
-        storage.send(q, text)
+    for body in hostile * 2:
+        storage.put_blob(q, f"hostile-{uuid.uuid4().hex}", body)
     service = subprocess.Popen(
         [ROLECALL, "controller", "--poll-max", "0.5", "--log-format", "json"],
         env=env, stderr=subprocess.PIPE, text=True,
@@ -240,7 +257,8 @@ def test_the_controller_service_survives_a_stream_of_hostile_reports(
         wait_for(lambda: RunStore(storage).get(run.run_id).targets["db-0"].state.ok,
                  timeout=60, what="the honest report to be folded")  # fmt: skip
         assert service.poll() is None, "the service is still running"
-        assert storage.approximate_count(q) == 0, "every hostile message was set aside"
+        wait_for(lambda: storage.list_blobs(q, "") == [], timeout=60,
+                 what="every report folded or set aside, and deleted")  # fmt: skip
     finally:
         service.send_signal(signal.SIGTERM)
         _, err = service.communicate(timeout=60)

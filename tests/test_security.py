@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from azure.core.credentials import AzureSasCredential
 from azure.core.exceptions import HttpResponseError
-from azure.storage.blob import BlobClient
+from azure.storage.blob import BlobClient, ContainerClient
 from azure.storage.queue import QueueClient
 
 from rolecall.controller.baselines import publish_baseline
@@ -203,6 +203,7 @@ def test_worker_sas_tokens_are_refused_outside_their_scope(storage: Storage) -> 
     q_url, b_url = bundle.queue_endpoint, bundle.blob_endpoint
     role_token = bundle.queues[n.role_queue("web")].get_secret_value()
     storage.ensure_queue(n.role_queue("db"))
+    storage.ensure_container(n.results_container("db"))  # refused for web, not missing
 
     def queue(name: str, token: str) -> QueueClient:
         return QueueClient(q_url, name, credential=AzureSasCredential(token), retry_total=0)
@@ -224,8 +225,23 @@ def test_worker_sas_tokens_are_refused_outside_their_scope(storage: Storage) -> 
         ).send_message("x"),
         "enqueue via the results token": lambda: queue(
             n.role_queue("web"),
-            bundle.queues[n.results_queue_of("web", "web-0")].get_secret_value(),
+            bundle.containers[n.results_container("web")].get_secret_value(),
         ).send_message("x"),
+        "read the role's reports": lambda: list(
+            ContainerClient(
+                b_url,
+                n.results_container("web"),
+                credential=AzureSasCredential(
+                    bundle.containers[n.results_container("web")].get_secret_value()
+                ),
+                retry_total=0,
+            ).list_blobs()
+        ),
+        "report for another role": lambda: blob(
+            n.results_container("db"),
+            "x.json",
+            bundle.containers[n.results_container("web")].get_secret_value(),
+        ).upload_blob(b"{}"),
         "overwrite a payload": lambda: blob(
             n.payloads_container,
             "sha256/" + "0" * 64,

@@ -31,10 +31,10 @@ def test_completions_wait_out_an_events_outage_and_no_new_work_is_claimed(
     """While the events queue refuses posts, the finished job's message is kept (not
     deleted) and nothing new is claimed; when posting works again the completion arrives
     once and the next job runs."""
-    events = ops.names.results_queue_of("web", "web-0")  # where web-0 reports
+    events = ops.names.results_container("web")  # where web-0 reports
     outage = threading.Event()
     proxied.blocked = lambda method, path: (
-        outage.is_set() and method == "POST" and f"/{events}/" in path
+        outage.is_set() and method == "PUT" and f"/{events}/" in path
     )
     w = workers.worker("web", "web-0")
     wait_for(lambda: ops.hellos("web-0"), what="the worker to register")

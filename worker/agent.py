@@ -97,13 +97,13 @@ class Agent:
         self._missing: set[str] = set()
 
     def _outbox(self, settings: WorkerSettings) -> Outbox:
-        """Reports go to this role's results queue, signed with the instance's enrolled key
+        """Reports go to this role's results container, signed with the instance's enrolled key
         where its credentials carry one (controller/enrolment.py)."""
         bundle = self.storage.account.bundle
         key = bundle.instance_key if bundle is not None else None
         return Outbox(
             self.storage, self.state.outbox_dir, self.identity.instance, settings.flush_s,
-            queue=self.names.results_queue_of(self.identity.role, self.identity.instance),
+            container=self.names.results_container(self.identity.role),
             signer=BatchSigner(key.get_secret_value()) if key is not None else None,
         )  # fmt: skip
 
@@ -174,7 +174,7 @@ class Agent:
         for q in (self.instance_queue, self.role_queue):
             self.storage.ensure_queue(q)
             self.storage.ensure_queue(self.names.poison_queue(q))
-        self.storage.ensure_queue(self.outbox.queue)
+        self.storage.ensure_container(self.outbox.container)
 
     def loop(self, *, once: bool = False) -> None:
         backoff = IdleBackoff(self.settings.poll_min_s, self.settings.poll_max_s)

@@ -12,9 +12,9 @@ Why these calls, and not others:
   "Storage Queue Data Message Processor" grants; Get Queue Properties would need
   ``queues/read``, which the least-privilege worker roles deliberately do not have. A worker
   SAS bundle may process but not read, so there a refused Peek is a warning.
-* its results queue gets Get Queue Properties. A worker may only *add* there, and no call
-  proves an add right without adding, so a refusal (as opposed to an unknown credential) is a
-  warning, not a failure.
+* its role's results container gets Get Container Properties. A worker may only *create*
+  reports there, and no call proves a create right without creating, so a refusal (as opposed
+  to an unknown credential) is a warning, not a failure.
 * the baseline blob and the payloads container get one HEAD each; for payloads, a HEAD on a
   digest no payload has, which proves read access by answering 404 rather than 403.
 * writes (instance record, completions, logs) are not probed: proving a write means writing.
@@ -244,10 +244,9 @@ def _storage(settings: WorkerSettings, identity: Identity | None, report: Report
                 probe = functools.partial(_peek, storage, q, settings.auth_mode, report)
                 _guarded(report, f"queue {q}", probe)
         if identity is not None:
-            results = names.results_queue_of(identity.role, identity.instance)
-            _guarded(
-                report, f"queue {results}", lambda: _results(storage, settings, report, results)
-            )
+            results = names.results_container(identity.role)
+            probe = functools.partial(_results, storage, settings, report, results)
+            _guarded(report, f"container {results}", probe)
             _guarded(report, "baseline", lambda: _baseline(storage, identity.role, report))
         payloads = names.payloads_container
         _guarded(report, f"container {payloads}", lambda: _payloads(storage, report))
@@ -354,12 +353,12 @@ def _peek(storage: Any, queue: str, mode: AuthMode, report: Report) -> None:
     report.ok(what, f"readable: {waiting} message(s) waiting (peeked, none claimed)")
 
 
-def _results(storage: Any, settings: WorkerSettings, report: Report, queue: str) -> None:
-    what = f"queue {queue}"
+def _results(storage: Any, settings: WorkerSettings, report: Report, container: str) -> None:
+    what = f"container {container}"
     try:
-        _once(f"properties of {queue}", storage.queue(queue).get_queue_properties)
+        _once(f"properties of {container}", storage.container(container).get_container_properties)
     except NotFound:
-        report.warn(what, _missing("queue"))
+        report.warn(what, _missing("container"))
         return
     except AccessDenied as e:
         unknown = "AuthenticationFailed" in e.message or "credentials refused" in e.message
@@ -367,8 +366,8 @@ def _results(storage: Any, settings: WorkerSettings, report: Report, queue: str)
             raise
         report.warn(
             what,
-            "reachable; this credential may only add messages here (as least privilege "
-            "intends), and an add cannot be proven without sending one",
+            "reachable; this credential may only create reports here (as least privilege "
+            "intends), and a create cannot be proven without writing one",
         )
         return
     report.ok(what, "reachable")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import binascii
 import json
 import logging
+import secrets
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -26,9 +27,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import TypeAdapter
 
-from rolecall.schemas.codec import MAX_MESSAGE_BYTES, encode_message_data
-from rolecall.schemas.errors import ConfigError, StorageError
+from rolecall.schemas.base import utcnow
+from rolecall.schemas.codec import MAX_MESSAGE_BYTES, report_parts
+from rolecall.schemas.errors import ConfigError, NotFound, StorageError
 from rolecall.schemas.events import Event, EventBatch, Started
+from rolecall.schemas.names import Names
 from rolecall.schemas.signing import b64, canonical_bytes, key_id, unb64
 from rolecall.storage.clients import Storage
 from rolecall.worker.claim import Claim, Settlement
@@ -80,15 +83,15 @@ class Outbox:
         root: Path,
         sender: str,
         flush_s: float,
-        queue: str,
+        container: str,
         signer: BatchSigner | None = None,
     ) -> None:
         self.storage = storage
         self.root = root
         self.sender = sender
         self.flush_s = flush_s
-        #: this instance's results queue: only its role's credentials may add there
-        self.queue = queue
+        #: this role's results container: only its role's credentials may create blobs there
+        self.container = container
         self.signer = signer
         self._started: list[tuple[float, Started]] = []
         self._entries: list[_Entry] = []
@@ -208,12 +211,25 @@ class Outbox:
             data = batch.model_dump(mode="json", exclude_none=True)
             if self.signer is not None:
                 data = self.signer.sign(data)
-            self.storage.send(self.queue, encode_message_data(data, "events batch"), create=True)
+            self._put(data)
             self._started, started = [], []
             for entry in chunk:
                 if entry.path is not None:
                     entry.path.unlink(missing_ok=True)
             self._entries = self._entries[len(chunk) :]
+
+    def _put(self, data: dict[str, Any]) -> None:
+        """One report blob (create-only: nobody's report is overwritten, ours included), in
+        its metadata when small, so the controller lists reports rather than reading them."""
+        body, metadata = report_parts(data)
+        name = Names.report_blob(self.sender, utcnow(), secrets.token_hex(4))
+        try:
+            self.storage.put_blob(self.container, name, body, create_only=True,
+                                  metadata=metadata)  # fmt: skip
+        except NotFound:
+            self.storage.ensure_container(self.container)  # where our credentials allow
+            self.storage.put_blob(self.container, name, body, create_only=True,
+                                  metadata=metadata)  # fmt: skip
 
 
 def _settle(pending: Pending) -> bool:

@@ -13,7 +13,9 @@
 //     role queues            Message Processor (peek, receive, delete) + lease renewer (update)
 //     role poison queues     Message Sender (move a poisoned job aside)
 //     instance queues        the same as role queues, per queue (instances) or by name prefix
-//     events queue           Message Sender (hello, heartbeats, completions)
+//     its results container  blob writer, per role: the role's own identity when given
+//                            (roles[].principalId), so a role can report for itself only
+//     events queue           Message Sender (legacy: agents before 0.2 report here)
 //     payloads container     Blob Data Reader (scripts and archives)
 //     state container        read baselines/ only; write instances/ only (ABAC conditions)
 //     logs container         blob writer: create log blobs; no read, no delete
@@ -72,7 +74,7 @@ param eventsQueue string = '${namespace}-events'
 @description('`rolecall names ROLE -o json`: events_poison_queue.')
 param eventsPoisonQueue string = '${namespace}-events-poison'
 
-@description('One object per role: {role, queue, poisonQueue} = the role name and the role_queue and role_poison_queue of `rolecall names ROLE -o json`.')
+@description('One object per role: {role, queue, poisonQueue, resultsContainer} = the role name and the role_queue, role_poison_queue and results_container of `rolecall names ROLE -o json`; optionally principalId, the object id of that role\'s own worker identity (the shared workerPrincipalId otherwise).')
 param roles array
 
 @description('Optional: instances known in advance, one object each: {instance, queue, poisonQueue} = instance_queue and instance_poison_queue of `rolecall names ROLE INSTANCE -o json`.')
@@ -187,6 +189,15 @@ resource logs 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05
     publicAccess: 'None'
   }
 }
+
+// One per role: its reports, a blob each (create-only for the role's own identity).
+resource resultsContainers 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = [for r in roles: {
+  parent: blobService
+  name: r.resultsContainer
+  properties: {
+    publicAccess: 'None'
+  }
+}]
 
 resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' = {
   parent: account
@@ -417,7 +428,23 @@ resource workerPrefixPoison 'Microsoft.Authorization/roleAssignments@2022-04-01'
   }
 }
 
-// --- worker: events, payloads, state, logs ---------------------------------------------------
+// --- worker: each role's results container, that role's own (container scope) -------------
+
+resource workerResults 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for (r, i) in roles: {
+  name: guid(resultsContainers[i].id, r.?principalId ?? workerPrincipalId, blobWriterId)
+  scope: resultsContainers[i]
+  properties: {
+    roleDefinitionId: blobWriterId
+    principalId: r.?principalId ?? workerPrincipalId
+    principalType: 'ServicePrincipal'
+    description: 'rolecall worker: ${r.role} reports its own hellos, started notes and completions'
+  }
+  dependsOn: [
+    blobWriter
+  ]
+}]
+
+// --- worker: legacy events, payloads, state, logs --------------------------------------------
 
 resource workerEvents 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(events.id, workerPrincipalId, messageSender)
@@ -426,7 +453,7 @@ resource workerEvents 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
     roleDefinitionId: messageSender
     principalId: workerPrincipalId
     principalType: 'ServicePrincipal'
-    description: 'rolecall worker: hello, heartbeats and completions'
+    description: 'rolecall worker (before 0.2): hello, heartbeats and completions'
   }
 }
 

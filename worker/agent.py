@@ -11,8 +11,6 @@ from __future__ import annotations
 import logging
 import platform
 import random
-import shlex
-import subprocess
 import time
 from collections.abc import Callable
 
@@ -37,7 +35,7 @@ from rolecall.worker.jobs import JobHandler
 from rolecall.worker.outbox import BatchSigner, Outbox
 from rolecall.worker.payloads import PayloadCache
 from rolecall.worker.runner import Runner
-from rolecall.worker.shutdown import ExitCode, Shutdown
+from rolecall.worker.shutdown import ExitCode, Shutdown, reboot
 from rolecall.worker.state import LocalState
 from rolecall.worker.trust import verifier
 
@@ -121,7 +119,7 @@ class Agent:
         finally:
             self.stop()
         if self.reboot_pending and self.settings.reboot_command:
-            return self._reboot()
+            return reboot(self.settings.reboot_command)
         return ExitCode.FORCED if self.shutdown.forced.is_set() else ExitCode.OK
 
     def boot(self) -> None:
@@ -378,12 +376,6 @@ class Agent:
     def _reboot_after_settling(self) -> None:
         if self.settings.reboot_command:
             self.reboot_pending = True
-
-    def _reboot(self) -> ExitCode:
-        assert self.settings.reboot_command
-        log.warning("rebooting: %s", self.settings.reboot_command)
-        subprocess.run(shlex.split(self.settings.reboot_command, posix=True), check=False)
-        return ExitCode.REBOOTING
 
     def _until_ok(self, what: str, fn: Callable[[], None]) -> None:
         backoff = IdleBackoff(0.5, 30.0)

@@ -26,6 +26,9 @@ class ExitCode(IntEnum):
     ACCESS_DENIED = 3  # credentials refused at start
     FORCED = 4  # a second signal cut the shutdown short
     REBOOTING = 5  # a step asked for a reboot and the reboot command was run
+    #: a newer agent version is installed beside this one and recorded as current: start
+    #: again (the service manager does; rolecall/launch.py then starts the new version)
+    UPGRADING = 6
 
 
 class Shutdown:

@@ -227,5 +227,5 @@ def _why(e: Exception) -> str:
     if isinstance(e, AgentUpgradeFailed):
         return e.message
     if isinstance(e, RolecallError):
-        return f"{e.reason}: {e.message}"
+        return e.message if e.message.startswith(e.reason) else f"{e.reason}: {e.message}"
     return f"cannot install: {e}"

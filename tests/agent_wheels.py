@@ -16,13 +16,16 @@ version number, the dependency wheels an offline install needs, and small stand-
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import shutil
 import subprocess
 import sys
+import venv
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCES = ("rolecall", "schemas", "storage", "worker", "controller")
@@ -99,3 +102,22 @@ def wheelhouse(out: Path, *wheels: Path) -> Path:
     for w in wheels:
         (out / w.name).symlink_to(w)
     return out
+
+
+def cache_dir(request: Any, fallback: Path) -> Path:
+    """pytest's cache directory for dependency wheels (kept between sessions), if there is one."""
+    cache = request.config.cache
+    return Path(cache.mkdir("agent-dependency-wheels")) if cache is not None else fallback
+
+
+def install_agent(venv_dir: Path, wheel: Path, deps: Path) -> Path:
+    """A venv with ``wheel`` installed offline from ``deps``, as an agent's upgrade installs
+    one; returns its ``rolecall`` command."""
+    venv.EnvBuilder(with_pip=True).create(venv_dir)
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("PIP_")}
+    subprocess.run(
+        [str(venv_dir / "bin" / "python"), "-m", "pip", "install", "--quiet", "--no-index",
+         "--find-links", str(deps), str(wheel)],
+        check=True, capture_output=True, text=True, env={**env, "PIP_CONFIG_FILE": os.devnull},
+    )  # fmt: skip
+    return venv_dir / "bin" / "rolecall"

@@ -39,7 +39,7 @@ from rolecall.controller.signing import generate, load_signer
 from rolecall.controller.store import RunStore
 from rolecall.schemas.runs import RunMode, RunState
 from rolecall.storage.clients import Storage
-from tests.agent_wheels import build_agent_wheel, dependency_wheels, wheelhouse
+from tests.agent_wheels import build_agent_wheel, cache_dir, dependency_wheels, wheelhouse
 from tests.fleet import TEST_ARGS, Ledger, cli, cli_json, wait_for, write_baseline
 from tests.service import Service
 
@@ -70,9 +70,7 @@ def agents(
         jobs = {v: pool.submit(build_agent_wheel, out / v, v, break_at_start if v == BROKEN else None)
                 for v in (OLD, NEW, BROKEN)}  # fmt: skip
         built = {v: f.result() for v, f in jobs.items()}
-    cache = request.config.cache
-    where = cache.mkdir("agent-dependency-wheels") if cache is not None else out / "deps"
-    deps = dependency_wheels(Path(where), built[OLD])
+    deps = dependency_wheels(cache_dir(request, out / "deps"), built[OLD])
     return built, sorted(deps.glob("*.whl"))
 
 

@@ -161,14 +161,17 @@ class Simulation:
     def _boot(self, state: SimState) -> None:
         for role in self.cfg.role_names:
             self._publish_baseline(state, role, 1)
-        for role, name in self.cfg.instance_names():
-            state.fleet.add(role, name)
+        older = [self.cfg.older_agent] if self.cfg.older_agent else None
+        for i, (role, name) in enumerate(self.cfg.instance_names()):
+            state.fleet.add(role, name, command=older if i % 2 else None)
         deadline = time.monotonic() + 120
         while len(list_instances(state.storage)) < self.cfg.instances:
             if time.monotonic() > deadline:
                 raise RolecallError("instances did not register within 120 s")
             time.sleep(0.2)
-        self.say(f"{self.cfg.instances} instances over {self.cfg.roles} roles registered")
+        versions = sorted({s.agent_version for s in list_instances(state.storage)})
+        self.say(f"{self.cfg.instances} instances over {self.cfg.roles} roles registered "
+                 f"(agents {', '.join(versions)})")  # fmt: skip
 
     # --- the three actors --------------------------------------------------------------------
 

@@ -234,3 +234,12 @@ def test_the_check_runs_with_this_agents_identity_and_settings() -> None:
         "--role web --instance vm-1 --namespace rc --state-dir /var/lib/rolecall "
         "--config /etc/rolecall/worker.toml --trusted-key /k1.pub --trusted-key /k2.pub"
     )
+
+
+def test_a_settled_install_keeps_the_current_previous_and_running_versions_only() -> None:
+    entries = ["0.1.9", "0.2.0", "0.3.0", "0.3.1", ".incoming-0.4.0", ".install-123"]
+    state = {"current": "0.3.0", "previous": "0.2.0", "pending": None}
+    assert upgrade.prunable(entries, state, "0.3.0") == [".incoming-0.4.0", "0.1.9", "0.3.1"]
+    assert upgrade.prunable(entries, state, "0.3.1") == [".incoming-0.4.0", "0.1.9"]
+    pending = upgrade.switched(state, "0.3.1", baseline=2)
+    assert upgrade.prunable(entries, pending, "0.3.0") == []  # never while one is pending

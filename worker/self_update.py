@@ -123,6 +123,21 @@ class SelfUpdate:
             return
         if confirmed is not None:
             log.info("agent %s checked in (upgraded from %s)", __version__, state.get("previous"))
+        self._prune(confirmed or state)
+
+    def _prune(self, state: dict[str, Any]) -> None:
+        """Versions neither current nor previous go: a long-lived machine upgraded every
+        month would otherwise keep every venv it ever had."""
+        assert self.root is not None
+        versions = self.root / launch.VERSIONS
+        try:
+            entries = [p.name for p in versions.iterdir()]
+        except OSError as e:
+            log.warning("cannot list %s: %s", versions, e)
+            return
+        for name in upgrade.prunable(entries, state, __version__):
+            log.info("removing agent version %s (neither current nor previous)", name)
+            shutil.rmtree(versions / name, ignore_errors=True)
 
     def plan(self, pin: AgentPin, baseline: int) -> upgrade.Plan:
         return upgrade.plan(

@@ -114,6 +114,19 @@ def failed(state: Mapping[str, Any], version: str, baseline: int, reason: str) -
     return {**state, "failed": {"version": version, "baseline": baseline, "reason": reason}}
 
 
+def prunable(entries: Iterable[str], state: Mapping[str, Any], running: str) -> list[str]:
+    """What in ``versions/`` a settled install no longer needs: every version but the current,
+    the previous (what a rollback or a pin back would start) and the running one, and what
+    an interrupted upgrade left. Never while an upgrade is pending."""
+    if state.get("pending"):
+        return []
+    keep = {state.get("current"), state.get("previous"), running}
+    return sorted(
+        e for e in entries
+        if e not in keep and (not e.startswith(".") or e.startswith(".incoming-"))
+    )  # fmt: skip
+
+
 # --- installing -------------------------------------------------------------------------------
 
 

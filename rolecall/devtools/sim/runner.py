@@ -92,6 +92,9 @@ class Simulation:
             ]
             for t in threads:
                 t.start()
+            # unwinding (Ctrl+C, SIGTERM) stops the actors before the fleet: a reimage the
+            # chaos thread finished after the fleet stopped would leave a worker running
+            stack.callback(self._stop_actors, threads)
             self._enqueue(state)
             self.stop_chaos.set()
             threads[1].join()
@@ -105,6 +108,12 @@ class Simulation:
 
             state.report = check(state)
             return state
+
+    def _stop_actors(self, threads: list[threading.Thread]) -> None:
+        self.stop_chaos.set()
+        self.stop_controller.set()
+        for t in threads:
+            t.join(timeout=60)
 
     # --- set-up ----------------------------------------------------------------------------
 

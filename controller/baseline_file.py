@@ -9,8 +9,10 @@
         entrypoint: deploy.sh
         reboot: never
         env: {SITE: blue}
+    agent: 0.3.0                             # optional: the agent version to run first
 
-Each script or archive is uploaded content-addressed; the baseline records only digests.
+Each script or archive is uploaded content-addressed; the baseline records only digests. An
+``agent`` pin must name a published release (``rolecall agent publish``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from rolecall.controller.payloads import publish_bytes
 from rolecall.schemas.baseline import RebootPolicy, Step
@@ -55,6 +57,15 @@ class BaselineSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     steps: list[StepSpec]
+    agent: str | None = None
+
+    @field_validator("agent", mode="before")
+    @classmethod
+    def _quoted(cls, v: object) -> object:
+        # YAML reads `agent: 1.10` as the number 1.1: refuse rather than guess
+        if v is not None and not isinstance(v, str):
+            raise ValueError(f'write the version as a string, e.g. agent: "{v}"')
+        return v
 
 
 def load_spec(path: Path) -> BaselineSpec:

@@ -13,15 +13,17 @@ import contextlib
 from collections.abc import Callable
 from pathlib import Path
 
+from rolecall.controller.agents import find_release
 from rolecall.controller.baseline_file import build_steps, load_spec
 from rolecall.controller.fleet import live_instances
 from rolecall.controller.results import dispatch_view
 from rolecall.controller.sender import send_wave
 from rolecall.controller.store import RunStore
+from rolecall.schemas.agents import AgentRelease
 from rolecall.schemas.base import utcnow
 from rolecall.schemas.baseline import Baseline
 from rolecall.schemas.codec import encode_message
-from rolecall.schemas.errors import ConcurrencyConflict
+from rolecall.schemas.errors import ConcurrencyConflict, ConfigError
 from rolecall.schemas.jobs import JobEnvelope, Target
 from rolecall.schemas.names import Names
 from rolecall.schemas.runs import RunMode, RunRecord, Wave
@@ -48,6 +50,8 @@ def publish_baseline(
     notify: bool = True,
 ) -> tuple[Baseline, RunRecord]:
     spec = load_spec(path)
+    # the pin first: an unpublished version is refused before anything is uploaded
+    release = find_release(storage, spec.agent) if spec.agent is not None else None
     steps = build_steps(storage, spec, path.parent)
 
     def next_version(current: Baseline | None) -> Baseline:
@@ -57,9 +61,13 @@ def publish_baseline(
                 f"baseline for {role} is at version {at}, not {expected_version}; "
                 f"re-read it with `rolecall baseline show {role}`"
             )
-        return sign(
-            Baseline(role=role, version=at + 1, steps=steps, updated_at=utcnow(), issuer=issuer)
-        )
+        new = Baseline(
+            role=role, version=at + 1, steps=steps, updated_at=utcnow(), issuer=issuer,
+            agent=release.pin if release is not None else None,
+        )  # fmt: skip
+        if release is not None:
+            _check_readable_by(release.release, new)
+        return sign(new)
 
     baseline = update_document(
         storage,
@@ -71,6 +79,17 @@ def publish_baseline(
     )
     run = _record_run(storage, baseline, notify=notify, issuer=issuer, sign_job=sign_job)
     return baseline, run
+
+
+def _check_readable_by(release: AgentRelease, baseline: Baseline) -> None:
+    """The pinned agent must be able to read the baseline that pins it, or it would refuse
+    it after the upgrade."""
+    need, speaks = baseline.required_version(), release.speaks
+    if speaks.major != need.major or speaks < need:
+        raise ConfigError(
+            f"agent {release.version} speaks contract {speaks}; this baseline needs {need}, "
+            "so that agent could not read it"
+        )
 
 
 def _record_run(
@@ -92,7 +111,7 @@ def _record_run(
         created_at=now,
         updated_at=now,
         issuer=issuer,
-        description=f"baseline v{baseline.version} ({len(baseline.steps)} steps)",
+        description=f"baseline v{baseline.version} ({_steps(baseline)})",
         layout="split",
         total=len(live),
         dispatched=len(live),
@@ -133,3 +152,8 @@ def record_baseline_run(storage: Storage, role: str, run_id: str) -> None:
     )  # fmt: skip
     with contextlib.suppress(ConcurrencyConflict):
         RunStore(storage).create(run, order=[])
+
+
+def _steps(baseline: Baseline) -> str:
+    pinned = f", agent {baseline.agent.version}" if baseline.agent is not None else ""
+    return f"{len(baseline.steps)} steps{pinned}"

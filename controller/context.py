@@ -107,7 +107,8 @@ def expected_errors(fn: Callable[P, R]) -> Callable[P, R]:
             from rich.console import Console
 
             text = e.message if isinstance(e, RolecallError) else str(e)
-            Console(stderr=True).print(f"[red]error:[/] {text}", highlight=False)
+            # soft_wrap: one line whatever the width (a log, a pipe, an 80-column default)
+            Console(stderr=True).print(f"[red]error:[/] {text}", highlight=False, soft_wrap=True)
             raise typer.Exit(EXIT_ERROR) from None
 
     return wrapper

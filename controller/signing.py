@@ -1,4 +1,4 @@
-"""Signing jobs and baselines with the controller's Ed25519 key.
+"""Signing jobs, baselines and agent releases with the controller's Ed25519 key.
 
 The private key is a PEM file (``--signing-key`` / ``ROLECALL_SIGNING_KEY``); workers hold
 the matching public keys (``--trusted-key``). ``rolecall keys generate`` makes a pair.
@@ -14,12 +14,13 @@ from typing import Any, TypeVar
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from rolecall.schemas.agents import AgentRelease
 from rolecall.schemas.baseline import Baseline
 from rolecall.schemas.errors import ConfigError
 from rolecall.schemas.jobs import JobEnvelope, Signature
 from rolecall.schemas.signing import b64, canonical_bytes, key_id
 
-Signed = TypeVar("Signed", JobEnvelope, Baseline)
+Signed = TypeVar("Signed", JobEnvelope, Baseline, AgentRelease)
 
 
 class Signer:

@@ -13,6 +13,7 @@ import typer
 
 from rolecall.controller import cli as ops
 from rolecall.controller.cli_admin import baseline_app, names, poison_app
+from rolecall.controller.cli_agents import agent_app
 from rolecall.controller.cli_security import keys_app, sas_app
 from rolecall.controller.context import Ctx
 from rolecall.worker.cli import worker
@@ -46,6 +47,7 @@ app.command("worker")(worker)
 for fn in (ops.run, ops.status, ops.wait, ops.logs, ops.instances, ops.cancel, ops.controller):
     app.command(fn.__name__)(fn)
 app.add_typer(baseline_app, name="baseline")
+app.add_typer(agent_app, name="agent")
 app.add_typer(poison_app, name="poison")
 app.command("names")(names)
 app.add_typer(keys_app, name="keys")
@@ -59,4 +61,4 @@ if importlib.util.find_spec("rolecall.devtools") is not None:
 
 
 def main() -> None:
-    app()
+    app(prog_name="rolecall")  # the same name in --help under `python -m rolecall`

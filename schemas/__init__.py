@@ -5,6 +5,7 @@ poison records) and every storage name is defined here and nowhere else.
 """
 
 from rolecall import __version__
+from rolecall.schemas.agents import AgentPin, AgentRelease
 from rolecall.schemas.base import SCHEMA_VERSION, utcnow
 from rolecall.schemas.baseline import Baseline, RebootPolicy, Step
 from rolecall.schemas.codec import (
@@ -32,6 +33,8 @@ from rolecall.schemas.runs import RunMode, RunRecord, RunState, TargetResult, Ta
 __all__ = [
     "MAX_MESSAGE_BYTES",
     "SCHEMA_VERSION",
+    "AgentPin",
+    "AgentRelease",
     "Baseline",
     "Completion",
     "EnvVar",

@@ -3,6 +3,10 @@
 The worker reads it from blob storage at boot, so a reimaged instance configures itself with
 no controller running. Steps are remembered per incarnation by *fingerprint* (payload digest
 plus how it runs), not by position: publishing a new version re-runs only what changed.
+
+A baseline may also pin an agent version (``agent``, schemas/agents.py): the agent step, which
+an older agent applies first (it installs that version beside itself and restarts into it),
+so that the steps run under the agent the operator chose.
 """
 
 from __future__ import annotations
@@ -10,12 +14,18 @@ from __future__ import annotations
 import hashlib
 import json
 from enum import Enum
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
+from rolecall.schemas.agents import AgentPin
 from rolecall.schemas.base import Contract, Name, Timestamp
 from rolecall.schemas.jobs import Execution, PayloadRef, Signature
+from rolecall.schemas.version import Since
+
+#: The step index an agent step's completion carries: it comes before step 0, and a
+#: controller of any version folds it as one more step of the baseline run.
+AGENT_STEP = -1
 
 
 class RebootPolicy(str, Enum):
@@ -54,3 +64,10 @@ class Baseline(Contract):
     updated_at: Timestamp
     issuer: str = Field(default="rolecall", max_length=128)
     signature: Signature | None = None
+    #: critical: an agent that cannot follow the pin must not run the steps as if it had
+    agent: Annotated[AgentPin | None, Since("1.3", critical=True)] = None
+
+    @property
+    def steps_total(self) -> int:
+        """Steps as a baseline run counts them: the agent step is one when there is a pin."""
+        return len(self.steps) + (self.agent is not None)

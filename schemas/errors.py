@@ -139,6 +139,13 @@ class ExecutionError(RolecallError):
     reason = "cannot_execute"
 
 
+class AgentUpgradeFailed(RolecallError):
+    """The baseline's agent version could not be installed beside this one, or failed its
+    check, or was rolled back: this agent keeps running and applies the rest."""
+
+    reason = "agent_upgrade_failed"
+
+
 # --- trust --------------------------------------------------------------------------------
 
 

@@ -36,6 +36,10 @@ ID_PATTERN = r"^(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9._-]{0,199}$"
 PLAIN_ID = re.compile(ID_PATTERN)
 
 _CLEAN = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+#: An agent version names a blob and, on instances, a directory: digits first, then what
+#: PEP 440 versions use, ending in a letter or digit (Windows drops a trailing dot).
+AGENT_VERSION_PATTERN = r"^[0-9](?:[0-9A-Za-z.+!_-]{0,62}[0-9A-Za-z])?$"
+_AGENT_VERSION = re.compile(AGENT_VERSION_PATTERN)
 _HASHED_TAIL = re.compile(r"-h[0-9a-f]{10}$")
 _NOT_ALNUM = re.compile(r"[^a-z0-9]+")
 
@@ -71,6 +75,16 @@ def check_namespace(namespace: str) -> str:
             "and single hyphens"
         )
     return namespace
+
+
+def check_agent_version(version: str) -> str:
+    """Refuse a version that could not safely name a blob or a directory."""
+    if not _AGENT_VERSION.fullmatch(version):
+        raise InvalidName(
+            f"agent version {version!r} must start with a digit and use only letters, digits "
+            "and . + ! _ - (as PEP 440 versions do), at most 64 characters"
+        )
+    return version
 
 
 @dataclass(frozen=True)
@@ -116,7 +130,8 @@ class Names:
 
     @property
     def payloads_container(self) -> str:
-        """Scripts and archives, content-addressed; written by the controller only."""
+        """Scripts, archives and agent wheels, content-addressed, and the agent release
+        documents naming those wheels; written by the controller only."""
         return f"{self.namespace}-payloads"
 
     @property
@@ -162,6 +177,10 @@ class Names:
         return f"sha256/{sha256}"
 
     @staticmethod
+    def baselines_prefix() -> str:
+        return "baselines/"
+
+    @staticmethod
     def baseline_blob(role: str) -> str:
         return f"baselines/{name_key(role)}.json"
 
@@ -182,6 +201,23 @@ class Names:
     @staticmethod
     def history_blob(role: str, instance: str) -> str:
         return f"history/{name_key(role)}/{name_key(instance)}.json"
+
+    @staticmethod
+    def agents_prefix() -> str:
+        """Agent releases, in the payloads container (schemas/agents.py says why there)."""
+        return "agents/"
+
+    @staticmethod
+    def agent_release_blob(version: str) -> str:
+        return f"agents/{check_agent_version(version)}.json"
+
+    @staticmethod
+    def agent_version_of_blob(blob: str) -> str | None:
+        """The version a blob listed under :meth:`agents_prefix` is the release of."""
+        if blob.startswith("agents/") and blob.endswith(".json"):
+            version = blob[len("agents/") : -len(".json")]
+            return version if _AGENT_VERSION.fullmatch(version) else None
+        return None
 
     @staticmethod
     def runs_prefix() -> str:

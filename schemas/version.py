@@ -64,8 +64,10 @@ class Version:
 #: The contract this release speaks. 1.0 is the contract of the agents from before these rules;
 #: 1.1 adds the rules themselves (tolerant readers, required versions) and the agent version
 #: and contract in instance records; 1.2 adds per-role results queues with started notes and
-#: signed batches, cancel jobs, and run records kept apart from their results.
-CONTRACT = Version(1, 2)
+#: signed batches, cancel jobs, and run records kept apart from their results; 1.3 adds agent
+#: releases and the baseline's agent pin (critical), with which agents upgrade themselves
+#: (docs/deploy.md, upgrading agents).
+CONTRACT = Version(1, 3)
 
 #: Majors whose reports (hellos, completions, instance records) the controller folds: the
 #: current one and the one before it, once there is one.

@@ -208,3 +208,17 @@ def test_every_contract_model_is_tolerant() -> None:
     assert len(models) >= 10
     for model in models:
         assert model.model_config.get("extra") == "allow", model.__name__
+
+
+def test_only_a_pinned_baseline_needs_contract_1_3() -> None:
+    """An agent pin is critical (an agent that cannot follow it must not apply the steps as
+    if it had); a baseline without one is still read by every agent since the rules."""
+    from rolecall.schemas.agents import AgentPin
+    from rolecall.schemas.baseline import Baseline
+
+    plain = Baseline(role="web", version=3, updated_at=utcnow())
+    assert json.loads(encode_document(plain))["schema_version"] == 1
+    pinned = plain.model_copy(update={"agent": AgentPin(version="0.3.0", release_sha256="a" * 64)})
+    assert json.loads(encode_document(pinned))["schema_version"] == "1.3"
+    assert pinned.steps_total == 1 and plain.steps_total == 0
+    assert decode_document(encode_document(pinned), Baseline).agent == pinned.agent

@@ -29,6 +29,8 @@ from typing import Any
 
 import pytest
 
+import rolecall
+from rolecall import launch
 from rolecall.controller.fleet import list_instances
 from rolecall.schemas.names import POISON_SUFFIX, Names
 from rolecall.storage.clients import Storage
@@ -251,10 +253,10 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """install.sh into a temporary prefix, as in an image bake but with --no-enable.
 
     pip gets --no-deps, and the dependencies come from this test environment (rolecall itself
-    left out) on PYTHONPATH while installing and through a .pth file afterwards: what is
-    tested is install.sh and the rolecall it installs, not PyPI, and it takes seconds, not a
-    minute. (A venv made with --system-site-packages would not do: it sees the base
-    interpreter's packages, not this virtual environment's.)"""
+    left out) on PYTHONPATH while installing and through a .pth file in the installed version
+    afterwards: what is tested is install.sh and the rolecall it installs, not PyPI, and it
+    takes seconds, not a minute. (A venv made with --system-site-packages would not do: it
+    sees the base interpreter's packages, not this virtual environment's.)"""
     root = tmp_path_factory.mktemp("image")
     deps = root / "deps"
     deps.mkdir()
@@ -264,10 +266,20 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     started = time.monotonic()
     r = install(root, "--pip-option=--no-deps")
     assert r.returncode == 0, r.stdout + r.stderr
-    site = run([root / "prefix/bin/python", "-c", "import site; print(site.getsitepackages()[0])"])
-    (Path(site.stdout.strip()) / "zz_test_dependencies.pth").write_text(f"{deps}\n")
     print(f"\ninstall.sh took {time.monotonic() - started:.1f}s")
     return root
+
+
+def current_venv(root: Path) -> Path:
+    """The installed version's virtual environment, as agent.json names it."""
+    state = json.loads((root / "prefix" / "agent.json").read_text())
+    return root / "prefix" / "versions" / state["current"]
+
+
+def add_test_dependencies(root: Path) -> None:
+    venv = current_venv(root)
+    site = run([venv / "bin/python", "-c", "import site; print(site.getsitepackages()[0])"])
+    (Path(site.stdout.strip()) / "zz_test_dependencies.pth").write_text(f"{root / 'deps'}\n")
 
 
 def install(root: Path, *extra: str, source: Path | str = REPO) -> subprocess.CompletedProcess[str]:
@@ -282,7 +294,10 @@ def install(root: Path, *extra: str, source: Path | str = REPO) -> subprocess.Co
         "--no-enable",
     ]
     argv += [*(x for kv in paths.items() for x in kv), *extra]
-    return run(argv, env={**os.environ, "PYTHONPATH": str(root / "deps")}, cwd=root)
+    r = run(argv, env={**os.environ, "PYTHONPATH": str(root / "deps")}, cwd=root)
+    if r.returncode == 0:
+        add_test_dependencies(root)
+    return r
 
 
 def read_env_file(path: Path) -> dict[str, str]:
@@ -300,11 +315,17 @@ def read_env_file(path: Path) -> dict[str, str]:
 
 def test_install_lays_out_venv_settings_and_unit(installed: Path) -> None:
     prefix, etc = installed / "prefix", installed / "etc"
+    # side by side: the version in versions/<V>, current in agent.json, the launcher beside
+    state = json.loads((prefix / "agent.json").read_text())
+    assert state["current"] == rolecall.__version__ and state["previous"] is None
+    assert (prefix / "launch.py").read_text() == Path(launch.__file__).read_text()
+    assert [p.name for p in (prefix / "versions").iterdir()] == [rolecall.__version__]
     # cwd: not the checkout, since `python -c` imports from the cwd first
     r = run(
-        [prefix / "bin/python", "-c", "import rolecall.worker as w; print(w.__file__)"],
+        [current_venv(installed) / "bin/python", "-c",
+         "import rolecall.worker as w; print(w.__file__)"],
         cwd=installed,
-    )
+    )  # fmt: skip
     assert Path(r.stdout.strip()).is_relative_to(prefix), "rolecall must run from the prefix"
     env_file = etc / "worker.env"
     assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
@@ -327,9 +348,10 @@ def test_installed_unit_passes_systemd_analyze_verify(installed: Path) -> None:
 def test_reinstall_upgrades_in_place_and_keeps_the_settings(installed: Path) -> None:
     env_file = installed / "etc" / "worker.env"
     env_file.write_text(env_file.read_text() + "ROLECALL_ACCOUNT_NAME=kept\n")
-    # from a requirement, not a path: what is already installed satisfies it, so pip is quick
-    r = install(installed, "--pip-option=--no-index", "--pip-option=--no-deps", source="rolecall")
+    # the same version again: its venv is rebuilt beside the others and replaces it
+    r = install(installed, "--pip-option=--no-deps")
     assert r.returncode == 0, r.stdout + r.stderr
+    assert [p.name for p in (installed / "prefix" / "versions").iterdir()] == [rolecall.__version__]
     assert "ROLECALL_ACCOUNT_NAME=kept" in env_file.read_text()
     assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
 

@@ -11,8 +11,6 @@ from __future__ import annotations
 import logging
 import platform
 import random
-import shlex
-import subprocess
 import time
 from collections.abc import Callable
 
@@ -27,6 +25,7 @@ from rolecall.schemas.records import InstanceRecord, InstanceState
 from rolecall.schemas.version import CONTRACT
 from rolecall.storage.backoff import IdleBackoff
 from rolecall.storage.clients import Storage
+from rolecall.worker.agent_step import AgentStep
 from rolecall.worker.baseline import BaselineApplier, BaselineStatus
 from rolecall.worker.cancels import CancelWatch, is_cancel
 from rolecall.worker.claim import Claim
@@ -37,7 +36,8 @@ from rolecall.worker.jobs import JobHandler
 from rolecall.worker.outbox import BatchSigner, Outbox
 from rolecall.worker.payloads import PayloadCache
 from rolecall.worker.runner import Runner
-from rolecall.worker.shutdown import ExitCode, Shutdown
+from rolecall.worker.self_update import SelfUpdate
+from rolecall.worker.shutdown import ExitCode, Shutdown, reboot
 from rolecall.worker.state import LocalState
 from rolecall.worker.trust import verifier
 
@@ -63,16 +63,15 @@ class Agent:
         cache = PayloadCache(self.storage, self.state.cache_dir, settings.payload_max_bytes)
         self.runner = Runner(settings, self.storage, self.identity, self.state, cache)
         verify = verifier(settings)
+        self.updates = SelfUpdate(
+            storage=self.storage, cache=cache, verify=verify, settings=settings,
+            identity=self.identity, work_dir=self.state.work_dir,
+        )  # fmt: skip
         self.baseline = BaselineApplier(
-            storage=self.storage,
-            identity=self.identity,
-            state=self.state,
-            runner=self.runner,
-            outbox=self.outbox,
-            verify=verify,
-            reboot_command=settings.reboot_command,
-            watch=JobContext(self),
-        )
+            storage=self.storage, identity=self.identity, state=self.state, runner=self.runner,
+            outbox=self.outbox, verify=verify, reboot_command=settings.reboot_command,
+            watch=JobContext(self), agent_step=AgentStep(self.updates, JobContext(self)),
+        )  # fmt: skip
         self.jobs = JobHandler(
             identity=self.identity,
             names=self.names,
@@ -90,6 +89,7 @@ class Agent:
         self.next_baseline_retry = 0.0
         self._baseline_backoff = IdleBackoff(2.0, settings.baseline_retry_s, jitter=0.5)
         self.reboot_pending = False
+        self.upgrading = False  # the agent step installed another version: leave, restart
         self._held: list[Claim] = []
         self._running: JobContext | None = None
         self.cancels = CancelWatch(self.storage, self.instance_queue, verify)
@@ -113,7 +113,7 @@ class Agent:
         self.shutdown.install()
         try:
             self.boot()
-            if not self.reboot_pending:
+            if not self.leaving:
                 self.loop(once=once)
         except AccessDenied as e:
             log.error("storage refused our credentials: %s", e.message)
@@ -121,8 +121,15 @@ class Agent:
         finally:
             self.stop()
         if self.reboot_pending and self.settings.reboot_command:
-            return self._reboot()
+            return reboot(self.settings.reboot_command)
+        if self.upgrading:
+            return ExitCode.UPGRADING
         return ExitCode.FORCED if self.shutdown.forced.is_set() else ExitCode.OK
+
+    @property
+    def leaving(self) -> bool:
+        """Stop claiming: a reboot or an upgrade is next (what is held is released)."""
+        return self.reboot_pending or self.upgrading
 
     def boot(self) -> None:
         """Register, say hello, apply the baseline. Storage hiccups are waited out here.
@@ -153,6 +160,7 @@ class Agent:
         # said at once: a reimage mid-baseline would otherwise wipe the unposted hello
         self.outbox.add([hello])
         self.outbox.flush()
+        self.updates.check_in()  # registered and said hello: an upgrade to us is confirmed
         log.info("agent started (%s incarnation)", "new" if self.state.new_incarnation else "known")
         self._apply_baseline()
         self.outbox.flush()
@@ -179,7 +187,7 @@ class Agent:
     def loop(self, *, once: bool = False) -> None:
         backoff = IdleBackoff(self.settings.poll_min_s, self.settings.poll_max_s)
         next_poll = 0.0
-        while not self.shutdown.stopping and not self.reboot_pending:
+        while not self.shutdown.stopping and not self.leaving:
             self._housekeeping()
             now = time.monotonic()
             if now < next_poll:
@@ -219,6 +227,8 @@ class Agent:
         self._held = []
         self.outbox.flush()
         state = InstanceState.REBOOT_PENDING if self.reboot_pending else InstanceState.STOPPED
+        if self.upgrading:
+            state = InstanceState.CONFIGURING  # back in seconds, as the next version
         try:
             self._write_record(state)
         except RolecallError as e:
@@ -260,7 +270,7 @@ class Agent:
         self._held = claims
         try:
             for claim in claims:
-                if self.shutdown.stopping or self.reboot_pending:
+                if self.shutdown.stopping or self.leaving:
                     break
                 if not claim.start(margin_s=self.settings.lease_s / 2):
                     continue
@@ -331,6 +341,7 @@ class Agent:
         self.next_baseline_retry = time.monotonic() + delay
         if self.baseline_status is BaselineStatus.REBOOT:
             self.reboot_pending = self.baseline.reboot_requested
+        self.upgrading = self.baseline_status is BaselineStatus.UPGRADE
         self._heartbeat()
 
     def _steady_state(self) -> InstanceState:
@@ -353,18 +364,12 @@ class Agent:
         """The instance record is the heartbeat: one blob put, listed with its metadata."""
         now = utcnow()
         record = InstanceRecord(
-            role=self.identity.role,
-            instance=self.identity.instance,
-            incarnation=self.state.incarnation,
-            agent_version=__version__,
-            contract=str(CONTRACT),
-            boot_time=self.boot_time,
-            last_seen=now,
-            state=state,
-            baseline_version=self.baseline.version,
-            heartbeat_s=self.settings.heartbeat_s,
+            role=self.identity.role, instance=self.identity.instance,
+            incarnation=self.state.incarnation, agent_version=__version__,
+            contract=str(CONTRACT), boot_time=self.boot_time, last_seen=now, state=state,
+            baseline_version=self.baseline.version, heartbeat_s=self.settings.heartbeat_s,
             platform=platform.system(),
-        )
+        )  # fmt: skip
         self.storage.put_blob(
             self.names.state_container,
             Names.instance_blob(self.identity.role, self.identity.instance),
@@ -378,12 +383,6 @@ class Agent:
     def _reboot_after_settling(self) -> None:
         if self.settings.reboot_command:
             self.reboot_pending = True
-
-    def _reboot(self) -> ExitCode:
-        assert self.settings.reboot_command
-        log.warning("rebooting: %s", self.settings.reboot_command)
-        subprocess.run(shlex.split(self.settings.reboot_command, posix=True), check=False)
-        return ExitCode.REBOOTING
 
     def _until_ok(self, what: str, fn: Callable[[], None]) -> None:
         backoff = IdleBackoff(0.5, 30.0)

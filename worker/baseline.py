@@ -8,6 +8,12 @@ are ordered; later ones may depend on it) and the agent retries the baseline lat
 A step that exits with a reboot code (3010 Windows, 194 Linux) is recorded as done-pending-
 reboot; with a reboot command configured the agent runs it and exits, and the remaining
 steps continue at the next agent start. Without one, the step counts as done at once.
+
+A baseline that pins an agent version starts with the agent step (worker/agent_step.py),
+reported as step ``AGENT_STEP`` (-1). When it installs the pinned version the baseline stops
+there (``UPGRADE``): the agent exits and the new version applies the rest. A failed agent
+step does not stop the baseline; it is reported after the steps, so that it is what the run
+shows for the instance.
 """
 
 from __future__ import annotations
@@ -16,12 +22,20 @@ import logging
 from enum import Enum
 
 from rolecall.schemas.base import utcnow
-from rolecall.schemas.baseline import Baseline, Step
+from rolecall.schemas.baseline import AGENT_STEP, Baseline, Step
 from rolecall.schemas.codec import decode_document
-from rolecall.schemas.errors import ContractError, NotFound, RolecallError, StorageError
+from rolecall.schemas.errors import (
+    ContractError,
+    NotFound,
+    RequiresNewerAgent,
+    RolecallError,
+    StorageError,
+)
 from rolecall.schemas.events import Completion, Outcome
 from rolecall.schemas.names import Names, name_key
 from rolecall.storage.clients import Storage
+from rolecall.worker import upgrade
+from rolecall.worker.agent_step import AgentStep, Verdict
 from rolecall.worker.context import JobContext
 from rolecall.worker.identity import Identity
 from rolecall.worker.outbox import Outbox
@@ -38,6 +52,7 @@ class BaselineStatus(str, Enum):
     FAILED = "failed"  # a step failed or the baseline was refused: retry in minutes
     UNREADABLE = "unreadable"  # storage did not answer: retry in seconds, backing off
     REBOOT = "reboot"  # waiting for a reboot before the next step
+    UPGRADE = "upgrade"  # the pinned agent version is installed: restart into it
 
 
 class BaselineApplier:
@@ -52,6 +67,7 @@ class BaselineApplier:
         verify: Verify,
         reboot_command: str | None,
         watch: JobContext,
+        agent_step: AgentStep,
     ) -> None:
         self.storage = storage
         self.identity = identity
@@ -61,9 +77,12 @@ class BaselineApplier:
         self.verify = verify
         self.reboot_command = reboot_command
         self.watch = watch
+        self.agent_step = agent_step
         self.version: int | None = state.baseline_version
         self.signed_by: str | None = None
         self.reboot_requested = False
+        #: baseline versions whose failed agent step this process has reported
+        self._agent_said: set[int] = set()
 
     def fetch(self) -> Baseline | None:
         path = Names.baseline_blob(self.identity.role)
@@ -71,7 +90,11 @@ class BaselineApplier:
             raw = self.storage.get_blob(self.storage.names.state_container, path).data
         except NotFound:
             return None
-        baseline = decode_document(raw, Baseline)
+        try:
+            baseline = decode_document(raw, Baseline)
+        except RequiresNewerAgent:
+            self._upgrade_to_read(raw)  # returns only if it cannot
+            raise
         self.signed_by = self.verify(raw, False)
         if baseline.role != self.identity.role:
             raise ContractError(f"baseline at {path} is for role {baseline.role!r}")
@@ -80,6 +103,8 @@ class BaselineApplier:
     def apply(self) -> BaselineStatus:
         try:
             baseline = self.fetch()
+        except _Upgrading:
+            return BaselineStatus.UPGRADE
         except StorageError as e:
             log.warning("cannot read the baseline yet: %s", e)
             return BaselineStatus.UNREADABLE
@@ -89,21 +114,62 @@ class BaselineApplier:
         if baseline is None:
             log.info("no baseline published for role %s", self.identity.role)
             return BaselineStatus.NONE
+        verdict = self._agent(baseline)
+        if verdict.upgrade or verdict.retry:
+            return BaselineStatus.UPGRADE if verdict.upgrade else BaselineStatus.UNREADABLE
         for index in range(len(baseline.steps)):
             status = self._step(baseline, index)
             if status is not BaselineStatus.APPLIED:
+                self._say_agent_failed(baseline, verdict)
                 return status
+        self._say_agent_failed(baseline, verdict)
         if self.version != baseline.version:
             log.info("baseline v%d applied", baseline.version)
         self.version = baseline.version
         self.state.baseline_version = baseline.version
         return BaselineStatus.APPLIED
 
+    # --- the agent step (worker/agent_step.py) ---------------------------------------------
+
+    def _agent(self, baseline: Baseline) -> Verdict:
+        if baseline.agent is None:
+            return Verdict()
+        verdict = self.agent_step.apply(baseline.agent, baseline.version)
+        if verdict.outcome is Outcome.SUCCEEDED and self.version != baseline.version:
+            self._report(baseline, AGENT_STEP, self._job_id(baseline, AGENT_STEP), verdict.outcome,
+                         stdout_tail=verdict.message)  # fmt: skip
+        return verdict
+
+    def _say_agent_failed(self, baseline: Baseline, verdict: Verdict) -> None:
+        """Once per baseline version this incarnation has not finished yet: the steps have run
+        (or stopped), so the run shows this as the instance's latest word."""
+        if verdict.outcome is not Outcome.FAILED or self.version == baseline.version:
+            return
+        if baseline.version in self._agent_said:
+            return
+        self._agent_said.add(baseline.version)
+        log.warning("agent step of baseline v%d: %s", baseline.version, verdict.message)
+        self._report(baseline, AGENT_STEP, self._job_id(baseline, AGENT_STEP), Outcome.FAILED,
+                     reason=verdict.message)  # fmt: skip
+
+    def _job_id(self, baseline: Baseline, index: int) -> str:
+        """A step's job id, as controller/reports.py expects it; the agent step's is s-1."""
+        run_id = Names.baseline_run_id(baseline.role, baseline.version)
+        return f"{run_id}.{name_key(self.identity.instance)}.s{index}"
+
+    def _upgrade_to_read(self, raw: bytes) -> None:
+        """A baseline that needs a newer contract than this agent speaks may pin the agent
+        that speaks it: upgrade first (signature checked), then that agent reads it."""
+        self.verify(raw, False)
+        found = upgrade.pinned(raw, self.identity.role)
+        if found is not None and self.agent_step.apply(*found).upgrade:
+            raise _Upgrading()
+
     def _step(self, baseline: Baseline, index: int) -> BaselineStatus:
         step = baseline.steps[index]
         mark = self.state.step_mark(step.fingerprint)
         run_id = Names.baseline_run_id(baseline.role, baseline.version)
-        job_id = f"{run_id}.{name_key(self.identity.instance)}.s{index}"
+        job_id = self._job_id(baseline, index)
         if mark is not None and mark.status == "done":
             if self.version != baseline.version:
                 # done under an earlier version: say so, so this version's run shows it
@@ -164,7 +230,7 @@ class BaselineApplier:
                         "outcome": outcome,
                         "attempt": 1,
                         "step": index,
-                        "steps_total": len(baseline.steps),
+                        "steps_total": baseline.steps_total,
                         "baseline_version": baseline.version,
                         "signed_by": self.signed_by,
                         **fields,
@@ -175,3 +241,7 @@ class BaselineApplier:
         # Steps are few and slow: report each at once. Whatever is unposted when the disk is
         # wiped is lost with it; the new incarnation re-runs the step and reports it then.
         self.outbox.flush()
+
+
+class _Upgrading(Exception):
+    """Raised out of fetch() when the agent step of an unreadable baseline upgraded."""

@@ -1,4 +1,4 @@
-"""Two-stage shutdown and the agent's named exit codes.
+"""Two-stage shutdown, the agent's named exit codes, and leaving for a reboot.
 
 The first SIGTERM/SIGINT (or Ctrl+Break on Windows) stops claiming and lets the running job
 finish within the grace period; past it the job is killed and its lease released so another
@@ -7,12 +7,17 @@ instance can take it at once. A second signal kills the job immediately.
 
 from __future__ import annotations
 
+import logging
+import shlex
 import signal
+import subprocess
 import sys
 import threading
 import time
 from enum import IntEnum
 from types import FrameType
+
+log = logging.getLogger("rolecall.worker")
 
 
 class ExitCode(IntEnum):
@@ -21,6 +26,9 @@ class ExitCode(IntEnum):
     ACCESS_DENIED = 3  # credentials refused at start
     FORCED = 4  # a second signal cut the shutdown short
     REBOOTING = 5  # a step asked for a reboot and the reboot command was run
+    #: a newer agent version is installed beside this one and recorded as current: start
+    #: again (the service manager does; rolecall/launch.py then starts the new version)
+    UPGRADING = 6
 
 
 class Shutdown:
@@ -60,3 +68,10 @@ class Shutdown:
     def wait(self, seconds: float) -> bool:
         """Sleep up to ``seconds``; True if shutdown was requested meanwhile."""
         return self.requested.wait(max(0.0, seconds))
+
+
+def reboot(command: str) -> ExitCode:
+    """Run the reboot command a step asked for (the agent has settled what it held)."""
+    log.warning("rebooting: %s", command)
+    subprocess.run(shlex.split(command, posix=True), check=False)
+    return ExitCode.REBOOTING

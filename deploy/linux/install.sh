@@ -4,16 +4,29 @@
 #   sudo deploy/linux/install.sh [--from PATH] [--prefix DIR] [--etc DIR] [--systemd-dir DIR]
 #                                [--python PY] [--pip-option OPT]... [--no-enable]
 #
-# What it does, idempotently (run it again to upgrade):
-#   1. makes PREFIX a Python virtual environment (default /opt/rolecall), so the agent and its
-#      dependencies never touch the distribution's Python;
-#   2. pip-installs rolecall from PATH: a wheel, an sdist, or a source checkout (default: the
+# What it does, idempotently (run it again to install another version, or to repair one):
+#   1. lays PREFIX (default /opt/rolecall) out for side-by-side agent versions, so that an
+#      agent can later upgrade itself while the version before stays installed:
+#        PREFIX/versions/<V>/  one Python virtual environment per agent version, so the agent
+#                              and its dependencies never touch the distribution's Python
+#        PREFIX/launch.py      the launcher (rolecall/launch.py, stdlib only): starts the
+#                              current version; switches back by itself when an upgrade does
+#                              not check in. Agent upgrades never replace it.
+#        PREFIX/agent.json     which version is current (and previous, pending, failed)
+#        PREFIX/bin/rolecall   `exec PYTHON -I PREFIX/launch.py "$@"`: what the service runs,
+#                              and what people run (`rolecall worker --check`)
+#   2. pip-installs rolecall from PATH into PREFIX/versions/<its version> (built under a
+#      temporary name, then renamed): a wheel, an sdist, or a source checkout (default: the
 #      checkout this script lives in); anything else is a requirement for pip, such as
-#      rolecall==1.2.3 with --pip-option=--index-url=...;
+#      rolecall==1.2.3 with --pip-option=--index-url=...; the version installed becomes
+#      current, and the one before it stays installed as previous;
 #   3. writes ETC/worker.env (default /etc/rolecall), mode 0600, from a commented template,
 #      but only if it does not exist yet: an operator's or cloud-init's settings survive;
 #   4. installs the systemd unit into SYSTEMD_DIR (default /etc/systemd/system) with the paths
 #      above, and enables it (unless --no-enable) WITHOUT starting it.
+#
+# PYTHON (--python, default python3) is the base interpreter: it makes every version's
+# virtual environment, now and when the agent upgrades itself, and it runs the launcher.
 #
 # It deliberately does not start the agent: a first start creates /var/lib/rolecall with an
 # incarnation id, and an image captured with it makes every instance share that incarnation
@@ -85,19 +98,53 @@ if [ -e "$from" ]; then
 fi
 
 command -v "$python" >/dev/null 2>&1 || die "no Python interpreter '$python' (use --python)"
+python="$(abspath "$(command -v "$python")")"  # written into agent.json and bin/rolecall
 "$python" -c 'import sys; sys.exit(sys.version_info < (3, 10))' \
     || die "$python is older than Python 3.10"
 
-echo "==> virtual environment $prefix"
-if [ ! -x "$prefix/bin/python" ]; then
-    "$python" -m venv "$prefix" \
-        || die "cannot create a virtual environment (Debian/Ubuntu: apt-get install python3-venv)"
-fi
+versions="$prefix/versions"
+staging="$versions/.install-$$"
+unit_tmp=""
+cleanup() { rm -rf "$staging" ${unit_tmp:+"$unit_tmp"}; }
+trap cleanup EXIT
+install -d -m 0755 "$prefix" "$versions" "$prefix/bin"
+
+echo "==> virtual environment (staged in $staging)"
+"$python" -m venv "$staging" \
+    || die "cannot create a virtual environment (Debian/Ubuntu: apt-get install python3-venv)"
 
 echo "==> pip install $from"
-"$prefix/bin/python" -m pip install --disable-pip-version-check --no-input --quiet \
+"$staging/bin/python" -m pip install --disable-pip-version-check --no-input --quiet \
     --upgrade ${pip_opts[@]+"${pip_opts[@]}"} "$from"
-"$prefix/bin/rolecall" --help >/dev/null || die "$prefix/bin/rolecall does not run"
+version="$("$staging/bin/python" -I -c 'import rolecall; print(rolecall.__version__)')" \
+    || die "rolecall did not install"
+case "$version" in
+    [0-9]*) ;;
+    *) die "unexpected rolecall version '$version'" ;;
+esac
+case "$version" in
+    */*|*\\*) die "unexpected rolecall version '$version'" ;;
+esac
+target="$versions/$version"
+echo "==> $target"
+# Reinstalling a version replaces it. Renaming keeps the venv working: the launcher starts it
+# as `python -I -m rolecall`, never through a script that names the temporary path.
+rm -rf "$target"
+mv "$staging" "$target"
+launcher="$("$target/bin/python" -I -c 'import rolecall.launch as l; print(l.__file__)')" \
+    || die "rolecall $version has no launcher (rolecall/launch.py): it cannot run side by side"
+install -m 0644 "$launcher" "$prefix/launch.py"
+"$python" -I "$prefix/launch.py" --record-install "$version"
+quote() { printf "'%s'" "$(printf '%s' "$1" | sed -e "s/'/'\\\\''/g")"; }
+cat >"$prefix/bin/rolecall.tmp" <<WRAPPER
+#!/bin/sh
+# rolecall: the launcher starts the current agent version (see $prefix/agent.json).
+exec $(quote "$python") -I $(quote "$prefix/launch.py") "\$@"
+WRAPPER
+chmod 0755 "$prefix/bin/rolecall.tmp"
+mv "$prefix/bin/rolecall.tmp" "$prefix/bin/rolecall"
+# From / : `python -m` would import a rolecall checkout in the working directory instead.
+(cd / && "$target/bin/python" -m rolecall --help >/dev/null) || die "rolecall $version does not run"
 
 if [ -f "$repo/docs/deploy.md" ]; then
     install -d -m 0755 "$prefix/share/doc/rolecall"
@@ -146,7 +193,6 @@ chmod 0600 "$etc/worker.env"
 echo "==> systemd unit $systemd_dir/rolecall-worker.service"
 install -d -m 0755 "$systemd_dir"
 unit_tmp="$(mktemp)"
-trap 'rm -f "$unit_tmp"' EXIT
 # Rewrite only the installation paths; the state directory stays /var/lib/rolecall
 # (StateDirectory=), which is where the agent looks by default.
 sed_escape() { printf '%s' "$1" | sed -e 's/[&#\\]/\\&/g'; }
@@ -161,7 +207,7 @@ if [ "$enable" = 1 ]; then
 fi
 
 cat <<DONE
-rolecall installed: $prefix/bin/rolecall
+rolecall $version installed: $prefix/bin/rolecall (versions in $versions)
 Next: set ROLECALL_ACCOUNT_NAME (and AZURE_CLIENT_ID) in $etc/worker.env, or let cloud-init
 write that file; then check without claiming anything:
   $prefix/bin/rolecall worker --check --role ROLE --instance bake-check

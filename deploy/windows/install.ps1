@@ -5,9 +5,12 @@ Install the rolecall worker on Windows: into a base image (-ForImage) or onto on
 .DESCRIPTION
 Run as Administrator, idempotently (run again to upgrade):
 
- 1. makes PREFIX (default C:\Program Files\rolecall) a Python virtual environment and
-    pip-installs rolecall from -From (a wheel, an sdist or a source checkout; default: the
-    checkout this script lives in);
+ 1. lays PREFIX (default C:\Program Files\rolecall) out for side-by-side agent versions, as
+    on Linux (docs/deploy.md): pip-installs rolecall from -From (a wheel, an sdist or a source
+    checkout; default: the checkout this script lives in) into a virtual environment of its
+    own, PREFIX\versions\<V>; copies the launcher (rolecall\launch.py) to PREFIX\launch.py;
+    records <V> as current in PREFIX\agent.json (the version before stays installed, as
+    previous). Agent upgrades add versions beside it; they never replace the launcher;
  2. creates DATADIR (default C:\ProgramData\rolecall) readable by SYSTEM and Administrators
     only, and writes DATADIR\worker.env from a template unless it exists (same KEY=VALUE
     format as on Linux; the agent's state goes to DATADIR\state, its logs to DATADIR\logs);
@@ -79,17 +82,34 @@ if ($py -like "$env:USERPROFILE\*") {
     Write-Warning "$py is a per-user Python; the virtual environment depends on it. Prefer an all-users install."
 }
 
-Write-Host "==> virtual environment $Prefix"
-$venvPy = Join-Path $Prefix 'Scripts\python.exe'
-if (-not (Test-Path -LiteralPath $venvPy)) {
-    Invoke-Native 'python -m venv' { & $py -m venv $Prefix }
-}
+# --- side-by-side layout (the same as deploy/linux/install.sh) ----------------------------
+$versions = Join-Path $Prefix 'versions'
+$staging = Join-Path $versions ".install-$PID"
+New-Item -ItemType Directory -Force -Path $versions | Out-Null
+if (Test-Path -LiteralPath $staging) { Remove-Item -Recurse -Force -LiteralPath $staging }
+Write-Host "==> virtual environment (staged in $staging)"
+Invoke-Native 'python -m venv' { & $py -m venv $staging }
+$stagingPy = Join-Path $staging 'Scripts\python.exe'
 
 Write-Host "==> pip install $From"
 $pipArgs = @('-m', 'pip', 'install', '--disable-pip-version-check', '--no-input', '--quiet', '--upgrade') + $PipOption + @($From)
-Invoke-Native 'pip install' { & $venvPy @pipArgs }
-$rolecall = Join-Path $Prefix 'Scripts\rolecall.exe'
-Invoke-Native "$rolecall --help" { & $rolecall --help | Out-Null }
+Invoke-Native 'pip install' { & $stagingPy @pipArgs }
+$version = (& $stagingPy -I -c 'import rolecall; print(rolecall.__version__)' | Out-String).Trim()
+if ($LASTEXITCODE -ne 0 -or $version -notmatch '^[0-9][0-9A-Za-z.+!_-]*$') { throw "rolecall did not install (version '$version')" }
+$target = Join-Path $versions $version
+Write-Host "==> $target"
+# Reinstalling a version replaces it. The launcher starts a version as `python -I -m rolecall`,
+# so a venv renamed after it was made keeps working.
+if (Test-Path -LiteralPath $target) { Remove-Item -Recurse -Force -LiteralPath $target }
+Move-Item -LiteralPath $staging -Destination $target
+$targetPy = Join-Path $target 'Scripts\python.exe'
+$launcherSource = (& $targetPy -I -c 'import rolecall.launch as l; print(l.__file__)' | Out-String).Trim()
+if ($LASTEXITCODE -ne 0) { throw "rolecall $version has no launcher (rolecall\launch.py): it cannot run side by side" }
+$launcher = Join-Path $Prefix 'launch.py'
+Copy-Item -Force -LiteralPath $launcherSource -Destination $launcher
+Invoke-Native 'launch.py --record-install' { & $py -I $launcher --record-install $version }
+Invoke-Native "rolecall $version --help" { & $py -I $launcher --help | Out-Null }
+# --- end of the side-by-side layout --------------------------------------------------------
 Copy-Item -Force -LiteralPath (Join-Path $PSScriptRoot 'run-worker.ps1') -Destination (Join-Path $Prefix 'run-worker.ps1')
 
 Write-Host "==> data directory $DataDir"

@@ -3,15 +3,19 @@
 Runs the rolecall worker under the "rolecall-worker" scheduled task and keeps it running.
 
 .DESCRIPTION
-install.ps1 copies this script next to the virtual environment and registers it as the
-action of a SYSTEM scheduled task that starts at boot. It does for the agent what systemd
-does on Linux, because Task Scheduler does not:
+install.ps1 copies this script into the install root and registers it as the action of a
+SYSTEM scheduled task that starts at boot. It starts the agent through the launcher
+(PREFIX\launch.py, run by the base interpreter named in PREFIX\agent.json), which runs the
+current agent version of the side-by-side install and switches back by itself when an
+upgrade does not check in. It does for the agent what systemd does on Linux, because Task
+Scheduler does not:
 
 * settings: reads DATADIR\worker.env (KEY=VALUE lines, '#' comments, the same format as
   /etc/rolecall/worker.env) into the agent's environment before every start;
 * restart: Task Scheduler's "restart on failure" only covers a task that fails to *start*;
   a process that exits non-zero is simply finished. This loop restarts the agent after 10 s
-  whatever it exited with, except 0 (asked to stop) and 5 (it ran the reboot command);
+  whatever it exited with, except 0 (asked to stop) and 5 (it ran the reboot command); 6
+  means an upgrade was installed and is restarted like any other exit;
 * logs: a task's output goes nowhere, so the agent's JSON log lines (stderr) are written to
   DATADIR\logs\worker.log, the previous run's kept as worker.1.log.
 
@@ -36,7 +40,11 @@ param(
 Set-StrictMode -Version Latest
 $ErrorActionPreference = 'Stop'
 
-$exe = Join-Path $PSScriptRoot 'Scripts\rolecall.exe'
+# --- side-by-side layout: the launcher, run by the base interpreter -------------------------
+$launcher = Join-Path $PSScriptRoot 'launch.py'
+$versions = Join-Path $PSScriptRoot 'versions'
+$py = (Get-Content -Raw -LiteralPath (Join-Path $PSScriptRoot 'agent.json') | ConvertFrom-Json).python
+# --- end of the side-by-side layout --------------------------------------------------------
 $envFile = Join-Path $DataDir 'worker.env'
 $logDir = Join-Path $DataDir 'logs'
 $log = Join-Path $logDir 'worker.log'
@@ -68,17 +76,18 @@ function Import-WorkerEnv {
 }
 
 function Get-RunningAgent {
-    Get-CimInstance -ClassName Win32_Process -Filter "Name = 'rolecall.exe'" |
+    # the launcher, or an agent version it started (python.exe -I -m rolecall worker)
+    Get-CimInstance -ClassName Win32_Process -Filter "Name = 'python.exe'" |
         Where-Object {
-            $_.ExecutablePath -eq $exe -and
-            $_.CommandLine -match '\sworker(\s|$)' -and
-            $_.CommandLine -notmatch '--check|--once'
+            ($_.CommandLine -like "*$launcher*" -or "$($_.ExecutablePath)" -like "$versions\*") -and
+            $_.CommandLine -match '\sworker(\s|"|$)' -and
+            $_.CommandLine -notmatch '--check|--once|--record-install'
         }
 }
 
 if ($Check) {
     Import-WorkerEnv
-    & $exe worker --check @CheckArgs
+    & $py -I $launcher worker --check @CheckArgs
     exit $LASTEXITCODE
 }
 
@@ -93,7 +102,7 @@ while ($true) {
     if (Test-Path -LiteralPath $log) {
         Move-Item -Force -LiteralPath $log -Destination (Join-Path $logDir 'worker.1.log')
     }
-    $agent = Start-Process -FilePath $exe -ArgumentList 'worker' -NoNewWindow -PassThru -Wait `
+    $agent = Start-Process -FilePath $py -ArgumentList '-I', "`"$launcher`"", 'worker' -NoNewWindow -PassThru -Wait `
         -RedirectStandardError $log -RedirectStandardOutput (Join-Path $logDir 'worker.out.log')
     $code = $agent.ExitCode
     Write-RunnerLog "agent exited with $code"

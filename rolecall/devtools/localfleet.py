@@ -90,6 +90,8 @@ class LocalInstance:
     args: list[str] = field(default_factory=list)
     #: False: let the agent find its role and name itself (instance metadata)
     identity_flags: bool = True
+    #: how to start ``rolecall`` (another version's, for a mixed fleet); default: this one's
+    command: list[str] | None = None
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
     kills: int = 0
@@ -112,10 +114,11 @@ class LocalInstance:
         for d in ("disks", "stats", "logs"):
             (self.root / d).mkdir(parents=True, exist_ok=True)
         who = ["--role", self.role, "--instance", self.instance] if self.identity_flags else []
+        rolecall = self.command or rolecall_command()
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(
                 [
-                    *rolecall_command(), "worker", *who, "--state-dir", str(self.state_dir),
+                    *rolecall, "worker", *who, "--state-dir", str(self.state_dir),
                     "--stats-file", str(self.stats_file), *self.args, *extra,
                 ],
                 env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -186,8 +189,13 @@ class LocalFleet:
         self.args = args or []
         self.instances: dict[str, LocalInstance] = {}
 
-    def add(self, role: str, instance: str, *args: str, start: bool = True) -> LocalInstance:
-        inst = LocalInstance(role, instance, self.root, self.env, [*self.args, *args])
+    def add(
+        self, role: str, instance: str, *args: str, start: bool = True,
+        command: list[str] | None = None,
+    ) -> LocalInstance:  # fmt: skip
+        inst = LocalInstance(
+            role, instance, self.root, self.env, [*self.args, *args], command=command
+        )
         self.instances[instance] = inst
         return inst.start() if start else inst
 

@@ -26,6 +26,13 @@ def sim(
     seed: Annotated[int | None, Opt(help="Random seed for the schedule.")] = None,
     workdir: Annotated[Path | None, Opt(help="Keep disks, logs and the ledger here.")] = None,
     report_json: Annotated[Path | None, Opt(help="Also write the report as JSON.")] = None,
+    older_agent: Annotated[
+        Path | None,
+        Opt(
+            help="Another version's `rolecall` (e.g. OTHER_VENV/bin/rolecall): every other "
+            "instance runs it, a mixed fleet."
+        ),
+    ] = None,
 ) -> None:
     """Simulate a fleet under reimages, crashes, an Azurite restart and storage faults,
     then check that nothing was lost against a ledger the job scripts wrote.
@@ -46,6 +53,7 @@ def sim(
         "instances": instances, "roles": roles, "jobs": jobs, "reimage_every_s": reimage_every,
         "kill_every_s": kill_every, "azurite_restarts": azurite_restarts,
         "fault_rate": fault_rate, "seed": seed,
+        "older_agent": str(older_agent.resolve()) if older_agent else None,
     }  # fmt: skip
     cfg = base.model_copy(update={k: v for k, v in overrides.items() if v is not None})
     console = Console()

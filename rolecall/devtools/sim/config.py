@@ -24,6 +24,11 @@ class SimConfig(BaseModel):
     max_attempts: int = Field(default=10, ge=1)
     converge_timeout_s: float = Field(default=180.0, gt=0)
     seed: int = 1
+    older_agent: str | None = Field(
+        default=None,
+        description="a `rolecall` command of another (older) version: every other instance "
+        "runs it, a mixed fleet as images lag",
+    )
 
     @property
     def role_names(self) -> list[str]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -99,8 +99,10 @@ def check(state: SimState) -> Report:
     status_matches_ledger(report, state, runs, ledger)
     poison_is_designed(report, state)
     faults = {k: v for k, v in state.plan.counts.items() if k != "requests"}
+    agents = Counter(s.agent_version for s in list_instances(state.storage))
     report.figures = {
         "instances": len(state.fleet.instances),
+        "agent versions": dict(sorted(agents.items())),
         "runs": len(runs),
         "targets": sum(len(r.targets) for r in runs),
         "effects (ledger lines)": sum(len(v) for v in ledger.values()),

@@ -92,6 +92,9 @@ class Simulation:
             ]
             for t in threads:
                 t.start()
+            # unwinding (Ctrl+C, SIGTERM) stops the actors before the fleet: a reimage the
+            # chaos thread finished after the fleet stopped would leave a worker running
+            stack.callback(self._stop_actors, threads)
             self._enqueue(state)
             self.stop_chaos.set()
             threads[1].join()
@@ -105,6 +108,12 @@ class Simulation:
 
             state.report = check(state)
             return state
+
+    def _stop_actors(self, threads: list[threading.Thread]) -> None:
+        self.stop_chaos.set()
+        self.stop_controller.set()
+        for t in threads:
+            t.join(timeout=60)
 
     # --- set-up ----------------------------------------------------------------------------
 
@@ -161,14 +170,17 @@ class Simulation:
     def _boot(self, state: SimState) -> None:
         for role in self.cfg.role_names:
             self._publish_baseline(state, role, 1)
-        for role, name in self.cfg.instance_names():
-            state.fleet.add(role, name)
+        older = [self.cfg.older_agent] if self.cfg.older_agent else None
+        for i, (role, name) in enumerate(self.cfg.instance_names()):
+            state.fleet.add(role, name, command=older if i % 2 else None)
         deadline = time.monotonic() + 120
         while len(list_instances(state.storage)) < self.cfg.instances:
             if time.monotonic() > deadline:
                 raise RolecallError("instances did not register within 120 s")
             time.sleep(0.2)
-        self.say(f"{self.cfg.instances} instances over {self.cfg.roles} roles registered")
+        versions = sorted({s.agent_version for s in list_instances(state.storage)})
+        self.say(f"{self.cfg.instances} instances over {self.cfg.roles} roles registered "
+                 f"(agents {', '.join(versions)})")  # fmt: skip
 
     # --- the three actors --------------------------------------------------------------------
 

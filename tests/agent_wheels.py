@@ -106,7 +106,7 @@ def wheelhouse(out: Path, *wheels: Path) -> Path:
 
 def cache_dir(request: Any, fallback: Path) -> Path:
     """pytest's cache directory for dependency wheels (kept between sessions), if there is one."""
-    cache = request.config.cache
+    cache = getattr(request.config, "cache", None)  # absent under -p no:cacheprovider
     return Path(cache.mkdir("agent-dependency-wheels")) if cache is not None else fallback
 
 

@@ -10,6 +10,7 @@ counts every transaction.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -304,15 +305,37 @@ class Storage:
             return None
         return int(props.size)
 
-    def list_blobs(self, container: str, prefix: str, *, metadata: bool = False) -> list[BlobItem]:
+    def list_blobs(
+        self,
+        container: str,
+        prefix: str,
+        *,
+        metadata: bool = False,
+        limit: int | None = None,
+        page_size: int | None = None,
+        skip: Callable[[str], bool] | None = None,
+    ) -> list[BlobItem]:
+        """Blobs under ``prefix`` in name order; at most ``limit`` of them (the rest are
+        left for the next call), ``page_size`` to a List Blobs request (5,000 at most),
+        leaving out the names ``skip`` says to (they do not count against ``limit``)."""
         client = self.container(container)
         include = ["metadata"] if metadata else None
 
         def once() -> list[BlobItem]:
-            return [
-                BlobItem(b.name, dict(b.metadata or {}), int(b.size or 0), b.last_modified)
-                for b in client.list_blobs(name_starts_with=prefix, include=include)
-            ]
+            found: list[BlobItem] = []
+            pages = client.list_blobs(
+                name_starts_with=prefix, include=include, results_per_page=page_size
+            ).by_page()
+            for page in pages:
+                for b in page:
+                    if skip is not None and skip(b.name):
+                        continue
+                    found.append(
+                        BlobItem(b.name, dict(b.metadata or {}), int(b.size or 0), b.last_modified)
+                    )
+                if limit is not None and len(found) >= limit:
+                    return found[:limit]
+            return found
 
         return call(f"list {container}/{prefix}", once)
 

@@ -381,13 +381,15 @@ class Storage:
 
     def delete_blobs(self, container: str, paths: list[str]) -> None:
         """Delete many blobs in batches of 256 (the Blob Batch limit): one request a batch.
-        Blobs already gone are not an error."""
+        Blobs already gone are not an error. Azure bills each delete in a batch as well as
+        the batch, so the meter counts them too (the hook sees only the batch request)."""
         client = self.container(container)
         for i in range(0, len(paths), 256):
             chunk = paths[i : i + 256]
             call(f"delete {len(chunk)} blobs from {container}",
                  lambda chunk=chunk: client.delete_blobs(*chunk,  # type: ignore[misc]
                                                          raise_on_any_failure=False))  # fmt: skip
+            self.meter.add("blob.delete", len(chunk))
 
     def delete_blob(self, container: str, path: str) -> None:
         with contextlib.suppress(NotFound):

@@ -29,15 +29,17 @@ from rolecall.worker.agent_step import AgentStep
 from rolecall.worker.baseline import BaselineApplier, BaselineStatus
 from rolecall.worker.cancels import CancelWatch, is_cancel
 from rolecall.worker.claim import Claim
+from rolecall.worker.commands import check_bitness
 from rolecall.worker.config import WorkerSettings
 from rolecall.worker.context import JobContext
 from rolecall.worker.identity import Identity, resolve_identity
 from rolecall.worker.jobs import JobHandler
 from rolecall.worker.outbox import BatchSigner, Outbox
 from rolecall.worker.payloads import PayloadCache
+from rolecall.worker.reboot import reboot
 from rolecall.worker.runner import Runner
 from rolecall.worker.self_update import SelfUpdate
-from rolecall.worker.shutdown import ExitCode, Shutdown, reboot
+from rolecall.worker.shutdown import ExitCode, Shutdown
 from rolecall.worker.state import LocalState
 from rolecall.worker.trust import verifier
 
@@ -50,9 +52,10 @@ _RETRIED = (BaselineStatus.FAILED, BaselineStatus.UNREADABLE)
 class Agent:
     def __init__(self, settings: WorkerSettings) -> None:
         self.settings = settings
+        check_bitness()
         self.shutdown = Shutdown(settings.grace_s)
         self.identity: Identity = resolve_identity(settings)
-        self.state = LocalState(settings.state_dir).open()
+        self.state = LocalState(settings.state_dir, settings.boot_time_file).open()
         who = {"role": self.identity.role, "instance": self.identity.instance}
         logs.configure(settings.log_level, {**who, "incarnation": self.state.incarnation})
         self.storage = Storage(settings)
@@ -90,6 +93,8 @@ class Agent:
         self._baseline_backoff = IdleBackoff(2.0, settings.baseline_retry_s, jitter=0.5)
         self.reboot_pending = False
         self.upgrading = False  # the agent step installed another version: leave, restart
+        #: exit 1641: an installer is rebooting the machine already
+        self.reboot_started = False
         self._held: list[Claim] = []
         self._running: JobContext | None = None
         self.cancels = CancelWatch(self.storage, self.instance_queue, verify)
@@ -110,7 +115,7 @@ class Agent:
     # --- lifecycle -------------------------------------------------------------------------
 
     def run(self, *, once: bool = False) -> ExitCode:
-        self.shutdown.install()
+        self.shutdown.install(self.settings.stop_event)
         try:
             self.boot()
             if not self.leaving:
@@ -121,7 +126,10 @@ class Agent:
         finally:
             self.stop()
         if self.reboot_pending and self.settings.reboot_command:
-            return reboot(self.settings.reboot_command)
+            return reboot(
+                self.settings.reboot_command, installer_started=self.reboot_started,
+                shutdown=self.shutdown,
+            )  # fmt: skip
         if self.upgrading:
             return ExitCode.UPGRADING
         return ExitCode.FORCED if self.shutdown.forced.is_set() else ExitCode.OK
@@ -277,6 +285,7 @@ class Agent:
                 self._running = JobContext(self, claim)
                 self.jobs.handle(self._running)
                 self._running = None
+                self.runner.sweep()  # after the job's marker and completion, never before
                 if self.outbox.due():
                     self.outbox.flush(wait=False)
         finally:
@@ -341,6 +350,7 @@ class Agent:
         self.next_baseline_retry = time.monotonic() + delay
         if self.baseline_status is BaselineStatus.REBOOT:
             self.reboot_pending = self.baseline.reboot_requested
+            self.reboot_started = self.baseline.reboot_started
         self.upgrading = self.baseline_status is BaselineStatus.UPGRADE
         self._heartbeat()
 
@@ -380,9 +390,10 @@ class Agent:
 
     # --- reboot ----------------------------------------------------------------------------
 
-    def _reboot_after_settling(self) -> None:
+    def _reboot_after_settling(self, started: bool) -> None:
         if self.settings.reboot_command:
             self.reboot_pending = True
+            self.reboot_started = self.reboot_started or started
 
     def _until_ok(self, what: str, fn: Callable[[], None]) -> None:
         backoff = IdleBackoff(0.5, 30.0)

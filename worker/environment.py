@@ -39,7 +39,10 @@ def fresh_environment(
     user's PATH is appended to the machine's; credentials never enter."""
     merged: dict[str, tuple[str, str]] = {k.upper(): (k, v) for k, v in base.items()}
     for layer in (machine, user):
-        for name, (value, expand) in layer.items():
+        # as Windows builds a logon's block: plain values first, then the expandable ones,
+        # so %ProgramFiles% in Path finds ProgramFiles whatever the registry's order
+        ordered = sorted(layer.items(), key=lambda item: item[1][1])
+        for name, (value, expand) in ordered:
             if name.upper().startswith(PRIVATE_ENV_PREFIXES):
                 continue
             text = expand_vars(value, merged) if expand else value

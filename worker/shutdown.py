@@ -17,6 +17,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from enum import IntEnum
 from types import FrameType
 
@@ -51,6 +52,8 @@ class Shutdown:
                 sigs.append(signal.SIGBREAK)
             for s in sigs:
                 signal.signal(s, self._on_signal)
+        if sys.platform == "win32":
+            ignore_console_logoff(self.request)
         if stop_event:
             threading.Thread(
                 target=self._wait_for_event, args=(stop_event,), name="stop-event", daemon=True
@@ -107,3 +110,30 @@ def wait_for_named_event(name: str) -> None:
         raise ctypes.WinError(ctypes.get_last_error())
     if k32.WaitForSingleObject(handle, infinite) == wait_failed:
         raise ctypes.WinError(ctypes.get_last_error())
+
+
+#: the handler, kept alive: Windows calls it for the process's lifetime
+_console_handlers: list[object] = []
+
+
+def ignore_console_logoff(on_close: Callable[[], None]) -> None:
+    """The agent and its jobs share a console (the service host gives the agent one); a
+    console process's default handler exits on CTRL_LOGOFF_EVENT, which reaches services'
+    console processes whenever anyone logs off. Logoff is ignored; close and shutdown ask for
+    the graceful stop, like SIGTERM."""
+    if sys.platform != "win32":
+        raise OSError("Windows only")
+    import ctypes
+    from ctypes import wintypes
+
+    ctrl_close, ctrl_logoff, ctrl_shutdown = 2, 5, 6
+
+    def handler(event: int) -> bool:
+        if event in (ctrl_close, ctrl_shutdown):
+            on_close()
+            return True
+        return event == ctrl_logoff
+
+    callback = ctypes.WINFUNCTYPE(wintypes.BOOL, wintypes.DWORD)(handler)
+    if ctypes.windll.kernel32.SetConsoleCtrlHandler(callback, True):
+        _console_handlers.append(callback)

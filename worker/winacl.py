@@ -64,17 +64,17 @@ def untrusted_writers(aces: Iterable[Ace]) -> list[str]:
     )
 
 
-def state_dir_problem(path: str, owner: str, aces: Iterable[Ace]) -> str | None:
-    """Why the agent must not use ``path`` as its state directory, or None."""
+def write_access_problem(path: str, owner: str, aces: Iterable[Ace]) -> str | None:
+    """Why the agent (SYSTEM) must not trust what is in ``path``, or None: its owner, or a
+    trustee its DACL lets write, is someone other than SYSTEM and Administrators."""
     if owner not in TRUSTED_OWNERS:
         return (
-            f"state directory {path} is owned by {owner}, not SYSTEM or Administrators: its "
-            "owner could have planted markers or payloads; remove it (the instance becomes a "
-            "new incarnation) or give it to Administrators"
+            f"{path} is owned by {owner}, not SYSTEM or Administrators: its owner could have "
+            "put anything there; remove it or give it to Administrators"
         )
     writers = untrusted_writers(aces)
     if writers:
-        return f"state directory {path} can be written by {', '.join(writers)}"
+        return f"{path} can be written by {', '.join(writers)}, not only SYSTEM and Administrators"
     return None
 
 
@@ -133,7 +133,7 @@ def secure_state_dir(root: Path) -> list[Path]:
     root.mkdir(parents=True, exist_ok=True)
     owner, _ = owner_and_aces(root)
     # its DACL is about to be replaced: only the owner, who could change it back, matters
-    problem = state_dir_problem(str(root), owner, [])
+    problem = write_access_problem(f"state directory {root}", owner, [])
     if problem is not None:
         raise ConfigError(problem)
     protect(root)

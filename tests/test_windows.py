@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from rolecall.schemas.errors import ExecutionError
 from rolecall.schemas.jobs import Interpreter
+from rolecall.storage.osnet import parse_winhttp_proxy, use_os_trust_store
 from rolecall.worker import jobobject
 from rolecall.worker.boottime import parse_btime, rebooted_since
 from rolecall.worker.cli_service import default_command
@@ -405,3 +406,44 @@ def test_a_32_bit_python_is_refused_on_windows_only() -> None:
     problem = bitness_problem("win32", 4)
     assert problem is not None and "WOW64" in problem
     assert bitness_problem("win32", 8) is None and bitness_problem("linux", 4) is None
+
+
+# --- network: the machine proxy and the certificate store ----------------------------------
+
+
+def test_the_winhttp_proxy_becomes_the_proxy_variables() -> None:
+    env = parse_winhttp_proxy("proxy.corp:8080", "<local>;*.corp.example;10.*")
+    assert env["HTTPS_PROXY"] == env["HTTP_PROXY"] == "http://proxy.corp:8080"
+    direct = env["NO_PROXY"].split(",")
+    assert "169.254.169.254" in direct, "instance metadata never goes through the proxy"
+    assert ".corp.example" in direct and "10.*" not in direct[:3]
+    per_scheme = parse_winhttp_proxy("http=a:3128;https=b:3129", "")
+    assert (per_scheme["HTTP_PROXY"], per_scheme["HTTPS_PROXY"]) == (
+        "http://a:3128",
+        "http://b:3129",
+    )
+    assert parse_winhttp_proxy("", "<local>") == {}, "direct access sets nothing"
+
+
+def test_the_os_trust_store_is_the_default_on_windows_only() -> None:
+    assert use_os_trust_store("auto", "win32") and not use_os_trust_store("auto", "linux")
+    assert use_os_trust_store("os", "linux") and not use_os_trust_store("bundled", "win32")
+
+
+# --- the self-check verify.ps1 runs ----------------------------------------------------------
+
+
+def test_the_selfcheck_passes_here_and_sees_no_reboot_that_did_not_happen(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """The harness deploy/windows/verify.ps1 relies on, run where it can be: every check
+    with a POSIX meaning passes, and the 'after reboot' phase fails without a reboot."""
+    state = tmp_path / "reboot-state"
+    before = cli(env, "service", "selfcheck", "--reboot-state", str(state))
+    assert before.returncode == 0, before.stdout + before.stderr
+    assert before.stdout.count("PASS") == 5 and "grandchild" in before.stdout
+    after = cli(
+        env, "service", "selfcheck", "--reboot-state", str(state), "--reboot-phase", "after"
+    )
+    assert after.returncode == 1
+    assert "FAIL  reboot detection (after reboot)" in after.stdout

@@ -91,3 +91,23 @@ def uninstall() -> None:
 
     existed = winservice.uninstall()
     typer.echo("service removed" if existed else "no service to remove")
+
+
+@service_app.command("selfcheck")
+def selfcheck(
+    reboot_state: Annotated[
+        Path | None, Opt(help="Scratch directory for the reboot check (kept across a reboot).")
+    ] = None,
+    reboot_phase: Annotated[
+        str, Opt(help="before: record this boot; after: check the machine rebooted since.")
+    ] = "before",
+) -> None:
+    """Exercise this machine's job handling (no storage): grandchild kill on timeout, exit
+    codes through the PowerShell wrapper, hostile arguments, PATH refresh, boot time."""
+    from rolecall.worker.selfcheck import run_checks
+
+    results = run_checks(reboot_state, reboot_phase)
+    width = max(len(c.name) for c in results)
+    for c in results:
+        typer.echo(f"{'PASS' if c.passed else 'FAIL'}  {c.name:<{width}}  {c.detail}")
+    raise typer.Exit(0 if all(c.passed for c in results) else 1)

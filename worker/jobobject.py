@@ -186,6 +186,19 @@ def resume_process(pid: int) -> None:
         k32.CloseHandle(process)
 
 
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` is still running (for checks, not the executor)."""
+    k32 = _kernel32()
+    synchronize, wait_timeout = 0x00100000, 0x00000102
+    process = k32.OpenProcess(synchronize, False, pid)
+    if not process:
+        return False
+    try:
+        return bool(k32.WaitForSingleObject(process, 0) == wait_timeout)
+    finally:
+        k32.CloseHandle(process)
+
+
 def send_ctrl_break(pid: int) -> bool:
     """Ctrl+Break to the process group ``pid`` leads; False if it could not be sent (the
     agent has no console the job shares: then the job is terminated without a grace)."""
@@ -217,6 +230,7 @@ def _kernel32() -> Any:
         _declare(k32.OpenProcess, handle, DWORD, bool_, DWORD)
         _declare(k32.CloseHandle, bool_, handle)
         _declare(k32.GenerateConsoleCtrlEvent, bool_, DWORD, DWORD)
+        _declare(k32.WaitForSingleObject, DWORD, handle, DWORD)
         _dlls["kernel32"] = k32
     return k32
 

@@ -122,7 +122,9 @@ class JobHandler:
         except LocalFault as e:
             # this machine's fault, not the job's: a failed attempt, retried by the policy
             log.warning("job could not be prepared: %s", e.message, extra=fields)
-            completion = self._completion(job, Outcome.FAILED, attempt, reason=str(e))
+            completion = self._completion(
+                job, Outcome.FAILED, attempt, signed_by=signed_by, reason=str(e)
+            )
             self._settle(ctx, job, None, completion)
             return
         except (PayloadError, ExecutionError) as e:

@@ -28,6 +28,7 @@ from rolecall.worker.commands import (
     PS_SCRIPT_VAR,
     ExitMeaning,
     Kind,
+    Package,
     bitness_problem,
     build_command,
     choose_kind,
@@ -132,12 +133,14 @@ def test_each_payload_kind_starts_by_full_path_on_windows() -> None:
         kind = choose_kind(filename, Interpreter.AUTO, "win32")
         command = build_command(rf"{CACHE}\{filename}", kind, [], "win32", WIN)
         assert command.executable == program, filename
-    pwsh = build_command("x.ps1", Kind.PWSH, [], "win32", WIN)
+    pwsh = build_command("x.ps1", Interpreter.PWSH, [], "win32", WIN)
     assert pwsh.executable == r"C:\Program Files\PowerShell\7\pwsh.exe"
 
 
 def test_powershell_runs_through_the_wrapper_that_keeps_lastexitcode() -> None:
-    command = build_command(rf"{CACHE}\a.ps1", Kind.POWERSHELL, ["-Name", "web 1"], "win32", WIN)
+    command = build_command(
+        rf"{CACHE}\a.ps1", Interpreter.POWERSHELL, ["-Name", "web 1"], "win32", WIN
+    )
     assert command.argv[1:7] == ["-NoProfile", "-NonInteractive", "-ExecutionPolicy", "Bypass",
                                  "-File", WIN.ps_wrapper]  # fmt: skip
     assert command.argv[7:] == ["-Name", "web 1"], "the job's arguments reach it unshifted"
@@ -160,16 +163,16 @@ def test_installers_run_quietly_and_never_reboot_by_themselves() -> None:
 
 
 def test_python_jobs_write_utf8() -> None:
-    assert build_command("a.py", Kind.PYTHON, [], "win32", WIN).env == {"PYTHONUTF8": "1"}
-    assert build_command("a.py", Kind.PYTHON, [], "linux").env == {}, "Linux unchanged"
+    assert build_command("a.py", Interpreter.PYTHON, [], "win32", WIN).env == {"PYTHONUTF8": "1"}
+    assert build_command("a.py", Interpreter.PYTHON, [], "linux").env == {}, "Linux unchanged"
 
 
 def test_linux_command_lines_are_unchanged() -> None:
-    assert build_command("/c/a.sh", Kind.SH, ["x"], "linux").argv == ["sh", "/c/a.sh", "x"]
-    assert build_command("/c/a.ps1", Kind.PWSH, [], "linux").argv[0] == "pwsh"
-    assert choose_kind("a.msi", Interpreter.AUTO, "linux") is Kind.EXEC
+    assert build_command("/c/a.sh", Interpreter.SH, ["x"], "linux").argv == ["sh", "/c/a.sh", "x"]
+    assert build_command("/c/a.ps1", Interpreter.PWSH, [], "linux").argv[0] == "pwsh"
+    assert choose_kind("a.msi", Interpreter.AUTO, "linux") is Interpreter.EXEC
     with pytest.raises(ExecutionError, match="Windows only"):
-        build_command("/c/a.msi", Kind.MSI, [], "linux")
+        build_command("/c/a.msi", Package.MSI, [], "linux")
 
 
 # --- hostile arguments ------------------------------------------------------------------------
@@ -188,7 +191,7 @@ def test_cmd_quotes_metacharacters_instead_of_running_them() -> None:
 
 
 def test_a_spaced_entrypoint_and_a_quoted_argument_survive_together() -> None:
-    command = build_command(r"C:\w\my dir\run it.cmd", Kind.CMD, ["two words"], "win32", WIN)
+    command = build_command(r"C:\w\my dir\run it.cmd", Interpreter.CMD, ["two words"], "win32", WIN)
     assert command.line is not None
     assert command.line.endswith(r'/s /c ""C:\w\my dir\run it.cmd" "two words""')
 
@@ -198,12 +201,12 @@ def test_cmd_refuses_what_it_cannot_carry(hostile: str) -> None:
     with pytest.raises(ExecutionError, match="cannot be passed"):
         win("setup.cmd", hostile)
     with pytest.raises(ExecutionError, match="cannot be passed"):
-        build_command(rf"C:\w\{hostile}.cmd", Kind.CMD, [], "win32", WIN)
+        build_command(rf"C:\w\{hostile}.cmd", Interpreter.CMD, [], "win32", WIN)
 
 
 @given(st.lists(st.text(alphabet=st.characters(blacklist_characters="\x00"), max_size=12)))
 def test_other_programs_get_exactly_the_arguments_given(args: list[str]) -> None:
-    command = build_command(rf"{CACHE}\a.ps1", Kind.POWERSHELL, args, "win32", WIN)
+    command = build_command(rf"{CACHE}\a.ps1", Interpreter.POWERSHELL, args, "win32", WIN)
     assert split_like_msvcrt(subprocess.list2cmdline(command.argv)) == command.argv
 
 
@@ -237,14 +240,14 @@ def test_utf8_wins_and_a_cut_sequence_at_either_end_does_not_switch_encodings() 
 
 
 def test_exit_codes_mean_what_installers_say() -> None:
-    assert exit_meaning(0, Kind.EXEC) is ExitMeaning.SUCCEEDED
-    assert exit_meaning(3010, Kind.MSI) is ExitMeaning.REBOOT_REQUIRED
-    assert exit_meaning(194, Kind.SH) is ExitMeaning.REBOOT_REQUIRED
-    assert exit_meaning(1641, Kind.MSI) is ExitMeaning.REBOOT_STARTED
-    assert exit_meaning(0x240006, Kind.MSU) is ExitMeaning.SUCCEEDED  # already installed
-    assert exit_meaning(0x240006, Kind.EXEC) is ExitMeaning.FAILED
-    assert exit_meaning(1, Kind.POWERSHELL) is ExitMeaning.FAILED
-    assert exit_meaning(None, Kind.EXEC) is ExitMeaning.FAILED
+    assert exit_meaning(0, Interpreter.EXEC) is ExitMeaning.SUCCEEDED
+    assert exit_meaning(3010, Package.MSI) is ExitMeaning.REBOOT_REQUIRED
+    assert exit_meaning(194, Interpreter.SH) is ExitMeaning.REBOOT_REQUIRED
+    assert exit_meaning(1641, Package.MSI) is ExitMeaning.REBOOT_STARTED
+    assert exit_meaning(0x240006, Package.MSU) is ExitMeaning.SUCCEEDED  # already installed
+    assert exit_meaning(0x240006, Interpreter.EXEC) is ExitMeaning.FAILED
+    assert exit_meaning(1, Interpreter.POWERSHELL) is ExitMeaning.FAILED
+    assert exit_meaning(None, Interpreter.EXEC) is ExitMeaning.FAILED
 
 
 # --- reboot -----------------------------------------------------------------------------------

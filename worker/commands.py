@@ -32,35 +32,31 @@ from rolecall.schemas.errors import ConfigError, ExecutionError
 from rolecall.schemas.jobs import Interpreter
 
 
-class Kind(str, Enum):
-    """What starts a payload: the job's interpreter, plus the Windows package kinds that
-    are chosen by extension only."""
+class Package(str, Enum):
+    """Windows package kinds: chosen by extension only (a job's interpreter never names them)."""
 
-    SH = "sh"
-    BASH = "bash"
-    PYTHON = "python"
-    POWERSHELL = "powershell"
-    PWSH = "pwsh"
-    CMD = "cmd"
-    EXEC = "exec"
     MSI = "msi"
     MSU = "msu"
 
 
-_BY_EXTENSION_POSIX = {
-    ".sh": Kind.SH,
-    ".bash": Kind.BASH,
-    ".py": Kind.PYTHON,
-    ".ps1": Kind.PWSH,
+#: what starts a payload: the job's interpreter (never AUTO once chosen) or a package kind
+Kind = Interpreter | Package
+
+
+_BY_EXTENSION_POSIX: dict[str, Kind] = {
+    ".sh": Interpreter.SH,
+    ".bash": Interpreter.BASH,
+    ".py": Interpreter.PYTHON,
+    ".ps1": Interpreter.PWSH,
 }
-_BY_EXTENSION_WINDOWS = {
-    ".ps1": Kind.POWERSHELL,
-    ".cmd": Kind.CMD,
-    ".bat": Kind.CMD,
-    ".py": Kind.PYTHON,
-    ".sh": Kind.BASH,
-    ".msi": Kind.MSI,
-    ".msu": Kind.MSU,
+_BY_EXTENSION_WINDOWS: dict[str, Kind] = {
+    ".ps1": Interpreter.POWERSHELL,
+    ".cmd": Interpreter.CMD,
+    ".bat": Interpreter.CMD,
+    ".py": Interpreter.PYTHON,
+    ".sh": Interpreter.BASH,
+    ".msi": Package.MSI,
+    ".msu": Package.MSU,
 }
 
 #: Exit codes that mean "succeeded, reboot before continuing": ERROR_SUCCESS_REBOOT_REQUIRED
@@ -163,9 +159,9 @@ class Command:
 
 def choose_kind(filename: str, requested: Interpreter, platform: str = sys.platform) -> Kind:
     if requested is not Interpreter.AUTO:
-        return Kind(requested.value)
+        return requested
     table = _BY_EXTENSION_WINDOWS if platform == "win32" else _BY_EXTENSION_POSIX
-    return table.get(PurePath(filename.replace("\\", "/")).suffix.lower(), Kind.EXEC)
+    return table.get(PurePath(filename.replace("\\", "/")).suffix.lower(), Interpreter.EXEC)
 
 
 def build_command(
@@ -184,18 +180,18 @@ def build_command(
 
 def _posix_command(s: str, kind: Kind, args: list[str], p: Programs) -> Command:
     match kind:
-        case Kind.SH:
+        case Interpreter.SH:
             return Command([p.sh, s, *args])
-        case Kind.BASH:
+        case Interpreter.BASH:
             return Command([p.bash, s, *args])
-        case Kind.PYTHON:
+        case Interpreter.PYTHON:
             return Command([p.python, s, *args])
-        case Kind.POWERSHELL | Kind.PWSH:
-            exe = p.powershell if kind is Kind.POWERSHELL else p.pwsh
+        case Interpreter.POWERSHELL | Interpreter.PWSH:
+            exe = p.powershell if kind is Interpreter.POWERSHELL else p.pwsh
             return Command([exe, *_PS_FLAGS, s, *args])
-        case Kind.CMD:
+        case Interpreter.CMD:
             return Command([p.cmd, "/d", "/c", s, *args])
-        case Kind.MSI | Kind.MSU:
+        case Package.MSI | Package.MSU:
             raise ExecutionError(f"a {kind.value} package runs on Windows only")
         case _:
             return Command([s, *args])
@@ -203,20 +199,20 @@ def _posix_command(s: str, kind: Kind, args: list[str], p: Programs) -> Command:
 
 def _windows_command(s: str, kind: Kind, args: list[str], p: Programs) -> Command:
     match kind:
-        case Kind.SH | Kind.BASH:
+        case Interpreter.SH | Interpreter.BASH:
             return Command([p.bash, s, *args], executable=p.bash)
-        case Kind.PYTHON:
+        case Interpreter.PYTHON:
             # child Pythons write the ANSI code page to a redirected stdout otherwise
             return Command([p.python, s, *args], executable=p.python, env={"PYTHONUTF8": "1"})
-        case Kind.POWERSHELL | Kind.PWSH:
-            exe = p.powershell if kind is Kind.POWERSHELL else p.pwsh
+        case Interpreter.POWERSHELL | Interpreter.PWSH:
+            exe = p.powershell if kind is Interpreter.POWERSHELL else p.pwsh
             argv = [exe, *_PS_FLAGS, p.ps_wrapper, *args]
             return Command(argv, executable=exe, env={PS_SCRIPT_VAR: s})
-        case Kind.CMD:
+        case Interpreter.CMD:
             return Command([p.cmd, s, *args], executable=p.cmd, line=cmd_line(p.cmd, s, args))
-        case Kind.MSI:
+        case Package.MSI:
             return Command([p.msiexec, "/i", s, "/qn", "/norestart", *args], executable=p.msiexec)
-        case Kind.MSU:
+        case Package.MSU:
             return Command([p.wusa, s, "/quiet", "/norestart", *args], executable=p.wusa)
         case _:
             return Command([s, *args], executable=s)
@@ -252,7 +248,7 @@ def windows_line(command: Command) -> str:
 
 def exit_meaning(code: int | None, kind: Kind) -> ExitMeaning:
     """What an exit code says: installers report reboots through it."""
-    if code == 0 or (kind is Kind.MSU and code == WUSA_ALREADY_INSTALLED):
+    if code == 0 or (kind is Package.MSU and code == WUSA_ALREADY_INSTALLED):
         return ExitMeaning.SUCCEEDED
     if code in REBOOT_REQUIRED_CODES:
         return ExitMeaning.REBOOT_REQUIRED

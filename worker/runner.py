@@ -30,7 +30,7 @@ from rolecall.schemas.base import TAIL_CHARS
 from rolecall.schemas.baseline import RebootPolicy
 from rolecall.schemas.errors import ConcurrencyConflict, ExecutionError, StorageError
 from rolecall.schemas.events import Outcome
-from rolecall.schemas.jobs import Execution, PayloadKind, PayloadRef
+from rolecall.schemas.jobs import Execution, Interpreter, PayloadKind, PayloadRef
 from rolecall.schemas.names import Names
 from rolecall.schemas.redact import redact
 from rolecall.storage.clients import Storage
@@ -70,7 +70,7 @@ class Ran:
     log_blob: str | None
     stdout_tail: str
     stderr_tail: str
-    kind: Kind = Kind.EXEC
+    kind: Kind = Interpreter.EXEC
 
     @property
     def meaning(self) -> ExitMeaning:
@@ -163,7 +163,7 @@ class Runner:
             work.payload.filename if not archive else target.name, work.execution.interpreter
         )
         command = build_command(target, kind, list(work.execution.args), programs=self.programs)
-        if kind is Kind.EXEC and os.name == "posix":
+        if kind is Interpreter.EXEC and os.name == "posix":
             target.chmod(target.stat().st_mode | 0o100)
         stdout, stderr = self._output_files()
         env = self._environment(work, command.env)

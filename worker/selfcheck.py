@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from rolecall.schemas.jobs import Interpreter
 from rolecall.worker import executor
 from rolecall.worker.commands import ExitMeaning, Kind, build_command, exit_meaning
 from rolecall.worker.decoding import decode_output
@@ -54,7 +55,7 @@ def run_script(
     """One payload through the agent's own command line, environment and executor."""
     script = root / name
     script.write_text(body, encoding="utf-8")
-    if kind is Kind.EXEC or kind is Kind.SH:
+    if kind is Interpreter.EXEC or kind is Interpreter.SH:
         script.chmod(0o700)
     command = build_command(script, kind, args or [])
     env = {**JobEnvironment().current(), **command.env}
@@ -99,9 +100,9 @@ def check_timeout_kills_grandchild(root: Path) -> Check:
             f"\"$env:SystemRoot\\System32\\PING.EXE\" -ArgumentList '-n','600','127.0.0.1'\n"
             f"Set-Content -LiteralPath '{pid_file}' -Value $p.Id\nStart-Sleep -Seconds 600\n"
         )
-        kind, name = Kind.POWERSHELL, "grandchild.ps1"
+        kind, name = Interpreter.POWERSHELL, "grandchild.ps1"
     else:
-        body, kind, name = f"sleep 600 &\necho $! > '{pid_file}'\nwait\n", Kind.SH, "g.sh"
+        body, kind, name = f"sleep 600 &\necho $! > '{pid_file}'\nwait\n", Interpreter.SH, "g.sh"
     ran = run_script(root, name, body, kind, timeout_s=8)
     if not pid_file.exists():
         return Check("timeout kills a grandchild", False, f"the job never started: {ran.out}")
@@ -114,10 +115,10 @@ def check_timeout_kills_grandchild(root: Path) -> Check:
 def check_reboot_code_survives_the_wrapper(root: Path) -> Check:
     if WINDOWS:
         body = '& "$env:SystemRoot\\System32\\cmd.exe" /d /c exit 3010\nWrite-Output done\n'
-        ran = run_script(root, "installer.ps1", body, Kind.POWERSHELL)
+        ran = run_script(root, "installer.ps1", body, Interpreter.POWERSHELL)
     else:
-        ran = run_script(root, "installer.sh", "echo done\nexit 194\n", Kind.SH)
-    meaning = exit_meaning(ran.code, Kind.POWERSHELL if WINDOWS else Kind.SH)
+        ran = run_script(root, "installer.sh", "echo done\nexit 194\n", Interpreter.SH)
+    meaning = exit_meaning(ran.code, Interpreter.POWERSHELL if WINDOWS else Interpreter.SH)
     ok = meaning is ExitMeaning.REBOOT_REQUIRED
     detail = f"exit {ran.code}: {meaning.value}"
     return Check("an installer's reboot code reaches the agent", ok, detail)
@@ -127,11 +128,15 @@ def check_arguments_arrive_intact(root: Path) -> Check:
     hostile = ["a&b", "two words", "-Name", "x|y"]
     if WINDOWS:
         ps = run_script(root, "args.ps1", "$args | ForEach-Object { \"[$_]\" }\n",
-                        Kind.POWERSHELL, hostile)  # fmt: skip
-        cmd = run_script(root, "args.cmd", "@echo off\r\necho [%~1][%~2]\r\n", Kind.CMD, hostile)
+                        Interpreter.POWERSHELL, hostile)  # fmt: skip
+        cmd = run_script(
+            root, "args.cmd", "@echo off\r\necho [%~1][%~2]\r\n", Interpreter.CMD, hostile
+        )
         ok = all(f"[{a}]" in ps.out for a in hostile) and "[a&b][two words]" in cmd.out
         return Check("hostile arguments arrive intact", ok, f"ps: {ps.out!r} cmd: {cmd.out!r}")
-    sh = run_script(root, "args.sh", 'for a in "$@"; do echo "[$a]"; done\n', Kind.SH, hostile)
+    sh = run_script(
+        root, "args.sh", 'for a in "$@"; do echo "[$a]"; done\n', Interpreter.SH, hostile
+    )
     ok = all(f"[{a}]" in sh.out for a in hostile)
     return Check("hostile arguments arrive intact", ok, repr(sh.out))
 
@@ -150,10 +155,10 @@ def check_path_change_reaches_next_step(root: Path) -> Check:
         "[Environment]::SetEnvironmentVariable('Path', $p, 'Machine')\n"
     )
     try:
-        run_script(root, "install.ps1", add, Kind.POWERSHELL)
-        seen = run_script(root, "next.ps1", "Write-Output $env:Path\n", Kind.POWERSHELL)
+        run_script(root, "install.ps1", add, Interpreter.POWERSHELL)
+        seen = run_script(root, "next.ps1", "Write-Output $env:Path\n", Interpreter.POWERSHELL)
     finally:
-        run_script(root, "restore.ps1", remove, Kind.POWERSHELL)
+        run_script(root, "restore.ps1", remove, Interpreter.POWERSHELL)
     ok = marker.lower() in seen.out.lower()
     return Check("a PATH change reaches the next step", ok, f"next step's PATH has {marker}: {ok}")
 

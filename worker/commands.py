@@ -26,7 +26,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from enum import Enum
-from pathlib import Path, PurePath
+from pathlib import Path
 
 from rolecall.schemas.errors import ConfigError, ExecutionError
 from rolecall.schemas.jobs import Interpreter
@@ -161,7 +161,8 @@ def choose_kind(filename: str, requested: Interpreter, platform: str = sys.platf
     if requested is not Interpreter.AUTO:
         return requested
     table = _BY_EXTENSION_WINDOWS if platform == "win32" else _BY_EXTENSION_POSIX
-    return table.get(PurePath(filename.replace("\\", "/")).suffix.lower(), Interpreter.EXEC)
+    name = filename.replace("\\", "/").rsplit("/", 1)[-1]
+    return table.get(os.path.splitext(name)[1].lower(), Interpreter.EXEC)
 
 
 def build_command(

@@ -18,7 +18,7 @@ security descriptors is thin pywin32 calls below them.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,12 +88,22 @@ def untrusted_files(owners: Iterable[tuple[Path, str]]) -> list[Path]:
 
 
 def protect(path: Path) -> None:
-    """Create ``path`` if needed and give it the state directory's protected DACL."""
+    """Give ``path`` the state directory's protected DACL (inherited below it)."""
+    if sys.platform != "win32":
+        raise OSError("Windows only")
+    import pywintypes
+
+    try:
+        _set_dacl(path)
+    except pywintypes.error as e:  # pywin32's errors are not OSErrors
+        raise OSError(e.winerror, e.strerror, str(path)) from e
+
+
+def _set_dacl(path: Path) -> None:
     if sys.platform != "win32":
         raise OSError("Windows only")
     import win32security
 
-    path.mkdir(parents=True, exist_ok=True)
     sd = win32security.ConvertStringSecurityDescriptorToSecurityDescriptor(
         STATE_SDDL, win32security.SDDL_REVISION_1
     )
@@ -109,6 +119,18 @@ def protect(path: Path) -> None:
 
 
 def owner_and_aces(path: Path) -> tuple[str, list[Ace]]:
+    """The owner's SID and the DACL's entries; OSError if they cannot be read."""
+    if sys.platform != "win32":
+        raise OSError("Windows only")
+    import pywintypes
+
+    try:
+        return _read_security(path)
+    except pywintypes.error as e:
+        raise OSError(e.winerror, e.strerror, str(path)) from e
+
+
+def _read_security(path: Path) -> tuple[str, list[Ace]]:
     if sys.platform != "win32":
         raise OSError("Windows only")
     import win32security
@@ -130,17 +152,32 @@ def owner_and_aces(path: Path) -> tuple[str, list[Ace]]:
 def secure_state_dir(root: Path) -> list[Path]:
     """At agent start on Windows: refuse a state directory someone else owns, set its
     protected DACL, and remove the files below it that someone else owns. Returns them."""
-    root.mkdir(parents=True, exist_ok=True)
-    owner, _ = owner_and_aces(root)
-    # its DACL is about to be replaced: only the owner, who could change it back, matters
-    problem = write_access_problem(f"state directory {root}", owner, [])
-    if problem is not None:
-        raise ConfigError(problem)
-    protect(root)
-    planted = untrusted_files((p, owner_and_aces(p)[0]) for p in root.rglob("*"))
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        owner, _ = owner_and_aces(root)
+        # its DACL is about to be replaced: only the owner, who could change it back, matters
+        problem = write_access_problem(f"state directory {root}", owner, [])
+        if problem is not None:
+            raise ConfigError(problem)
+        protect(root)
+    except OSError as e:
+        raise ConfigError(f"cannot protect the state directory {root}: {e}") from e
+    planted = untrusted_files(_owners(root))
     for path in planted:
         path.unlink(missing_ok=True) if path.is_file() else _remove_tree(path)
     return planted
+
+
+def _owners(root: Path) -> Iterator[tuple[Path, str]]:
+    for path in root.rglob("*"):
+        try:
+            yield path, owner_and_aces(path)[0]
+        except FileNotFoundError:
+            continue
+        except OSError:
+            # its owner may deny even SYSTEM a look; deleting it needs only the parent's
+            # FILE_DELETE_CHILD, which the protected DACL gives SYSTEM
+            yield path, "unreadable"
 
 
 def _remove_tree(path: Path) -> None:

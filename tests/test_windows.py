@@ -380,6 +380,7 @@ def test_the_service_log_rotates_at_start_and_at_its_size(tmp_path: Path) -> Non
     for chunk in (b"aaaaaa", b"bbbbbb", b"cccccc"):
         log.write(chunk)
     log.close()
+    log.write(b"after close")  # the pump's last chunk after the host closed it: dropped
     assert (tmp_path / "worker.log").read_bytes() == b"cccccc"
     assert log.rotated(1).read_bytes() == b"bbbbbb" and log.rotated(2).read_bytes() == b"aaaaaa"
     assert not log.rotated(3).exists(), "the previous run's log rotated out of the two kept"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ntpath
 import os
+import threading
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -158,6 +159,8 @@ class RotatingLog:
     keep: int = LOG_KEEP
     _file: BinaryIO | None = field(default=None, repr=False)
     _size: int = 0
+    #: the output pump and the host's own notes write from two threads
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def open(self) -> RotatingLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -168,22 +171,23 @@ class RotatingLog:
         return self
 
     def write(self, data: bytes) -> None:
-        if self._file is None:
-            self.open()
-        if self._size and self._size + len(data) > self.max_bytes:
-            self.close()
-            self._rotate()
-            self._file = self.path.open("ab")
-            self._size = 0
-        assert self._file is not None
-        self._file.write(data)
-        self._file.flush()
-        self._size += len(data)
+        with self._lock:
+            if self._file is None:
+                return  # closed: the host is done
+            if self._size and self._size + len(data) > self.max_bytes:
+                self._file.close()
+                self._rotate()
+                self._file = self.path.open("ab")
+                self._size = 0
+            self._file.write(data)
+            self._file.flush()
+            self._size += len(data)
 
     def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
 
     def rotated(self, n: int) -> Path:
         return self.path.with_name(f"{self.path.stem}.{n}{self.path.suffix}")

@@ -29,7 +29,6 @@ from rolecall.worker.agent_step import AgentStep
 from rolecall.worker.baseline import BaselineApplier, BaselineStatus
 from rolecall.worker.cancels import CancelWatch, is_cancel
 from rolecall.worker.claim import Claim
-from rolecall.worker.commands import check_bitness
 from rolecall.worker.config import WorkerSettings
 from rolecall.worker.context import JobContext
 from rolecall.worker.identity import Identity, resolve_identity
@@ -52,7 +51,6 @@ _RETRIED = (BaselineStatus.FAILED, BaselineStatus.UNREADABLE)
 class Agent:
     def __init__(self, settings: WorkerSettings) -> None:
         self.settings = settings
-        check_bitness()
         self.shutdown = Shutdown(settings.grace_s)
         self.identity: Identity = resolve_identity(settings)
         self.state = LocalState(settings.state_dir, settings.boot_time_file).open()

@@ -158,13 +158,16 @@ def test_bicep_account_refuses_anonymous_plaintext_and_old_tls() -> None:
         assert f"    {setting}\n" in BICEP, setting
 
 
-def syntax_errors(source: bytes) -> list[str]:
-    """Where tree-sitter's Bicep grammar could not parse ``source`` (the compiler is not on
-    this machine; the grammar, from PyPI, is)."""
+def syntax_errors(source: bytes, grammar: str = "bicep") -> list[str]:
+    """Where tree-sitter's grammar (``bicep`` or ``powershell``) could not parse ``source``:
+    neither the Bicep compiler nor PowerShell is on this machine; the grammars, from PyPI,
+    are."""
     import tree_sitter
     import tree_sitter_bicep
+    import tree_sitter_powershell
 
-    tree = tree_sitter.Parser(tree_sitter.Language(tree_sitter_bicep.language())).parse(source)
+    module = {"bicep": tree_sitter_bicep, "powershell": tree_sitter_powershell}[grammar]
+    tree = tree_sitter.Parser(tree_sitter.Language(module.language())).parse(source)
     found: list[str] = []
     stack = [tree.root_node]
     while stack:
@@ -194,22 +197,7 @@ def test_bicep_compiles_when_the_compiler_is_here(tmp_path: Path) -> None:
 
 
 def powershell_syntax_errors(source: bytes) -> list[str]:
-    """Where the tree-sitter PowerShell grammar finds a syntax error in ``source``: a parse
-    on any machine, where PowerShell itself is rarely installed."""
-    import tree_sitter
-    import tree_sitter_powershell
-
-    tree = tree_sitter.Parser(tree_sitter.Language(tree_sitter_powershell.language())).parse(source)
-    errors: list[str] = []
-    pending = [tree.root_node]
-    while pending:
-        node = pending.pop()
-        if node.type == "ERROR" or node.is_missing:
-            row, col = node.start_point
-            text = source[node.start_byte : node.end_byte][:40].decode(errors="replace")
-            errors.append(f"line {row + 1}, column {col + 1}: {text!r}")
-        pending.extend(node.children)
-    return errors
+    return syntax_errors(source, "powershell")
 
 
 POWERSHELL_FILES = sorted(

@@ -18,6 +18,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from rolecall.launch import host_version
 from rolecall.schemas.errors import ExecutionError
 from rolecall.schemas.jobs import Interpreter
 from rolecall.storage.osnet import parse_winhttp_proxy, use_os_trust_store
@@ -451,3 +452,27 @@ def test_the_selfcheck_passes_here_and_sees_no_reboot_that_did_not_happen(
     )
     assert after.returncode == 1
     assert "FAIL  reboot detection (after reboot)" in after.stdout
+
+
+def test_a_side_by_side_service_runs_the_launcher_twice() -> None:
+    """The service's process is the launcher (--service: it loads the host), and the host
+    runs the launcher again (worker: it picks the agent version)."""
+    config = service_config(
+        base_python=r"C:\Python312\python.exe", host_script="unused", command="unused",
+        data_dir=r"C:\ProgramData\rolecall", grace_s=30, for_image=False,
+        launcher=r"C:\Program Files\rolecall\launch.py",
+    )  # fmt: skip
+    launcher = r'"C:\Python312\python.exe" -I "C:\Program Files\rolecall\launch.py"'
+    assert config.image_path == f"{launcher} --service"
+    assert config.parameters["Command"] == f"{launcher} worker"
+    assert config.start is StartType.AUTO
+
+
+def test_the_service_host_is_loaded_from_a_version_known_to_work() -> None:
+    every = lambda v: True  # noqa: E731
+    state = {"current": "0.4.0", "previous": "0.3.0", "pending": None}
+    assert host_version(state, every) == "0.4.0"
+    pending = {**state, "pending": {"version": "0.4.0", "starts": 1}}
+    assert host_version(pending, every) == "0.3.0", "a pending upgrade may be broken"
+    assert host_version(state, lambda v: v == "0.3.0") == "0.3.0", "one without pywin32"
+    assert host_version({"current": "0.4.0"}, lambda v: False) is None

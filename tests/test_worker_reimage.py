@@ -90,17 +90,17 @@ def test_a_reboot_code_pauses_the_baseline_until_the_next_boot(
 def test_a_failed_reboot_command_leaves_the_step_waiting_for_a_real_reboot(
     ops: Operator, ledger: Ledger, workers: Fleet, tmp_path: Path
 ) -> None:
-    """The reboot command fails: the agent says so (exit 6, so its service restarts it),
+    """The reboot command fails: the agent says so (exit 7, so its service restarts it),
     and an agent started again in the same OS boot neither marks the step done nor runs
     the steps after it; it asks for the reboot again. Only a new boot continues."""
     plan = steps(ledger, 3)
     plan[1] = ("needs reboot", ledger.script("s1", "exit 194"))
     publish_baseline(ops.storage, "web", write_baseline(tmp_path / "b", plan))
     w, proc_stat = simulated_machine(workers, tmp_path, "--reboot-command", "false")
-    assert w.wait(30) == 6  # ExitCode.REBOOT_FAILED
+    assert w.wait(30) == 7  # ExitCode.REBOOT_FAILED
     assert "the reboot command exited with 1" in w.log()
     w.start()  # the service manager's restart, same boot
-    assert w.wait(30) == 6
+    assert w.wait(30) == 7
     assert (len(ledger.entries("s1")), len(ledger.entries("s2"))) == (1, 0)
     proc_stat.write_text("btime 1700000600\n")
     w.start("--reboot-command", "true")

@@ -91,8 +91,6 @@ class Agent:
         self._baseline_backoff = IdleBackoff(2.0, settings.baseline_retry_s, jitter=0.5)
         self.reboot_pending = False
         self.upgrading = False  # the agent step installed another version: leave, restart
-        #: exit 1641: an installer is rebooting the machine already
-        self.reboot_started = False
         self._held: list[Claim] = []
         self._running: JobContext | None = None
         self.cancels = CancelWatch(self.storage, self.instance_queue, verify)
@@ -124,10 +122,8 @@ class Agent:
         finally:
             self.stop()
         if self.reboot_pending and self.settings.reboot_command:
-            return reboot(
-                self.settings.reboot_command, installer_started=self.reboot_started,
-                shutdown=self.shutdown,
-            )  # fmt: skip
+            started = self.baseline.reboot_started or self.jobs.reboot_started  # exit 1641
+            return reboot(self.settings.reboot_command, started, self.shutdown)
         if self.upgrading:
             return ExitCode.UPGRADING
         return ExitCode.FORCED if self.shutdown.forced.is_set() else ExitCode.OK
@@ -283,7 +279,6 @@ class Agent:
                 self._running = JobContext(self, claim)
                 self.jobs.handle(self._running)
                 self._running = None
-                self.runner.sweep()  # after the job's marker and completion, never before
                 if self.outbox.due():
                     self.outbox.flush(wait=False)
         finally:
@@ -348,7 +343,6 @@ class Agent:
         self.next_baseline_retry = time.monotonic() + delay
         if self.baseline_status is BaselineStatus.REBOOT:
             self.reboot_pending = self.baseline.reboot_requested
-            self.reboot_started = self.baseline.reboot_started
         self.upgrading = self.baseline_status is BaselineStatus.UPGRADE
         self._heartbeat()
 
@@ -388,10 +382,9 @@ class Agent:
 
     # --- reboot ----------------------------------------------------------------------------
 
-    def _reboot_after_settling(self, started: bool) -> None:
+    def _reboot_after_settling(self) -> None:
         if self.settings.reboot_command:
             self.reboot_pending = True
-            self.reboot_started = self.reboot_started or started
 
     def _until_ok(self, what: str, fn: Callable[[], None]) -> None:
         backoff = IdleBackoff(0.5, 30.0)

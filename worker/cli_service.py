@@ -37,6 +37,10 @@ ForImage = Annotated[
     bool,
     Opt("--for-image", help="Register it disabled: SetupComplete.cmd enables it on each new VM."),
 ]
+Launcher = Annotated[
+    str | None,
+    Opt(help="A side-by-side install's launch.py: the service runs it, and it picks the version."),
+]
 Grace = Annotated[
     float, Opt("--grace", help="The agent's ROLECALL_GRACE_S (sets the shutdown deadline).")
 ]
@@ -62,6 +66,7 @@ def install(
     command: Command = None,
     for_image: ForImage = False,
     grace: Grace = 30.0,
+    launcher: Launcher = None,
 ) -> None:
     """Create or update the rolecall-worker service (run as Administrator)."""
     _windows_only()
@@ -77,6 +82,7 @@ def install(
         or ntpath.join(os.environ.get("PROGRAMDATA", r"C:\ProgramData"), "rolecall"),
         grace_s=grace,
         for_image=for_image,
+        launcher=launcher,
     )
     done = winservice.install(config)
     typer.echo(f"service {config.name} {done}: {config.image_path}")

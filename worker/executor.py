@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import IO, Protocol
 
 from rolecall.schemas.base import utcnow
 from rolecall.schemas.errors import ExecutionError
@@ -61,8 +61,8 @@ def run(
     command: Command,
     *,
     cwd: Path,
-    stdout: BinaryIO,
-    stderr: BinaryIO,
+    stdout: IO[bytes],
+    stderr: IO[bytes],
     env: Mapping[str, str],
     timeout_s: float,
     watch: Watch | None = None,
@@ -97,7 +97,7 @@ def run(
 
 
 def _start(
-    command: Command, *, cwd: Path, stdout: BinaryIO, stderr: BinaryIO, env: Mapping[str, str]
+    command: Command, *, cwd: Path, stdout: IO[bytes], stderr: IO[bytes], env: Mapping[str, str]
 ) -> _PosixChild | _WindowsChild:
     windows = sys.platform == "win32"
     try:

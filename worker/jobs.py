@@ -43,7 +43,7 @@ class JobHandler:
         outbox: Outbox,
         verify: Verify,
         reconcile: Callable[[], None],
-        on_reboot_required: Callable[[bool], None],
+        on_reboot_required: Callable[[], None],
         retry_delay_s: int,
     ) -> None:
         self.identity = identity
@@ -55,6 +55,8 @@ class JobHandler:
         self.reconcile = reconcile
         self.on_reboot_required = on_reboot_required
         self.retry_delay_s = retry_delay_s
+        #: a job exited 1641: its installer is rebooting the machine already
+        self.reboot_started = False
 
     def handle(self, ctx: JobContext) -> None:
         claim = ctx.claim
@@ -101,7 +103,10 @@ class JobHandler:
                                  reason="cancelled before it ran")  # fmt: skip
             self.outbox.add([c], claim, Ack())
             return
-        self._run(ctx, job, signed_by, fields)
+        try:
+            self._run(ctx, job, signed_by, fields)
+        finally:
+            self.runner.sweep()  # the job's files go after its marker and completion
 
     def _run(
         self, ctx: JobContext, job: JobEnvelope, signed_by: str | None, fields: dict[str, Any]
@@ -176,7 +181,8 @@ class JobHandler:
         elif isinstance(decision, Ack):
             self.outbox.add([completion], claim, decision)
             if completion.outcome is Outcome.REBOOT_REQUIRED:
-                self.on_reboot_required(done is not None and done.reboot_started)
+                self.reboot_started |= done is not None and done.reboot_started
+                self.on_reboot_required()
         else:
             retry = completion.model_copy(update={"will_retry": True})
             self.outbox.add([retry], claim, decision)

@@ -53,7 +53,7 @@ def _unquote(token: str) -> str:
     return token
 
 
-def reboot(command: str, *, installer_started: bool, shutdown: Shutdown) -> ExitCode:
+def reboot(command: str, installer_started: bool, shutdown: Shutdown) -> ExitCode:
     """Run the reboot command (or wait for the installer's reboot); the agent's exit code."""
     if installer_started:
         log.warning("an installer has started a reboot (exit 1641); waiting for it")

@@ -75,16 +75,25 @@ def service_config(
     data_dir: str,
     grace_s: float,
     for_image: bool,
+    launcher: str | None = None,
 ) -> ServiceConfig:
-    """The service for an agent installed at ``host_script``'s site-packages.
+    """The service for an agent installed at ``host_script``'s site-packages, or (with
+    ``launcher``) for a side-by-side install whose launcher (rolecall/launch.py) picks the
+    version both the host and the agent are loaded from.
 
     The service manager must talk to the process it started, so the image path is the base
-    interpreter (a virtual environment's python.exe is a launcher that starts it as a child)
-    running the host file with ``-I -S``: nothing from the environment or the base
-    installation's site-packages, only the agent's own (the host adds them)."""
+    interpreter itself (a virtual environment's python.exe is a launcher that starts it as a
+    child): running the launcher with ``--service``, or the host file with ``-I -S``
+    (nothing from the environment or the base installation's site-packages; the host adds
+    the agent's own)."""
     stop_timeout = stop_deadline_s(grace_s)
+    if launcher is not None:
+        image = f"{quote(base_python)} -I {quote(launcher)} --service"
+        command = f"{quote(base_python)} -I {quote(launcher)} worker"
+    else:
+        image = f"{quote(base_python)} -I -S {quote(host_script)}"
     return ServiceConfig(
-        image_path=f"{quote(base_python)} -I -S {quote(host_script)}",
+        image_path=image,
         start=StartType.DISABLED if for_image else StartType.AUTO,
         parameters={
             "Command": command,

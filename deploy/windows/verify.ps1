@@ -11,7 +11,8 @@ on a machine about to be captured: it starts the agent). It briefly stops the ag
                       failure), a preshutdown timeout longer than the agent's drain
  stop drains          Stop-Service: the agent hears the stop, finishes or releases its job,
                       posts what it owes, logs "agent stopped" and exits 0 within the deadline
- restart after crash  the agent killed outright: the service manager starts it again
+ restart after crash  the launcher and its agent killed outright: the service manager
+                      starts them again
  selfcheck            `rolecall service selfcheck`, through the agent's own code: a timeout
                       kills a job's grandchild (Job Object); a PowerShell script whose last
                       program exited 3010 reports 3010 (reboot required); hostile arguments
@@ -37,7 +38,9 @@ Set-StrictMode -Version Latest
 $ErrorActionPreference = 'Stop'
 
 $ServiceName = 'rolecall-worker'
-$rolecall = Join-Path $Prefix 'Scripts\rolecall.exe'
+# the side-by-side install's launcher, run by the base interpreter agent.json names
+$launcher = Join-Path $Prefix 'launch.py'
+$py = (Get-Content -Raw -LiteralPath (Join-Path $Prefix 'agent.json') | ConvertFrom-Json).python
 $log = Join-Path $DataDir 'logs\worker.log'
 $rebootState = Join-Path $DataDir 'verify\reboot'
 $results = New-Object System.Collections.Generic.List[object]
@@ -114,7 +117,7 @@ function Test-RestartAfterCrash {
 
 function Test-SelfCheck {
     $phase = if ($AfterReboot) { 'after' } else { 'before' }
-    $lines = & $rolecall service selfcheck --reboot-state $rebootState --reboot-phase $phase 2>&1
+    $lines = & $py -I $launcher service selfcheck --reboot-state $rebootState --reboot-phase $phase 2>&1
     foreach ($line in $lines) {
         if ("$line" -match '^(PASS|FAIL)\s+(.+?)\s{2,}(.*)$') { Add-Result $Matches[2] ($Matches[1] -eq 'PASS') $Matches[3] }
     }

@@ -1,12 +1,13 @@
 """The Windows service host: pywin32's service framework carrying out worker/service.py.
 
-The service manager starts ``service_entry.py`` with the base interpreter; it finds the
-agent's site-packages and calls ``serve()``. ``WorkerService`` accepts stop and preshutdown;
-``Host`` runs the configured command (the agent, or a launcher that picks the installed
-version to run) in a kill-on-close Job Object, with the stop event's name in its
-environment, and pumps its output into the rotated log. ``install()`` and ``uninstall()``
-are what ``rolecall service install|uninstall`` call: idempotent, so that running install
-again after an upgrade updates the registration in place.
+The service manager starts the base interpreter running the side-by-side install's launcher
+(``launch.py --service``: it loads this module from an installed version), or, outside such
+an install, ``service_entry.py``; either calls ``serve()``. ``WorkerService`` accepts stop
+and preshutdown; ``Host`` runs the configured command (the launcher again, which picks the
+agent version to run, or the agent itself) in a kill-on-close Job Object, with the stop
+event's name in its environment, and pumps its output into the rotated log. ``install()``
+and ``uninstall()`` are what ``rolecall service install|uninstall`` call: idempotent, so
+that running install again after an upgrade updates the registration in place.
 
 Nothing here runs on Linux, and everything it decides is decided in worker/service.py.
 """

@@ -24,6 +24,7 @@ from rolecall.schemas.settings import StorageSettings
 from rolecall.storage.clients import Storage
 from rolecall.worker import runner as runner_module
 from rolecall.worker.config import WorkerSettings
+from rolecall.worker.executor import Unwatched
 from rolecall.worker.identity import Identity
 from rolecall.worker.payloads import PayloadCache
 from rolecall.worker.runner import Runner, Work
@@ -32,14 +33,6 @@ from rolecall.worker.state import LocalState
 SHARING_VIOLATION = PermissionError(
     13, "The process cannot access the file because it is being used by another process"
 )
-
-
-class Unwatched:
-    def tick(self) -> None:
-        return None
-
-    def should_kill(self) -> bool:
-        return False
 
 
 @pytest.fixture

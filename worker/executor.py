@@ -37,7 +37,9 @@ class Watch(Protocol):
     def should_kill(self) -> bool: ...
 
 
-class _Unwatched:
+class Unwatched:
+    """A watch with no duties and no reason to kill (checks and tests)."""
+
     def tick(self) -> None:
         return None
 
@@ -74,7 +76,7 @@ def run(
     proc = child.proc
     timed_out = killed = False
     deadline = t0 + timeout_s
-    watch = watch or _Unwatched()
+    watch = watch or Unwatched()
     with _ExitWatch(proc) as exited:
         while not exited.wait(max(0.01, min(slice_s, deadline - time.monotonic()))):
             if time.monotonic() >= deadline:

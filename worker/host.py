@@ -14,10 +14,11 @@ import os
 import platform
 import socket
 import sys
-import time
 from datetime import datetime
 from enum import Enum
 from pathlib import Path
+
+from rolecall.worker import boottime
 
 #: Two boot times (from uptime, on systems without a boot id) this close are the same boot.
 _BOOT_TOLERANCE_S = 60
@@ -43,11 +44,8 @@ def os_boot() -> str | None:
         except OSError:
             return None
     if sys.platform == "win32":
-        import ctypes
-
-        ticks = ctypes.windll.kernel32.GetTickCount64  # type: ignore[attr-defined]
-        ticks.restype = ctypes.c_uint64
-        return f"boot@{int(time.time() - ticks() / 1000)}"
+        booted = boottime.os_boot_time()
+        return f"boot@{int(booted)}" if booted is not None else None
     return None
 
 
@@ -72,10 +70,12 @@ def process(pid: int, agent_start: datetime) -> Process:
         return Process.UNKNOWN
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-        boot = _boot_epoch()
     except FileNotFoundError:
         return Process.GONE
-    except (OSError, ValueError):
+    except OSError:
+        return Process.UNKNOWN
+    boot = boottime.os_boot_time()
+    if boot is None:
         return Process.UNKNOWN
     fields = stat.rsplit(")", 1)[1].split()  # the name may hold spaces and parentheses
     if fields[0] in ("Z", "X"):
@@ -84,10 +84,3 @@ def process(pid: int, agent_start: datetime) -> Process:
     if started > agent_start.timestamp() + _START_TOLERANCE_S:
         return Process.GONE  # the id was reused by a process that started later
     return Process.RUNNING
-
-
-def _boot_epoch() -> float:
-    for line in Path("/proc/stat").read_text().splitlines():
-        if line.startswith("btime "):
-            return float(line.split()[1])
-    raise ValueError("no btime in /proc/stat")

@@ -1,4 +1,4 @@
-"""What an instance record says beyond its heartbeat (contract 1.3): who holds the name, the
+"""What an instance record says beyond its heartbeat (contract 1.4): who holds the name, the
 baseline step that fails, and a short history of what the instance did.
 
 All of it is written by the instance itself, so all of it is the instance's own account: the

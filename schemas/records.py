@@ -43,11 +43,11 @@ class InstanceRecord(Contract):
     platform: str = ""
     #: the contract version the agent speaks; absent from agents before the rules (1.0)
     contract: Annotated[str | None, Since("1.1")] = None
-    #: contract 1.3 (schemas/instances.py): who holds the name, what fails, what it did
-    holder: Annotated[Holder | None, Since("1.3")] = None
-    baseline_failure: Annotated[BaselineFailure | None, Since("1.3")] = None
-    jobs: Annotated[list[JobDone], Since("1.3")] = Field(default_factory=list)
-    baselines: Annotated[list[BaselineApplied], Since("1.3")] = Field(default_factory=list)
+    #: contract 1.4 (schemas/instances.py): who holds the name, what fails, what it did
+    holder: Annotated[Holder | None, Since("1.4")] = None
+    baseline_failure: Annotated[BaselineFailure | None, Since("1.4")] = None
+    jobs: Annotated[list[JobDone], Since("1.4")] = Field(default_factory=list)
+    baselines: Annotated[list[BaselineApplied], Since("1.4")] = Field(default_factory=list)
 
     def is_live(self, now: datetime, grace: float = 2.5) -> bool:
         """Live while the last heartbeat is younger than ``grace`` heartbeat intervals."""

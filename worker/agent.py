@@ -73,16 +73,10 @@ class Agent:
             watch=JobContext(self), agent_step=AgentStep(self.updates, JobContext(self)),
         )  # fmt: skip
         self.jobs = JobHandler(
-            identity=self.identity,
-            names=self.names,
-            state=self.state,
-            runner=self.runner,
-            outbox=self.outbox,
-            verify=verify,
-            reconcile=self._apply_baseline,
-            on_reboot_required=self._reboot_after_settling,
-            retry_delay_s=settings.retry_delay_s,
-        )
+            identity=self.identity, names=self.names, state=self.state, runner=self.runner,
+            outbox=self.outbox, verify=verify, reconcile=self._apply_baseline,
+            on_reboot_required=self._reboot_after_settling, retry_delay_s=settings.retry_delay_s,
+        )  # fmt: skip
         self.baseline_status = BaselineStatus.FAILED
         self.next_heartbeat = 0.0
         self.next_baseline_retry = 0.0

@@ -60,8 +60,7 @@ class BlobData:
     data: bytes
     etag: str
     metadata: dict[str, str]
-    #: the service's clock, not the writer's: what liveness is judged by
-    last_modified: datetime | None = None
+    last_modified: datetime | None = None  # the service's clock, not the writer's: liveness
 
 
 @dataclass(frozen=True)

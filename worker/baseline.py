@@ -176,14 +176,14 @@ class BaselineApplier:
         if found is not None and self.agent_step.apply(*found).upgrade:
             raise _Upgrading()
 
-    def _step(self, baseline: Baseline, index: int) -> BaselineStatus:
+    def _marked(self, baseline: Baseline, index: int) -> BaselineStatus | None:
+        """A step this disk has run: done, or waiting for its reboot. None: run it."""
         step = baseline.steps[index]
         mark = self.state.step_mark(step.fingerprint)
-        run_id = Names.baseline_run_id(baseline.role, baseline.version)
-        job_id = self._job_id(baseline, index)
         if mark is not None and mark.status == "done":
             if self.version != baseline.version:
                 # done under an earlier version: say so, so this version's run shows it
+                job_id = self._job_id(baseline, index)
                 self._report(baseline, index, job_id, Outcome.SUCCEEDED, replayed=True)
             return BaselineStatus.APPLIED
         if mark is not None and mark.status == "pending_reboot":
@@ -194,7 +194,15 @@ class BaselineApplier:
                 return BaselineStatus.REBOOT
             self.state.mark_step(step.fingerprint, "done")  # the OS has booted since
             return BaselineStatus.APPLIED
+        return None
 
+    def _step(self, baseline: Baseline, index: int) -> BaselineStatus:
+        marked = self._marked(baseline, index)
+        if marked is not None:
+            return marked
+        step = baseline.steps[index]
+        run_id = Names.baseline_run_id(baseline.role, baseline.version)
+        job_id = self._job_id(baseline, index)
         self._tries += 1
         log_path = Names.step_log_blob(
             run_id, self.identity.instance, index, self.state.incarnation,

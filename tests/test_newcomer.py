@@ -74,6 +74,8 @@ def test_every_operator_mistake_is_one_line_and_exit_2(env: dict[str, str], tmp_
     one_line(cli(env, "run", "web", "--script", str(tgz), "--any"), "--entrypoint")
     one_line(cli(env, *run, "--any", "--wait-timeout", "5"), "--wait-timeout needs --wait")
     one_line(cli(env, "status", "r-nope"), "no run 'r-nope'")
+    nothing = cli(env, *run, "--any", "--namespace", "undeployed")
+    one_line(nothing, "undeployed-payloads", "ContainerNotFound", "is this namespace deployed")
     debug = cli(env, "status", "r-nope", "--debug")
     assert debug.returncode == 2 and "Traceback" in debug.stderr, "--debug brings it back"
     one_line(cli(env, "status"), "missing argument 'RUN'", "rolecall status --help")

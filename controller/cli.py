@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Literal, NoReturn
 import typer
 
 from rolecall.controller.context import ctx_of, emit_json, expected_errors
-from rolecall.controller.render import Format, Output
+from rolecall.controller.render import Format, Output, plural
 
 if TYPE_CHECKING:
     from rolecall.controller.dispatch import Dispatcher
@@ -127,7 +127,7 @@ def started(
     if output is Format.TABLE or not wait:
         typer.echo(record.run_id)
     else:
-        c.err.print(f"{record.run_id}: {len(record.targets)} target(s)")
+        c.err.print(f"{record.run_id}: {plural(len(record.targets), 'target')}")
     if wait:
         wait_and_report(ctx, record.run_id, timeout, output)
 

@@ -17,12 +17,18 @@ sas_app = typer.Typer(help="Least-privilege SAS bundles.", no_args_is_help=True)
 @keys_app.command("generate")
 @expected_errors
 def keys_generate(
-    out: Annotated[Path, typer.Option(help="Private key file to create (mode 0600).")],
+    out: Annotated[
+        Path, typer.Option(metavar="FILE", help="Private key file to create (mode 0600).")
+    ],
 ) -> None:
     """Create an Ed25519 signing key and its public key (OUT.pub).
 
     Give OUT to the controller (ROLECALL_SIGNING_KEY) and OUT.pub to workers
     (--trusted-key); workers then refuse unsigned or altered jobs.
+
+    \b
+    Example:
+      rolecall keys generate --out controller.key
     """
     from rolecall.controller.signing import generate
 
@@ -34,15 +40,17 @@ def keys_generate(
 @expected_errors
 def sas_worker(
     ctx: typer.Context,
-    role: Annotated[str, typer.Option(help="The worker's role.")],
-    instance: Annotated[str, typer.Option(help="The worker's instance name.")],
-    out: Annotated[Path, typer.Option(help="Bundle file to write (mode 0600).")],
-    hours: Annotated[float, typer.Option(help="Validity in hours.")] = 24 * 30,
+    role: Annotated[str, typer.Option(metavar="ROLE", help="The worker's role.")],
+    instance: Annotated[str, typer.Option(metavar="NAME", help="The worker's instance name.")],
+    out: Annotated[Path, typer.Option(metavar="FILE", help="Bundle file to write (mode 0600).")],
+    hours: Annotated[float, typer.Option(metavar="HOURS", help="Validity in hours.")] = 24 * 30,
 ) -> None:
     """Issue the SAS bundle one worker needs, and no more (see docs/security.md).
 
-    Example: rolecall sas worker --role web --instance WebRole_IN_0 --out web0.sas.json
-    then on the instance: ROLECALL_SAS_FILE=web0.sas.json rolecall worker ...
+    \b
+    Example:
+      rolecall sas worker --role web --instance WebRole_IN_0 --out web0.sas.json
+      # then on the instance: ROLECALL_SAS_FILE=web0.sas.json rolecall worker ...
     """
     from rolecall.controller.sas import issue_worker_sas
     from rolecall.schemas.codec import encode_document

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from rolecall.controller.published import PublishedPayloads
     from rolecall.controller.signing import Signer
 from rolecall.schemas.base import utcnow
-from rolecall.schemas.errors import ConfigError, NotFound, UnknownRole
+from rolecall.schemas.errors import ConfigError, NotFound, UnknownInstance, UnknownRole
 from rolecall.schemas.jobs import EnvVar, Execution, Interpreter, JobEnvelope, PayloadRef, Target
 from rolecall.schemas.names import Names
 from rolecall.schemas.runs import RunMode, RunRecord
@@ -47,6 +47,9 @@ class RunRequest:
     description: str = ""
     #: targets whose agents cannot read the job: stop the run, or skip them (controller/skew.py)
     too_old: TooOld | str = TooOld.STOP
+    #: ``--instance`` names no instance has registered under are sent anyway (an instance
+    #: still to be created); otherwise they are refused as the typos they usually are
+    allow_unregistered: bool = False
 
     def __post_init__(self) -> None:
         self.too_old = TooOld(self.too_old)
@@ -79,6 +82,10 @@ def _targets(storage: Storage, req: RunRequest) -> tuple[list[str], list[Instanc
         if not registered and not has_baseline(storage, req.role):
             raise _unknown_role(storage, req.role)
         names = sorted(set(req.instances))
+        known = {s.instance for s in registered}
+        unknown = [n for n in names if n not in known]
+        if unknown and not req.allow_unregistered:
+            raise _unregistered(req.role, unknown, sorted(known))
         return names, [s for s in registered if s.instance in names]
     now = utcnow()
     live = [s for s in registered if s.live(now)]
@@ -87,6 +94,16 @@ def _targets(storage: Storage, req: RunRequest) -> tuple[list[str], list[Instanc
             raise _unknown_role(storage, req.role)
         raise UnknownRole(f"role {req.role!r} has no live instances to run on")
     return [s.instance for s in live], live
+
+
+def _unregistered(role: str, unknown: list[str], known: list[str]) -> UnknownInstance:
+    shown = ", ".join(known[:8]) + (", ..." if len(known) > 8 else "")
+    return UnknownInstance(
+        f"no instance {', '.join(map(repr, unknown))} has registered in role {role!r}"
+        + (f" (registered: {shown})" if known else "")
+        + "; check the name with `rolecall instances`, or pass --allow-unregistered to queue "
+        "the job for an instance that has not started yet"
+    )
 
 
 def _skipped(
@@ -145,10 +162,19 @@ def start_run(
     # registered instances made their own queue; only hand-named ones may lack one
     for t in req.instances:
         storage.ensure_queue(storage.names.instance_queue(t))
-    # The first wave goes out before the record exists: nobody else can dispatch a run they
-    # cannot see, so no lock is needed, and a crash in between leaves messages whose reports
-    # wait (the fold retries reports of a run it cannot see yet) rather than a record that
-    # claims a dispatch that never happened.
+    return launch(storage, record, targets, signer)
+
+
+def launch(
+    storage: Storage, record: RunRecord, targets: list[str], signer: Signer | None
+) -> RunRecord:
+    """Send a new (split) run's first wave, then create its record; ``targets`` in dispatch
+    order.
+
+    The first wave goes out before the record exists: nobody else can dispatch a run they
+    cannot see, so no lock is needed, and a crash in between leaves messages whose reports
+    wait (the fold retries reports of a run it cannot see yet) rather than a record that
+    claims a dispatch that never happened."""
     view = record.model_copy(update={"targets": dispatch_view(record, targets)})
     first_wave, _ = plan(view)
     sent = first_wave[: _send_first_wave(storage, Dispatcher(storage, signer), view, first_wave)]

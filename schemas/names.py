@@ -237,6 +237,27 @@ class Names:
         return None
 
     @staticmethod
+    def run_summary_blob(run_id: str) -> str:
+        """How a finished run ended, in the blob's metadata, for ``rolecall runs``: beside
+        the record, not a ``.json`` one, so no reader takes it for a run."""
+        return f"runs/{check_id(run_id, 'run id')}.done"
+
+    @staticmethod
+    def run_id_of_summary_blob(blob: str) -> str | None:
+        if blob.startswith("runs/") and blob.endswith(".done"):
+            run_id = blob[len("runs/") : -len(".done")]
+            return run_id if PLAIN_ID.match(run_id) else None
+        return None
+
+    @staticmethod
+    def run_id_of_results_blob(blob: str) -> str | None:
+        """The run a blob under :meth:`run_results_prefix` belongs to."""
+        parts = blob.split("/")
+        if len(parts) == 4 and parts[0] == "runs" and parts[2] == "results":
+            return parts[1] if PLAIN_ID.match(parts[1]) else None
+        return None
+
+    @staticmethod
     def run_results_prefix(run_id: str) -> str:
         """Folded results of one run: documents each holding some targets' results, joined
         by whoever reads them (controller/results.py)."""
@@ -272,6 +293,24 @@ class Names:
         check_id(run_id, "run id")
         check_id(job_id, "job id")
         return f"{run_id}/{job_id}/{name_key(instance)}/{attempt}.log"
+
+    @staticmethod
+    def step_logs_prefix(run_id: str, instance: str) -> str:
+        """Every baseline step log of one instance in one baseline run (one List Blobs)."""
+        return f"{run_id}/steps/{name_key(instance)}/"
+
+    @staticmethod
+    def step_log_blob(run_id: str, instance: str, step: int, incarnation: str, tried: str) -> str:
+        """One application of one baseline step: a step is retried until it succeeds and
+        re-run by every incarnation, and a log blob is created once and never overwritten,
+        so each try has its own (``tried`` names the try within the incarnation)."""
+        return f"{Names.step_logs_prefix(run_id, instance)}{step}/{incarnation}.{tried}.log"
+
+    @staticmethod
+    def step_of_log_blob(path: str) -> int | None:
+        """The step index of a blob listed under :meth:`step_logs_prefix`."""
+        parts = path.split("/")
+        return int(parts[3]) if len(parts) == 5 and parts[3].isdigit() else None
 
     @staticmethod
     def blob_address(container: str, path: str) -> str:

@@ -15,6 +15,7 @@ from urllib.parse import quote, unquote
 from pydantic import Field
 
 from rolecall.schemas.base import TAIL_CHARS, Contract, Name, Timestamp
+from rolecall.schemas.instances import BaselineApplied, BaselineFailure, Holder, JobDone
 from rolecall.schemas.version import PRE_RULES, Since
 
 
@@ -42,6 +43,11 @@ class InstanceRecord(Contract):
     platform: str = ""
     #: the contract version the agent speaks; absent from agents before the rules (1.0)
     contract: Annotated[str | None, Since("1.1")] = None
+    #: contract 1.4 (schemas/instances.py): who holds the name, what fails, what it did
+    holder: Annotated[Holder | None, Since("1.4")] = None
+    baseline_failure: Annotated[BaselineFailure | None, Since("1.4")] = None
+    jobs: Annotated[list[JobDone], Since("1.4")] = Field(default_factory=list)
+    baselines: Annotated[list[BaselineApplied], Since("1.4")] = Field(default_factory=list)
 
     def is_live(self, now: datetime, grace: float = 2.5) -> bool:
         """Live while the last heartbeat is younger than ``grace`` heartbeat intervals."""
@@ -60,12 +66,19 @@ class InstanceRecord(Contract):
             "heartbeat": str(self.heartbeat_s),
             "agent": self.agent_version,
             "contract": self.contract or str(PRE_RULES),
+            **(
+                {"bfail": quote(self.baseline_failure.model_dump_json(), safe="")}
+                if self.baseline_failure is not None
+                else {}
+            ),
         }
 
     @staticmethod
     def summary_from_metadata(meta: dict[str, str]) -> dict[str, str]:
         out = dict(meta)
         out["instance"] = unquote(meta.get("instance", ""))
+        if "bfail" in meta:
+            out["bfail"] = unquote(meta["bfail"])
         return out
 
 

@@ -60,6 +60,7 @@ class BlobData:
     data: bytes
     etag: str
     metadata: dict[str, str]
+    last_modified: datetime | None = None  # the service's clock, not the writer's: liveness
 
 
 @dataclass(frozen=True)
@@ -248,7 +249,7 @@ class Storage:
             stream = client.download_blob()
             data = stream.readall()
             props = stream.properties
-            return BlobData(data, str(props.etag), dict(props.metadata or {}))
+            return BlobData(data, str(props.etag), dict(props.metadata or {}), props.last_modified)
 
         return call(f"read {container}/{path}", once)
 

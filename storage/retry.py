@@ -68,6 +68,13 @@ def error_code(exc: HttpResponseError) -> str:
     return str(getattr(code, "value", code) or "")
 
 
+#: what an operator sees first when the namespace (or a role in it) was never deployed
+_UNDEPLOYED = dict.fromkeys(
+    ("ContainerNotFound", "QueueNotFound"),
+    "; is this namespace deployed for the role? docs/deploy.md, or --namespace",
+)
+
+
 def translate(exc: BaseException, what: str) -> StorageError:
     """Map an SDK exception to the rolecall error a caller can act on."""
     exc = azure_error(exc)
@@ -83,7 +90,7 @@ def translate(exc: BaseException, what: str) -> StorageError:
         if exc.status_code == 403:
             return AccessDenied(f"{what}: access denied ({code or text})")
         if isinstance(exc, ResourceNotFoundError) or exc.status_code == 404:
-            return NotFound(f"{what}: not found ({code or text})")
+            return NotFound(f"{what}: not found ({code or text}{_UNDEPLOYED.get(code, '')})")
         if isinstance(exc, (ResourceModifiedError, ResourceExistsError)) or exc.status_code in (
             409,
             412,

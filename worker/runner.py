@@ -116,6 +116,10 @@ class Work:
     payload: PayloadRef
     execution: Execution
     timeout_s: float
+    #: where the full log goes, and whether it goes even when the tails hold it all (baseline
+    #: steps: `rolecall logs` shows every step's output, and a step's retry gets its own)
+    log_path: str | None = None
+    keep_log: bool = False
 
 
 class Runner:
@@ -265,13 +269,15 @@ class Runner:
         """Upload the full log only if the tails lost something: one transaction saved per
         typical job. Create-only, so a re-run never overwrites the first attempt's log."""
         try:
-            if self.output.size <= TAIL_CHARS and result.exit_code == 0:
+            if not work.keep_log and self.output.size <= TAIL_CHARS and result.exit_code == 0:
                 return None
             data = redact(self.output.full_log(), secrets).encode()
         except OSError as e:
             log.warning("cannot read the job's output for its log: %s", e)
             return None
-        path = Names.log_blob(work.run_id, work.job_id, self.identity.instance, work.attempt)
+        path = work.log_path or Names.log_blob(
+            work.run_id, work.job_id, self.identity.instance, work.attempt
+        )
         container = self.storage.names.logs_container
         try:
             self.storage.put_blob(

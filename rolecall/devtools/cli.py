@@ -25,9 +25,13 @@ def azurite(
 ) -> None:
     """Start a local Azurite from the repo's pinned install and print its connection string.
 
-    Runs until Ctrl+C. In another shell:
+    Runs until Ctrl+C. In another shell, export the string it prints, then run workers with
+    fast polling for local work (docs/operators.md, "Local development").
 
-      export AZURE_STORAGE_CONNECTION_STRING='<printed string>'
+    \b
+    Examples:
+      rolecall dev azurite
+      rolecall dev azurite --location .azurite --blob-port 0 --queue-port 0
     """
     import signal
     import threading
@@ -64,6 +68,10 @@ def demo(
     is given; launches 2 roles x 3 instances as real worker processes; publishes baselines
     from examples/; runs a reconfiguration (--each) and a one-of-N job (--any); reimages one
     instance in the middle of its job; shows the status converging. Leaves nothing running.
+
+    \b
+    Example:
+      rolecall demo          # or: make demo
     """
     from rolecall.devtools.demo import main
     from rolecall.devtools.localfleet import stop_on_sigterm

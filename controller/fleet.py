@@ -6,14 +6,14 @@ One List Blobs call per 5,000 instances of a role (no per-instance reads), which
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from rolecall.schemas.base import utcnow
 from rolecall.schemas.errors import ContractError, NotFound
 from rolecall.schemas.names import Names
-from rolecall.schemas.records import InstanceRecord
+from rolecall.schemas.records import InstanceRecord, counts_of
 from rolecall.schemas.version import PRE_RULES, Version
 from rolecall.storage.clients import Storage
 
@@ -33,6 +33,9 @@ class InstanceSummary:
     #: what the agent runs and the contract it reads ("" and 1.0 for agents before the rules)
     agent_version: str = ""
     contract: Version = PRE_RULES
+    #: what the agent says this incarnation spent: transactions by operation, errors by kind
+    transactions: dict[str, int] = field(default_factory=dict, hash=False)
+    storage_errors: dict[str, int] = field(default_factory=dict, hash=False)
 
     def live(self, now: datetime) -> bool:
         window = timedelta(seconds=self.heartbeat_s * LIVENESS_INTERVALS)
@@ -78,6 +81,8 @@ def list_instances(storage: Storage, role: str | None = None) -> list[InstanceSu
                     heartbeat_s=float(meta.get("heartbeat", "600")),
                     agent_version=meta.get("agent", ""),
                     contract=_contract(meta.get("contract")),
+                    transactions=counts_of(meta.get("tx")),
+                    storage_errors=counts_of(meta.get("err")),
                 )
             )
         except (KeyError, ValueError):

@@ -368,7 +368,8 @@ class Agent:
             incarnation=self.state.incarnation, agent_version=__version__,
             contract=str(CONTRACT), boot_time=self.boot_time, last_seen=now, state=state,
             baseline_version=self.baseline.version, heartbeat_s=self.settings.heartbeat_s,
-            platform=platform.system(),
+            platform=platform.system(), transactions=self.storage.meter.snapshot(),
+            storage_errors=self.storage.meter.errors(),
         )  # fmt: skip
         self.storage.put_blob(
             self.names.state_container,

@@ -158,4 +158,12 @@ class RunStore:
 
 
 def _metadata(run: RunRecord) -> dict[str, str]:
-    return {"active": "1" if run.active else "0", "role": run.role, "mode": run.mode.value}
+    """What listing runs shows without reading a record: whether a run may still need
+    dispatching, its role and mode, and when it was made with how many targets."""
+    return {
+        "active": "1" if run.active else "0",
+        "role": run.role,
+        "mode": run.mode.value,
+        "created": run.created_at.isoformat(),
+        "total": str(run.total if run.split else len(run.targets)),
+    }

@@ -114,4 +114,9 @@ def _start(flags: dict[str, Any], once: bool, check: bool) -> int:
     except ValueError as e:  # pydantic validation of flags and environment
         typer.echo(f"rolecall worker: invalid settings: {e}", err=True)
         return ExitCode.CONFIG
-    return agent.run(once=once)
+    from rolecall import telemetry
+
+    # exports only where the environment asks for it (rolecall/telemetry.py)
+    meter = telemetry.meter_instruments(agent.storage.meter)
+    with telemetry.session("rolecall-worker", agent.identity.instance, meter):
+        return agent.run(once=once)

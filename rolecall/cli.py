@@ -15,6 +15,7 @@ from rolecall.controller import cli as ops
 from rolecall.controller.cli_admin import baseline_app, names, poison_app
 from rolecall.controller.cli_agents import agent_app
 from rolecall.controller.cli_security import keys_app, sas_app
+from rolecall.controller.cli_service import controller
 from rolecall.controller.context import Ctx
 from rolecall.worker.cli import worker
 
@@ -44,7 +45,7 @@ def _root(
 
 
 app.command("worker")(worker)
-for fn in (ops.run, ops.status, ops.wait, ops.logs, ops.instances, ops.cancel, ops.controller):
+for fn in (ops.run, ops.status, ops.wait, ops.logs, ops.instances, ops.cancel, controller):
     app.command(fn.__name__)(fn)
 app.add_typer(baseline_app, name="baseline")
 app.add_typer(agent_app, name="agent")

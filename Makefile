@@ -27,6 +27,7 @@ lint: setup
 
 typecheck: setup
 	$(BIN)/mypy
+	$(BIN)/mypy --platform win32 -p rolecall.worker -p rolecall.storage -p rolecall.schemas
 
 unit: setup
 	$(BIN)/python -m pytest

@@ -14,6 +14,7 @@ import argparse
 import sys
 from dataclasses import dataclass
 
+from rolecall.controller.fold import REPORTS_PAGE
 from rolecall.schemas.codec import REPORT_INLINE_BYTES
 from rolecall.worker.config import WorkerSettings
 
@@ -23,8 +24,7 @@ FLEETS = (100, 1_000, 10_000, 50_000)
 ACCOUNT_REQUESTS_S = 20_000  # requests a second, per account
 QUEUE_MESSAGES_S = 2_000  # messages a second, per queue (1 KiB messages)
 BLOB_REQUESTS_S = 500  # requests a second, per blob
-LIST_PAGE = 5_000  # blobs per List Blobs response
-BATCH_DELETE = 256  # blobs per Blob Batch request
+BATCH_DELETE = 256  # blobs per Blob Batch request; Azure bills the batch and each delete in it
 
 # --- list prices assumed (USD, LRS, hot tier, per 10,000 transactions) ----------------------
 # This machine cannot reach the pricing page: these are the figures as last known, dated
@@ -49,7 +49,8 @@ class Row:
     fanout_account_rps: float  # the account, same fan-out spread over one idle poll
     report_listing_calls: int  # List Blobs calls to read every instance's completion
     dispatch_s: float  # sending one job to every instance
-    fold_requests: int  # requests to fold every completion (lists, result docs, deletes)
+    fold_requests: int  # HTTP requests to fold every completion (lists, result docs, batches)
+    fold_tx: int  # transactions billed for them: each delete in a batch is one
 
 
 def per_instance_idle() -> tuple[float, float]:
@@ -68,18 +69,20 @@ def row(n: int) -> Row:
     idle_h = n * (polls + heartbeats)
     usd = HOURS_A_MONTH * n * (polls * QUEUE_OP_PRICE + heartbeats * BLOB_WRITE_PRICE) / 10_000
     window = 0.975 * s.poll_max_s  # an --each reaches idle instances within one poll
-    # per target: send, receive, delete (queues); report put, its share of listing and
-    # batch delete, its share of a result document (blobs)
-    per_target = 3 + 1 + 1 / LIST_PAGE + 1 / BATCH_DELETE
+    # per target: send, receive, delete (queues); report put, its delete (a subrequest of a
+    # Blob Batch, billed as a transaction of its own), its share of a listing page, of the
+    # batch request and of a result document (blobs)
+    per_target = 3 + 2 + 1 / REPORTS_PAGE + 1 / BATCH_DELETE
     return Row(
         instances=n,
         idle_tx_h=idle_h,
         idle_month_usd=usd,
         idle_account_rps=idle_h / 3600,
         fanout_account_rps=idle_h / 3600 + n * per_target / window,
-        report_listing_calls=-(-n // LIST_PAGE),
+        report_listing_calls=-(-n // REPORTS_PAGE),
         dispatch_s=n / (SENDS_PER_PROCESS_S * min(DISPATCH_PROCESSES, max(1, n // 2000))),
-        fold_requests=-(-n // LIST_PAGE) + -(-n // BATCH_DELETE) + 1,
+        fold_requests=-(-n // REPORTS_PAGE) + -(-n // BATCH_DELETE) + 1,
+        fold_tx=-(-n // REPORTS_PAGE) + -(-n // BATCH_DELETE) + 1 + n,
     )
 
 
@@ -92,15 +95,16 @@ def render() -> str:
         "writes.",
         "",
         "| instances | idle tx/h (fleet) | idle $/month | idle requests/s | --each: requests/s "
-        "(of 20,000) | lists to read every completion | dispatch to all, s | fold requests |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "(of 20,000) | lists to read every completion | dispatch to all, s | fold requests "
+        "| fold transactions |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for n in FLEETS:
         r = row(n)
         lines.append(
             f"| {n:,} | {r.idle_tx_h:,.0f} | {r.idle_month_usd:,.2f} | {r.idle_account_rps:,.1f} "
             f"| {r.fanout_account_rps:,.0f} | {r.report_listing_calls:,} | {r.dispatch_s:,.1f} "
-            f"| {r.fold_requests:,} |"
+            f"| {r.fold_requests:,} | {r.fold_tx:,} |"
         )
     lines += [
         "",

@@ -52,6 +52,10 @@ EVENTS_LEASE_S = 60
 UNKNOWN_RUN_WAIT_S = 60.0
 UNKNOWN_RUN_TRIES = 5
 UNKNOWN_RUN_RETRY_S = 5
+#: reports a round takes from one role's container, and how many a List Blobs page returns
+#: (a page of 5,000 with their batches inline is 6 MB: smaller pages come back sooner)
+ROUND_REPORTS = 5000
+REPORTS_PAGE = 1000
 #: how often the list of results containers is refreshed (a new role appears)
 SOURCES_TTL_S = 60.0
 
@@ -147,11 +151,16 @@ class EventFolder:
         self._cleaner.close(wait_s)
 
     def _list(self, container: str) -> tuple[str, list[BlobItem]]:
+        """A round takes at most ``ROUND_REPORTS`` of a role's reports (a page at a time):
+        its memory and its time stay bounded however many wait; the next round takes more."""
         try:
-            items = self.storage.list_blobs(container, "", metadata=True)
+            items = self.storage.list_blobs(
+                container, "", metadata=True, limit=ROUND_REPORTS, page_size=REPORTS_PAGE,
+                skip=lambda name: self._cleaner.pending(container, name),
+            )  # fmt: skip
         except NotFound:
             return container, []
-        return container, [i for i in items if not self._cleaner.pending(container, i.name)]
+        return container, items
 
     def _receive(self, queue: str, n: int) -> list[Message]:
         try:

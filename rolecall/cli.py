@@ -18,6 +18,7 @@ from rolecall.controller.cli_security import keys_app, sas_app
 from rolecall.controller.cli_service import controller
 from rolecall.controller.context import Ctx
 from rolecall.worker.cli import worker
+from rolecall.worker.cli_service import service_app
 
 app = typer.Typer(
     name="rolecall",
@@ -53,6 +54,7 @@ app.add_typer(poison_app, name="poison")
 app.command("names")(names)
 app.add_typer(keys_app, name="keys")
 app.add_typer(sas_app, name="sas")
+app.add_typer(service_app, name="service")
 
 if importlib.util.find_spec("rolecall.devtools") is not None:
     # a source checkout: rolecall/devtools is not in the wheel, so instances never see these

@@ -9,6 +9,10 @@ An install root (default /opt/rolecall; %ProgramFiles%\\rolecall on Windows) hol
     versions/<V>/   one virtual environment per agent version, side by side
     bin/rolecall    (Linux) ``exec <python> -I <root>/launch.py "$@"``: what the service runs
 
+On Windows the service's process is this launcher too (``launch.py --service``): it loads
+the service host (worker/winservice.py, with pywin32) from an installed version, and the host
+runs ``launch.py worker`` as its child, as systemd runs ``bin/rolecall worker``.
+
 It is stdlib only and run by the base interpreter (the one the virtual environments are made
 with), because an image bakes one launcher and keeps it for as long as the image lives, while
 the agents it starts keep changing. For the same reason ``agent.json`` is a contract between
@@ -116,6 +120,19 @@ def record_install(state: State, version: str, python: str, *, had: Callable[[st
     }  # fmt: skip
 
 
+def host_version(state: State, has_host: Callable[[str], bool]) -> str | None:
+    """The installed version the Windows service host is loaded from (``--service``): the
+    previous one while an upgrade is pending, so that a broken new version cannot keep this
+    launcher from switching back, else the current one; whichever of the two carries the
+    host (pywin32 with it)."""
+    current, previous = str(state["current"]), state.get("previous")
+    pending = state.get("pending")
+    order = [current, previous]
+    if isinstance(pending, dict) and pending.get("version") == current:
+        order = [previous, current]
+    return next((str(v) for v in order if v and has_host(str(v))), None)
+
+
 def is_agent_start(args: list[str]) -> bool:
     """``rolecall worker ...`` starts an agent; its ``--check`` (and ``--help``) do not."""
     return bool(args) and args[0] == "worker" and not {"--check", "--help"} & set(args)
@@ -127,6 +144,12 @@ def version_dir(root: Path, version: str) -> Path:
 
 def venv_python(venv: Path, windows: bool = sys.platform == "win32") -> Path:
     return venv / "Scripts" / "python.exe" if windows else venv / "bin" / "python"
+
+
+def site_packages(venv: Path, windows: bool = sys.platform == "win32") -> Path:
+    if windows:
+        return venv / "Lib" / "site-packages"
+    return venv / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}" / "site-packages"
 
 
 def interpreter(root: Path, version: str, windows: bool = sys.platform == "win32") -> Path:
@@ -250,10 +273,30 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args[:1] == ["--record-install"] and len(args) == 2:
             return _record(root, args[1])
+        if args == ["--service"]:
+            return _service(root)
         return launch(root, args)
     except BadState as e:
         say(str(e))
         return 2
+
+
+def _service(root: Path) -> int:
+    """The Windows service's process (worker/winservice.py): the host, loaded from an
+    installed version, runs this launcher again as its child to start the agent."""
+    import site
+
+    state = read_state(root)
+    host = Path("rolecall", "worker", "winservice.py")
+    version = host_version(state, lambda v: (site_packages(version_dir(root, v)) / host).exists())
+    if version is None:
+        raise BadState(f"no installed version in {root} carries the service host")
+    before = list(sys.path)
+    site.addsitedir(str(site_packages(version_dir(root, version))))
+    sys.path[:] = [p for p in sys.path if p not in before] + before  # its packages first
+    from rolecall.worker.winservice import serve
+
+    return serve()
 
 
 def _record(root: Path, version: str) -> int:

@@ -64,6 +64,9 @@ class StorageSettings(BaseSettings):
     sas_file: Path | None = None
     namespace: str = DEFAULT_NAMESPACE
     request_timeout_s: float = Field(default=20.0, gt=0)
+    #: which certificates TLS trusts: the OS store, certifi's bundle, or auto (the OS store
+    #: on Windows, certifi elsewhere); storage/osnet.py
+    tls_trust: Literal["auto", "os", "bundled"] = "auto"
 
     log_level: LogLevel = "info"
     log_format: LogFormat = "auto"

@@ -42,7 +42,7 @@ class Account:
             "retry_total": 0,  # tenacity retries at our level; see storage.retry
             "connection_timeout": min(10.0, settings.request_timeout_s),
             "read_timeout": settings.request_timeout_s,
-            **transport_settings(),
+            **transport_settings(settings.tls_trust),
         }
         self._qkw = {**common, "raw_request_hook": meter.hook("queue")}
         self._bkw = {**common, "raw_request_hook": meter.hook("blob")}

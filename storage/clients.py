@@ -10,8 +10,7 @@ counts every transaction.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from azure.storage.blob import ContainerClient
@@ -27,11 +26,14 @@ from rolecall.schemas.errors import (
 from rolecall.schemas.names import Names
 from rolecall.schemas.settings import StorageSettings
 from rolecall.storage.accounts import Account
+from rolecall.storage.items import BlobData, BlobItem, Message
 from rolecall.storage.meter import Meter
 from rolecall.storage.retry import PATIENT
 
 if TYPE_CHECKING:
     from azure.storage.blob import BlobClient
+
+__all__ = ["BlobData", "BlobItem", "Message", "Storage"]  # the items: storage/items.py
 
 #: A big payload comes in this many parallel ranges (4 MiB each after the first 32 MiB).
 _DOWNLOAD_RANGES = 4
@@ -39,36 +41,6 @@ _DOWNLOAD_RANGES = 4
 #: Queue messages never expire on their own: a job addressed to an instance must wait for it
 #: through a reimage, however long; ``not_after`` is how a job says it is no longer wanted.
 NEVER_EXPIRE = -1
-
-
-@dataclass(frozen=True)
-class Message:
-    """A message received with a visibility timeout: the pop receipt is the lease token."""
-
-    queue: str
-    id: str
-    pop_receipt: str
-    dequeue_count: int
-    content: str
-    next_visible_on: datetime | None
-    inserted_on: datetime | None = None
-
-
-@dataclass(frozen=True)
-class BlobData:
-    data: bytes
-    etag: str
-    metadata: dict[str, str]
-
-
-@dataclass(frozen=True)
-class BlobItem:
-    name: str
-    metadata: dict[str, str]
-    size: int
-    last_modified: datetime | None = None
-    #: changes with every write (Last-Modified has whole seconds only)
-    etag: str = ""
 
 
 class Storage:
@@ -312,21 +284,36 @@ class Storage:
             return None
         return int(props.size)
 
-    def list_blobs(self, container: str, prefix: str, *, metadata: bool = False) -> list[BlobItem]:
+    def list_blobs(
+        self,
+        container: str,
+        prefix: str,
+        *,
+        metadata: bool = False,
+        limit: int | None = None,
+        page_size: int | None = None,
+        skip: Callable[[str], bool] | None = None,
+    ) -> list[BlobItem]:
+        """Blobs under ``prefix`` in name order; at most ``limit`` of them (the rest are
+        left for the next call), ``page_size`` to a List Blobs request (5,000 at most),
+        leaving out the names ``skip`` says to (they do not count against ``limit``)."""
         client = self.container(container)
         include = ["metadata"] if metadata else None
 
         def once() -> list[BlobItem]:
-            return [
-                BlobItem(
-                    b.name,
-                    dict(b.metadata or {}),
-                    int(b.size or 0),
-                    b.last_modified,
-                    str(b.etag or ""),
-                )
-                for b in client.list_blobs(name_starts_with=prefix, include=include)
-            ]
+            found: list[BlobItem] = []
+            pages = client.list_blobs(
+                name_starts_with=prefix, include=include, results_per_page=page_size
+            ).by_page()
+            for page in pages:
+                for b in page:
+                    if skip is not None and skip(b.name):
+                        continue
+                    meta, size = dict(b.metadata or {}), int(b.size or 0)
+                    found.append(BlobItem(b.name, meta, size, b.last_modified, str(b.etag or "")))
+                if limit is not None and len(found) >= limit:
+                    return found[:limit]
+            return found
 
         return self._call(f"list {container}/{prefix}", once)
 
@@ -372,7 +359,8 @@ class Storage:
 
     def delete_blobs(self, container: str, paths: list[str]) -> None:
         """Delete many blobs in batches of 256 (the Blob Batch limit): one request a batch.
-        Blobs already gone are not an error."""
+        Blobs already gone are not an error. Azure bills each delete in a batch as well as
+        the batch, so the meter counts them too (the hook sees only the batch request)."""
         client = self.container(container)
         for i in range(0, len(paths), 256):
             chunk = paths[i : i + 256]
@@ -380,6 +368,7 @@ class Storage:
                 f"delete {len(chunk)} blobs from {container}",
                 lambda chunk=chunk: client.delete_blobs(*chunk, raise_on_any_failure=False),  # type: ignore[misc]
             )
+            self.meter.add("blob.delete", len(chunk))
 
     def delete_blob(self, container: str, path: str) -> None:
         with contextlib.suppress(NotFound):

@@ -40,6 +40,8 @@ def classify(service: str, method: str, url: str) -> str:
         return {"PUT": "queue.create", "DELETE": "queue.delete_queue"}.get(method, "queue.other")
     if query.get("comp") == ["list"]:
         return "blob.list"
+    if query.get("comp") == ["batch"]:
+        return "blob.batch"
     if query.get("restype") == ["container"]:
         return {"PUT": "container.create", "DELETE": "container.delete"}.get(
             method, "container.properties"

@@ -1,13 +1,16 @@
-"""How the storage clients connect: proxy and CA settings read once, and the identity
-credential used when there is no connection string or SAS bundle."""
+"""How the storage clients connect: proxy and CA settings read once (the operating system's
+too: storage/osnet.py), and the identity credential used when there is no connection
+string or SAS bundle."""
 
 from __future__ import annotations
 
 import os
 from typing import Any
 
+from rolecall.storage.osnet import TlsTrust, apply_os_network_settings
 
-def transport_settings() -> dict[str, Any]:
+
+def transport_settings(tls_trust: TlsTrust = "auto") -> dict[str, Any]:
     """Read proxy and CA settings from the environment once, not on every request.
 
     requests consults the environment for proxies on each request when ``trust_env`` is on
@@ -17,6 +20,7 @@ def transport_settings() -> dict[str, Any]:
     """
     import urllib.request
 
+    apply_os_network_settings(tls_trust)
     if urllib.request.getproxies():
         return {}
     settings: dict[str, Any] = {"use_env_settings": False}

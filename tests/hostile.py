@@ -211,6 +211,17 @@ CASES = [
         ),
     ),
     Case(
+        # the local filesystem refuses the path (Linux: 255 bytes a name; Windows: 260 a
+        # path): an OSError in extraction is the archive's refusal, never an agent error
+        "archive path too long to extract here",
+        "cannot_execute",
+        lambda ops: _job_text(
+            ops,
+            _archive(ops, _tar(lambda t: (_add(t, "run.sh"), _add(t, "d/" + "n" * 300)))),
+            execution=Execution(entrypoint="run.sh"),
+        ),
+    ),
+    Case(
         "archive without its entrypoint",
         "cannot_execute",
         lambda ops: _job_text(

@@ -35,6 +35,7 @@ from rolecall.controller.fleet import list_instances
 from rolecall.schemas.names import POISON_SUFFIX, Names
 from rolecall.storage.clients import Storage
 from rolecall.worker.config import WorkerSettings
+from rolecall.worker.service import SERVICE_NAME
 from tests.fleet import Ledger, cli, write_baseline
 from tests.imds import FakeMetadata
 
@@ -157,13 +158,16 @@ def test_bicep_account_refuses_anonymous_plaintext_and_old_tls() -> None:
         assert f"    {setting}\n" in BICEP, setting
 
 
-def syntax_errors(source: bytes) -> list[str]:
-    """Where tree-sitter's Bicep grammar could not parse ``source`` (the compiler is not on
-    this machine; the grammar, from PyPI, is)."""
+def syntax_errors(source: bytes, grammar: str = "bicep") -> list[str]:
+    """Where tree-sitter's grammar (``bicep`` or ``powershell``) could not parse ``source``:
+    neither the Bicep compiler nor PowerShell is on this machine; the grammars, from PyPI,
+    are."""
     import tree_sitter
     import tree_sitter_bicep
+    import tree_sitter_powershell
 
-    tree = tree_sitter.Parser(tree_sitter.Language(tree_sitter_bicep.language())).parse(source)
+    module = {"bicep": tree_sitter_bicep, "powershell": tree_sitter_powershell}[grammar]
+    tree = tree_sitter.Parser(tree_sitter.Language(module.language())).parse(source)
     found: list[str] = []
     stack = [tree.root_node]
     while stack:
@@ -192,28 +196,53 @@ def test_bicep_compiles_when_the_compiler_is_here(tmp_path: Path) -> None:
 # --- Windows scripts ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("script", ["install.ps1", "run-worker.ps1"])
-def test_powershell_scripts_parse(script: str) -> None:
-    pwsh = shutil.which("pwsh")
-    if pwsh is None:
-        pytest.skip("no pwsh on this machine: PowerShell scripts not parsed")
-    parse = (
-        "$e = $null; [System.Management.Automation.Language.Parser]::ParseFile("
-        f"'{WINDOWS / script}', [ref]$null, [ref]$e) | Out-Null; "
-        "if ($e) { $e | ForEach-Object { $_.ToString() }; exit 1 }"
-    )
-    r = run([pwsh, "-NoProfile", "-Command", parse])
-    assert r.returncode == 0, r.stdout + r.stderr
+def powershell_syntax_errors(source: bytes) -> list[str]:
+    return syntax_errors(source, "powershell")
 
 
-def test_setup_complete_enables_and_starts_the_registered_task() -> None:
+POWERSHELL_FILES = sorted(
+    [*WINDOWS.glob("*.ps1"), REPO / "worker" / "run-script.ps1"], key=lambda p: p.name
+)
+
+
+@pytest.mark.parametrize("script", POWERSHELL_FILES, ids=lambda p: p.name)
+def test_powershell_scripts_parse(script: Path) -> None:
+    assert powershell_syntax_errors(script.read_bytes()) == []
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        b"if ($a -eq 1) {\n  Write-Host 'unclosed'\n",
+        b"$x = @(1, 2\n",
+        b"function Get-Thing {\n  param([string]$Name\n}\n",
+        b"Write-Host 'unterminated\n",
+    ],
+)
+def test_the_powershell_check_fails_on_a_syntax_error(broken: bytes) -> None:
+    assert powershell_syntax_errors(broken), "a broken script must not pass"
+
+
+def test_the_powershell_check_fails_on_a_real_script_with_one_brace_missing() -> None:
+    source = (WINDOWS / "verify.ps1").read_bytes()
+    cut = source.rindex(b"}")
+    assert powershell_syntax_errors(source[:cut] + source[cut + 1 :])
+
+
+def test_setup_complete_enables_and_starts_the_service_or_the_fallback_task() -> None:
     cmd = (WINDOWS / "SetupComplete.cmd").read_bytes()
     assert b"\r\n" in cmd and b"\n" not in cmd.replace(b"\r\n", b"")  # cmd.exe wants CRLF
-    task = re.search(r"\$TaskPath = '(.*)'\s+", (WINDOWS / "install.ps1").read_text())
-    name = re.search(r"\$TaskName = '(.*)'", (WINDOWS / "install.ps1").read_text())
-    assert task and name
+    install = (WINDOWS / "install.ps1").read_text()
+    service = re.search(r"\$ServiceName = '(.*)'", install)
+    task = re.search(r"\$TaskPath = '(.*)'\s+", install)
+    name = re.search(r"\$TaskName = '(.*)'", install)
+    assert service and task and name
+    assert service.group(1) == SERVICE_NAME
+    svc = service.group(1).encode()
+    assert b'"%SC%" config ' + svc + b" start= auto" in cmd and b'"%SC%" start ' + svc in cmd
     full = f"{task.group(1)}{name.group(1)}".encode()
     assert b'/Change /TN "' + full + b'" /ENABLE' in cmd and b'/Run /TN "' + full + b'"' in cmd
+    assert b"%SystemRoot%\\System32\\" in cmd, "system programs by full path"
 
 
 # --- Linux unit and installer ------------------------------------------------------------

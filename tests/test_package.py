@@ -37,6 +37,8 @@ def test_the_wheel_has_one_top_level_package_and_no_devtools(wheel: Path) -> Non
     for sub in ("schemas", "storage", "worker", "controller"):
         assert f"rolecall/{sub}/__init__.py" in names
     assert not [n for n in names if n.startswith("rolecall/devtools")]
+    # the PowerShell wrapper every .ps1 job runs through on Windows (worker/commands.py)
+    assert "rolecall/worker/run-script.ps1" in names
 
 
 def test_installing_it_into_an_empty_venv_adds_only_rolecall(wheel: Path, tmp_path: Path) -> None:

@@ -1,5 +1,5 @@
 """Small parts on their own: back-off, identity from metadata, the dev Azurite command,
-interpreter choice, --once."""
+interpreter choice (Windows: tests/test_windows.py), --once."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from rolecall.devtools.localfleet import rolecall_command
 from rolecall.schemas.errors import ConfigError
 from rolecall.schemas.jobs import Interpreter
 from rolecall.storage.backoff import IdleBackoff
+from rolecall.worker.commands import build_command, choose_kind
 from rolecall.worker.config import WorkerSettings
-from rolecall.worker.executor import build_command, choose_interpreter
 from rolecall.worker.identity import resolve_identity
 from tests.fleet import Fleet, Ledger, Operator, wait_for
 from tests.imds import FakeMetadata
@@ -50,8 +50,6 @@ def test_identity_comes_from_flags_first_then_instance_metadata() -> None:
     [
         ("setup.sh", "linux", ["sh"]),
         ("setup.ps1", "linux", ["pwsh", "-NoProfile"]),
-        ("setup.ps1", "win32", ["powershell", "-NoProfile"]),
-        ("setup.cmd", "win32", ["cmd.exe", "/d", "/c"]),
         ("setup.py", "linux", [None]),
     ],
 )
@@ -60,8 +58,8 @@ def test_interpreter_by_extension_and_platform(
 ) -> None:
     script = tmp_path / filename
     script.write_text("x")
-    interp = choose_interpreter(filename, Interpreter.AUTO, platform)
-    cmd = build_command(script, interp, ["a"], platform)
+    kind = choose_kind(filename, Interpreter.AUTO, platform)
+    cmd = build_command(script, kind, ["a"], platform).argv
     if expected == [None]:
         assert cmd[1:] == [str(script), "a"]  # the agent's own Python
     else:

@@ -96,3 +96,16 @@ def test_bad_account_key_is_access_denied(azurite, namespace: str) -> None:  # t
     with pytest.raises(AccessDenied) as e:
         s.send(s.names.events_queue, "x")
     assert ACCOUNT_KEY not in str(e.value)
+
+
+def test_a_batch_delete_is_metered_as_azure_bills_it(storage: Storage) -> None:
+    """One Blob Batch request of three deletes is four transactions on the bill: the batch
+    and each delete in it. bench/scale.py and docs/scale.md count them the same way."""
+    c = storage.names.state_container
+    storage.ensure_containers()
+    for i in range(3):
+        storage.put_blob(c, f"gone/{i}", b"x")
+    storage.meter.reset()
+    storage.delete_blobs(c, [f"gone/{i}" for i in range(3)])
+    assert storage.meter.snapshot() == {"blob.batch": 1, "blob.delete": 3}
+    assert storage.list_blobs(c, "gone/") == []

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from rolecall.controller.baselines import publish_baseline
 from rolecall.schemas import Outcome
-from tests.fleet import Fleet, Ledger, Operator, wait_for, write_baseline
+from tests.fleet import Fleet, Ledger, Operator, Worker, wait_for, write_baseline
 
 
 def steps(ledger: Ledger, n: int, body: str = "") -> list[tuple[str, bytes]]:
@@ -55,24 +55,57 @@ def test_a_plain_restart_reapplies_nothing(
     assert len(ledger.entries("s0")) == len(ledger.entries("s1")) == 1
 
 
+def simulated_machine(workers: Fleet, tmp_path: Path, *args: str) -> tuple[Worker, Path]:
+    """A worker whose OS boot time is read from a file: rewriting it is the reboot."""
+    proc_stat = tmp_path / "proc-stat"
+    proc_stat.write_text("cpu  1 2 3\nbtime 1700000000\n")
+    w = workers.worker("web", "web-0", *args, start=False)
+    w.env = {**w.env, "ROLECALL_BOOT_TIME_FILE": str(proc_stat)}
+    w.start()
+    return w, proc_stat
+
+
 def test_a_reboot_code_pauses_the_baseline_until_the_next_boot(
     ops: Operator, ledger: Ledger, workers: Fleet, tmp_path: Path
 ) -> None:
     """Step 1 exits 194 (reboot required). The agent runs the reboot command (a stub here)
-    and exits; at the next start steps 2 and 3 continue and step 1 is not run again."""
+    and exits; once the OS has booted again steps 2 and 3 continue and step 1 is not run
+    again."""
     marker = tmp_path / "rebooted"
     plan = steps(ledger, 3)
     plan[1] = ("needs reboot", ledger.script("s1", "exit 194"))
     publish_baseline(ops.storage, "web", write_baseline(tmp_path / "b", plan))
-    w = workers.worker("web", "web-0", "--reboot-command", f"touch {marker}")
+    w, proc_stat = simulated_machine(workers, tmp_path, "--reboot-command", f"touch {marker}")
     assert w.wait(30) == 5  # ExitCode.REBOOTING
     assert marker.exists()
     assert (len(ledger.entries("s1")), len(ledger.entries("s2"))) == (1, 0)
+    proc_stat.write_text("btime 1700000600\n")  # the machine booted again
     w.start()
     wait_for(lambda: ledger.entries("s2"), what="the steps after the reboot")
     assert len(ledger.entries("s1")) == 1
     outcomes = {c.step: c.outcome for c in ops.completions(run_id="baseline-web-v1")}
     assert outcomes == {0: Outcome.SUCCEEDED, 1: Outcome.REBOOT_REQUIRED, 2: Outcome.SUCCEEDED}
+
+
+def test_a_failed_reboot_command_leaves_the_step_waiting_for_a_real_reboot(
+    ops: Operator, ledger: Ledger, workers: Fleet, tmp_path: Path
+) -> None:
+    """The reboot command fails: the agent says so (exit 7, so its service restarts it),
+    and an agent started again in the same OS boot neither marks the step done nor runs
+    the steps after it; it asks for the reboot again. Only a new boot continues."""
+    plan = steps(ledger, 3)
+    plan[1] = ("needs reboot", ledger.script("s1", "exit 194"))
+    publish_baseline(ops.storage, "web", write_baseline(tmp_path / "b", plan))
+    w, proc_stat = simulated_machine(workers, tmp_path, "--reboot-command", "false")
+    assert w.wait(30) == 7  # ExitCode.REBOOT_FAILED
+    assert "the reboot command exited with 1" in w.log()
+    w.start()  # the service manager's restart, same boot
+    assert w.wait(30) == 7
+    assert (len(ledger.entries("s1")), len(ledger.entries("s2"))) == (1, 0)
+    proc_stat.write_text("btime 1700000600\n")
+    w.start("--reboot-command", "true")
+    wait_for(lambda: ledger.entries("s2"), what="the steps after the reboot")
+    assert len(ledger.entries("s1")) == 1
 
 
 def test_a_new_baseline_version_reaches_live_instances_without_a_restart(

@@ -35,9 +35,10 @@ from rolecall.worker.identity import Identity, resolve_identity
 from rolecall.worker.jobs import JobHandler
 from rolecall.worker.outbox import BatchSigner, Outbox
 from rolecall.worker.payloads import PayloadCache
+from rolecall.worker.reboot import reboot
 from rolecall.worker.runner import Runner
 from rolecall.worker.self_update import SelfUpdate
-from rolecall.worker.shutdown import ExitCode, Shutdown, reboot
+from rolecall.worker.shutdown import ExitCode, Shutdown
 from rolecall.worker.state import LocalState
 from rolecall.worker.trust import verifier
 
@@ -52,7 +53,7 @@ class Agent:
         self.settings = settings
         self.shutdown = Shutdown(settings.grace_s)
         self.identity: Identity = resolve_identity(settings)
-        self.state = LocalState(settings.state_dir).open()
+        self.state = LocalState(settings.state_dir, settings.boot_time_file).open()
         who = {"role": self.identity.role, "instance": self.identity.instance}
         logs.configure(settings.log_level, {**who, "incarnation": self.state.incarnation})
         self.storage = Storage(settings)
@@ -110,7 +111,7 @@ class Agent:
     # --- lifecycle -------------------------------------------------------------------------
 
     def run(self, *, once: bool = False) -> ExitCode:
-        self.shutdown.install()
+        self.shutdown.install(self.settings.stop_event)
         try:
             self.boot()
             if not self.leaving:
@@ -121,7 +122,8 @@ class Agent:
         finally:
             self.stop()
         if self.reboot_pending and self.settings.reboot_command:
-            return reboot(self.settings.reboot_command)
+            started = self.baseline.reboot_started or self.jobs.reboot_started  # exit 1641
+            return reboot(self.settings.reboot_command, started, self.shutdown)
         if self.upgrading:
             return ExitCode.UPGRADING
         return ExitCode.FORCED if self.shutdown.forced.is_set() else ExitCode.OK

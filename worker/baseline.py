@@ -6,8 +6,10 @@ nothing and a reimage (state wiped) re-runs everything. A failed step stops the 
 are ordered; later ones may depend on it) and the agent retries the baseline later.
 
 A step that exits with a reboot code (3010 Windows, 194 Linux) is recorded as done-pending-
-reboot; with a reboot command configured the agent runs it and exits, and the remaining
-steps continue at the next agent start. Without one, the step counts as done at once.
+reboot with the OS boot it ran in; with a reboot command configured the agent runs it and
+exits, and the remaining steps continue once the agent runs in a later OS boot (an agent
+restarted in the same boot asks for the reboot again). Exit 1641 means the installer has
+started the reboot itself. Without a reboot command, the step counts as done at once.
 
 A baseline that pins an agent version starts with the agent step (worker/agent_step.py),
 reported as step ``AGENT_STEP`` (-1). When it installs the pinned version the baseline stops
@@ -83,6 +85,8 @@ class BaselineApplier:
         self.reboot_requested = False
         #: baseline versions whose failed agent step this process has reported
         self._agent_said: set[int] = set()
+        #: the step exited 1641: its installer is rebooting the machine already
+        self.reboot_started = False
 
     def fetch(self) -> Baseline | None:
         path = Names.baseline_blob(self.identity.role)
@@ -176,9 +180,12 @@ class BaselineApplier:
                 self._report(baseline, index, job_id, Outcome.SUCCEEDED, replayed=True)
             return BaselineStatus.APPLIED
         if mark is not None and mark.status == "pending_reboot":
-            if mark.boot == self.state.boot:
+            if not self.state.rebooted_since(mark) and self.reboot_command is not None:
+                # the reboot has not happened (its command failed, or the agent restarted
+                # first): ask for it again, run nothing after the step
+                self.reboot_requested = True
                 return BaselineStatus.REBOOT
-            self.state.mark_step(step.fingerprint, "done")  # we have rebooted since
+            self.state.mark_step(step.fingerprint, "done")  # the OS has booted since
             return BaselineStatus.APPLIED
 
         work = Work(run_id, job_id, 1, step.payload, step.execution, step.timeout_s)
@@ -196,7 +203,9 @@ class BaselineApplier:
         # marked before it is reported: a crash in between re-reports the step at the next
         # start (as done under a version not yet recorded) instead of running it again
         status = self._mark(step, outcome)
+        self.reboot_started = status is BaselineStatus.REBOOT and done.reboot_started
         self._report(baseline, index, job_id, outcome, **done.completion_fields())
+        self.runner.sweep()  # the step's files go once it is marked and reported
         log.info("baseline step finished", extra={**ctx, "outcome": outcome.value})
         return status
 

@@ -106,7 +106,9 @@ def _start(flags: dict[str, Any], once: bool, check: bool) -> int:
 
             return run_check(settings)
         from rolecall.worker.agent import Agent
+        from rolecall.worker.commands import check_bitness
 
+        check_bitness()  # a 32-bit Python on Windows: one line, exit 2
         agent = Agent(settings)
     except RolecallError as e:
         typer.echo(f"rolecall worker: {e.message}", err=True)

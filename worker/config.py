@@ -58,6 +58,11 @@ class WorkerSettings(StorageSettings):
     retry_delay_s: int = Field(default=10, ge=0, le=3600)
     grace_s: float = Field(default=30.0, ge=0)
     reboot_command: str | None = None
+    #: read the OS boot time from this file (a /proc/stat-style ``btime <epoch>`` line)
+    #: instead of the OS: for simulated machines, whose "reboot" is a restart
+    boot_time_file: Path | None = None
+    #: the Windows service host's stop event (worker/winservice.py sets it, not operators)
+    stop_event: str | None = None
 
     # payload limits
     payload_max_bytes: int = Field(default=256 * 1024 * 1024, gt=0)

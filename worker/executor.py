@@ -1,10 +1,12 @@
-"""Run one job or baseline step as a child process, in its own process group.
+"""Run one job or baseline step as a child process: in its own process group on POSIX, in
+its own Job Object on Windows (worker/jobobject.py).
 
 The worker waits on the child in short slices, calling ``watch.tick()`` between them (lease
 renewal, flushing completions) and asking ``watch.should_kill()``, and kills the *whole group*
-on timeout, so a script that spawned a sleeping grandchild does not outlive its job. stdout and
-stderr go to files, not pipes: a chatty script can neither fill a pipe and deadlock nor fill
-the agent's memory.
+(or job) on timeout, cancel or shutdown, so a script that spawned a sleeping grandchild does
+not outlive its job. Killing has a grace stage (SIGTERM; Ctrl+Break on Windows) and every
+wait in it is bounded. stdout and stderr go to files, not pipes: a chatty script can neither
+fill a pipe and deadlock nor fill the agent's memory.
 """
 
 from __future__ import annotations
@@ -19,31 +21,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import IO, Protocol
 
 from rolecall.schemas.base import utcnow
 from rolecall.schemas.errors import ExecutionError
-from rolecall.schemas.jobs import Interpreter
-
-#: Exit codes that mean "succeeded, reboot before continuing" (as in AWS SSM).
-REBOOT_EXIT_CODES = frozenset({3010, 194})
-
-_BY_EXTENSION_POSIX = {
-    ".sh": Interpreter.SH,
-    ".bash": Interpreter.BASH,
-    ".py": Interpreter.PYTHON,
-    ".ps1": Interpreter.PWSH,
-}
-_BY_EXTENSION_WINDOWS = {
-    ".ps1": Interpreter.POWERSHELL,
-    ".cmd": Interpreter.CMD,
-    ".bat": Interpreter.CMD,
-    ".py": Interpreter.PYTHON,
-    ".sh": Interpreter.BASH,
-}
-
-#: Environment the agent must not hand to jobs: its own storage credentials.
-_PRIVATE_ENV_PREFIXES = ("ROLECALL_", "AZURE_STORAGE_", "AZURE_CLIENT_SECRET")
+from rolecall.worker import jobobject
+from rolecall.worker.commands import Command
 
 
 class Watch(Protocol):
@@ -54,50 +37,14 @@ class Watch(Protocol):
     def should_kill(self) -> bool: ...
 
 
-class _Unwatched:
+class Unwatched:
+    """A watch with no duties and no reason to kill (checks and tests)."""
+
     def tick(self) -> None:
         return None
 
     def should_kill(self) -> bool:
         return False
-
-
-def choose_interpreter(
-    filename: str, requested: Interpreter, platform: str = sys.platform
-) -> Interpreter:
-    if requested is not Interpreter.AUTO:
-        return requested
-    table = _BY_EXTENSION_WINDOWS if platform == "win32" else _BY_EXTENSION_POSIX
-    return table.get(Path(filename).suffix.lower(), Interpreter.EXEC)
-
-
-def build_command(
-    script: Path, interpreter: Interpreter, args: list[str], platform: str = sys.platform
-) -> list[str]:
-    """The argv that runs ``script`` with ``interpreter`` on ``platform``."""
-    s = str(script)
-    match interpreter:
-        case Interpreter.SH:
-            return ["sh", s, *args]
-        case Interpreter.BASH:
-            return ["bash", s, *args]
-        case Interpreter.PYTHON:
-            return [sys.executable, s, *args]
-        case Interpreter.POWERSHELL | Interpreter.PWSH:
-            exe = "powershell" if interpreter is Interpreter.POWERSHELL else "pwsh"
-            flags = ["-NoProfile", "-NonInteractive", "-ExecutionPolicy", "Bypass", "-File"]
-            return [exe, *flags, s, *args]
-        case Interpreter.CMD:
-            return ["cmd.exe", "/d", "/c", s, *args]
-        case _:
-            if platform != "win32":
-                script.chmod(script.stat().st_mode | 0o100)
-            return [s, *args]
-
-
-def base_environment() -> dict[str, str]:
-    """The agent's environment minus its own credentials; computed once per agent."""
-    return {k: v for k, v in os.environ.items() if not k.upper().startswith(_PRIVATE_ENV_PREFIXES)}
 
 
 @dataclass(frozen=True)
@@ -113,11 +60,11 @@ class ExecResult:
 
 
 def run(
-    command: list[str],
+    command: Command,
     *,
     cwd: Path,
-    stdout: BinaryIO,
-    stderr: BinaryIO,
+    stdout: IO[bytes],
+    stderr: IO[bytes],
     env: Mapping[str, str],
     timeout_s: float,
     watch: Watch | None = None,
@@ -125,22 +72,11 @@ def run(
 ) -> ExecResult:
     """Run ``command`` to completion, timeout, or kill; output goes to the two files."""
     started, t0 = utcnow(), time.monotonic()
-    try:
-        proc = subprocess.Popen(
-            command,
-            cwd=cwd,
-            env=dict(env),
-            stdin=subprocess.DEVNULL,
-            stdout=stdout,
-            stderr=stderr,
-            start_new_session=sys.platform != "win32",
-            creationflags=getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0),
-        )
-    except OSError as e:
-        raise ExecutionError(f"cannot start {command[0]!r}: {e.strerror or e}") from e
+    child = _start(command, cwd=cwd, stdout=stdout, stderr=stderr, env=env)
+    proc = child.proc
     timed_out = killed = False
     deadline = t0 + timeout_s
-    watch = watch or _Unwatched()
+    watch = watch or Unwatched()
     with _ExitWatch(proc) as exited:
         while not exited.wait(max(0.01, min(slice_s, deadline - time.monotonic()))):
             if time.monotonic() >= deadline:
@@ -148,7 +84,7 @@ def run(
             elif watch.should_kill():
                 killed = True
             if timed_out or killed:
-                kill_group(proc)
+                child.kill()
                 break
             watch.tick()
     return ExecResult(
@@ -158,8 +94,102 @@ def run(
         started_at=started,
         finished_at=utcnow(),
         duration_s=round(time.monotonic() - t0, 3),
-        lingering=group_alive(proc.pid),
+        lingering=child.finish(),
     )
+
+
+def _start(
+    command: Command, *, cwd: Path, stdout: IO[bytes], stderr: IO[bytes], env: Mapping[str, str]
+) -> _PosixChild | _WindowsChild:
+    windows = sys.platform == "win32"
+    try:
+        proc = subprocess.Popen(
+            command.args,
+            executable=command.executable,
+            cwd=cwd,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=stderr,
+            start_new_session=not windows,
+            creationflags=jobobject.spawn_flags() if windows else 0,
+        )
+    except OSError as e:
+        raise ExecutionError(f"cannot start {command.program!r}: {e.strerror or e}") from e
+    return _WindowsChild.contain(proc, command) if windows else _PosixChild(proc)
+
+
+class _PosixChild:
+    """The job's process group (the child leads a session of its own)."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+
+    def kill(self) -> None:
+        kill_group(self.proc)
+
+    def finish(self) -> bool:
+        """Whether something of the job is still running; it is left alone, as systemd
+        leaves it to the agent's cgroup."""
+        return group_alive(self.proc.pid)
+
+
+class _WindowsChild:
+    """The job's Job Object: everything the job started, however deep."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], job: jobobject.JobObject) -> None:
+        self.proc = proc
+        self.job = job
+
+    @classmethod
+    def contain(cls, proc: subprocess.Popen[bytes], command: Command) -> _WindowsChild:
+        """Put the suspended child in a new Job Object, then let it run."""
+        job: jobobject.JobObject | None = None
+        try:
+            job = jobobject.JobObject.create()
+            job.adopt(proc.pid)
+            jobobject.resume_process(proc.pid)
+        except OSError as e:
+            proc.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=_BOUNDED_WAIT_S)
+            if job is not None:
+                job.close()
+            raise ExecutionError(f"cannot start {command.program!r} in a job object: {e}") from e
+        _close_finished_jobs()
+        return cls(proc, job)
+
+    def kill(self, grace_s: float = 2.0) -> None:
+        """Ctrl+Break to the job's process group, then terminate the whole job."""
+        if jobobject.send_ctrl_break(self.proc.pid):
+            end = time.monotonic() + grace_s
+            while time.monotonic() < end and self.job.active_processes() > 0:
+                time.sleep(0.05)
+        self.job.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=_BOUNDED_WAIT_S)
+
+    def finish(self) -> bool:
+        """Whether something of the job is still running. Kept (its job open) until it
+        ends or the agent does: the job's handle dies with the agent, and with it what the
+        job left running, as systemd stops the agent's cgroup on Linux."""
+        if self.job.active_processes() == 0:
+            self.job.close()
+            return False
+        _lingering.append(self.job)
+        return True
+
+
+#: jobs whose processes outlived their main process: closed once empty (worker/jobobject.py)
+_lingering: list[jobobject.JobObject] = []
+#: longest the agent waits for a process it has just terminated to be reaped
+_BOUNDED_WAIT_S = 10.0
+
+
+def _close_finished_jobs() -> None:
+    for job in [j for j in _lingering if j.active_processes() == 0]:
+        job.close()
+        _lingering.remove(job)
 
 
 class _ExitWatch:
@@ -207,13 +237,7 @@ class _ExitWatch:
 def kill_group(proc: subprocess.Popen[bytes], grace_s: float = 2.0) -> None:
     """Terminate the child's whole process group; SIGKILL whatever survives ``grace_s``."""
     if sys.platform == "win32":
-        subprocess.run(
-            ["taskkill", "/T", "/F", "/PID", str(proc.pid)],
-            capture_output=True,
-            check=False,
-        )
-        proc.wait()
-        return
+        raise OSError("POSIX only")
     _killpg(proc.pid, signal.SIGTERM)
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=grace_s)
@@ -223,15 +247,17 @@ def kill_group(proc: subprocess.Popen[bytes], grace_s: float = 2.0) -> None:
 
 
 def _killpg(pgid: int, sig: int) -> None:
+    if sys.platform == "win32":
+        raise OSError("POSIX only")
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
 
 
 def group_alive(pgid: int) -> bool:
     """Whether any process is left in the job's process group (signal 0 probes, sends
-    nothing). Windows has no process groups to ask: assume something may be left."""
+    nothing)."""
     if sys.platform == "win32":
-        return True
+        raise OSError("POSIX only")
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:

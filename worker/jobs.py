@@ -26,7 +26,7 @@ from rolecall.worker.context import JobContext
 from rolecall.worker.identity import Identity
 from rolecall.worker.outbox import Outbox
 from rolecall.worker.poison import poison_record
-from rolecall.worker.runner import Ran, Runner, Work
+from rolecall.worker.runner import LocalFault, Ran, Runner, Work
 from rolecall.worker.state import LocalState
 from rolecall.worker.trust import Verify
 
@@ -56,6 +56,8 @@ class JobHandler:
         self.reconcile = reconcile
         self.on_reboot_required = on_reboot_required
         self.retry_delay_s = retry_delay_s
+        #: a job exited 1641: its installer is rebooting the machine already
+        self.reboot_started = False
 
     def handle(self, ctx: JobContext) -> None:
         assert ctx.claim is not None
@@ -108,7 +110,10 @@ class JobHandler:
                                  reason="cancelled before it ran")  # fmt: skip
             self.outbox.add([c], claim, Ack())
             return
-        self._run(ctx, job, signed_by, fields)
+        try:
+            self._run(ctx, job, signed_by, fields)
+        finally:
+            self.runner.sweep()  # the job's files go after its marker and completion
 
     def _run(
         self, ctx: JobContext, job: JobEnvelope, signed_by: str | None, fields: dict[str, Any]
@@ -126,6 +131,14 @@ class JobHandler:
         ))  # fmt: skip
         try:
             done = self.runner.run(work, ctx)
+        except LocalFault as e:
+            # this machine's fault, not the job's: a failed attempt, retried by the policy
+            log.warning("job could not be prepared: %s", e.message, extra=fields)
+            completion = self._completion(
+                job, Outcome.FAILED, attempt, signed_by=signed_by, reason=str(e)
+            )
+            self._settle(ctx, job, None, completion)
+            return
         except (PayloadError, ExecutionError) as e:
             self._reject(ctx, job, e)
             return
@@ -153,7 +166,9 @@ class JobHandler:
         )  # fmt: skip
         self._settle(ctx, job, done, completion)
 
-    def _settle(self, ctx: JobContext, job: JobEnvelope, done: Ran, completion: Completion) -> None:
+    def _settle(
+        self, ctx: JobContext, job: JobEnvelope, done: Ran | None, completion: Completion
+    ) -> None:
         """Report the attempt and settle its message as the policy decides."""
         claim = ctx.claim
         assert claim is not None
@@ -163,16 +178,17 @@ class JobHandler:
             retry_delay_s=self.retry_delay_s,
         )  # fmt: skip
         if isinstance(decision, policy.GiveUp):
-            why = completion.reason or f"exit code {done.result.exit_code}"
+            why = completion.reason or f"exit code {completion.exit_code}"
             record = poison_record(
                 claim.msg, decision.reason, f"{decision.message}: {why}", job=job,
                 instance=self.identity.instance, incarnation=self.state.incarnation,
-                last_output=done.stderr_tail or done.stdout_tail,
+                last_output=(done.stderr_tail or done.stdout_tail) if done else "",
             )  # fmt: skip
             self.outbox.add([completion], claim, DeadLetter(record))
         elif isinstance(decision, Ack):
             self.outbox.add([completion], claim, decision)
             if completion.outcome is Outcome.REBOOT_REQUIRED:
+                self.reboot_started |= done is not None and done.reboot_started
                 self.on_reboot_required()
         else:
             retry = completion.model_copy(update={"will_retry": True})

@@ -20,27 +20,31 @@ from pathlib import Path
 from typing import BinaryIO
 
 from rolecall.schemas.base import tail
+from rolecall.worker.decoding import decode_output
 
 #: Bytes read from the end of each stream for a completion's tail (a tail keeps fewer chars).
 _TAIL_BYTES = 8192
 
 
 class JobOutput:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, fallback_encoding: str | None = None) -> None:
         self.root = root
+        #: what output that is not UTF-8 is decoded as (worker/decoding.py)
+        self.fallback = fallback_encoding
         self._files: tuple[BinaryIO, BinaryIO] | None = None
 
     def open(self) -> tuple[BinaryIO, BinaryIO]:
         """Empty stdout and stderr files for the next job."""
         if self._files is None:
-            self._files = (
-                tempfile.TemporaryFile(dir=self.root),  # noqa: SIM115 - kept across jobs
+            files: tuple[BinaryIO, BinaryIO] = (
+                tempfile.TemporaryFile(dir=self.root),  # type: ignore[assignment]  # noqa: SIM115 - kept across jobs
                 tempfile.TemporaryFile(dir=self.root),  # noqa: SIM115
             )
-        else:
-            for f in self._files:
-                f.seek(0)
-                f.truncate()
+            self._files = files
+            return files
+        for f in self._files:
+            f.seek(0)
+            f.truncate()
         return self._files
 
     def finished(self, *, reusable: bool) -> None:
@@ -61,12 +65,12 @@ class JobOutput:
 
     def tails(self) -> tuple[str, str]:
         out, err = self._require()
-        return _tail_of(out), _tail_of(err)
+        return _tail_of(out, self.fallback), _tail_of(err, self.fallback)
 
-    def full_log(self) -> bytes:
+    def full_log(self) -> str:
         """Both streams, for the log blob; read only when it will be uploaded."""
-        out, err = self._require()
-        return b"--- stdout ---\n" + _read(out) + b"\n--- stderr ---\n" + _read(err)
+        out, err = (decode_output(_read(f), self.fallback) for f in self._require())
+        return f"--- stdout ---\n{out}\n--- stderr ---\n{err}"
 
     def _require(self) -> tuple[BinaryIO, BinaryIO]:
         assert self._files is not None, "no job output is open"
@@ -82,7 +86,9 @@ def _read(f: BinaryIO) -> bytes:
     return f.read()
 
 
-def _tail_of(f: BinaryIO) -> str:
+def _tail_of(f: BinaryIO, fallback: str | None) -> str:
     size = _end(f)
-    f.seek(max(0, size - _TAIL_BYTES))
-    return tail(f.read().decode("utf-8", "replace"))
+    start = max(0, size - _TAIL_BYTES)
+    start += start % 2  # even: a UTF-16 stream's units start at even offsets
+    f.seek(start)
+    return tail(decode_output(f.read(), fallback, partial_start=start > 0))

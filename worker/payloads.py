@@ -4,6 +4,11 @@ A payload is fetched once per incarnation per digest and then reused by every jo
 it (a fleet-wide script costs one blob read per instance, not one per job). Bytes are checked
 against the job's promised size and SHA-256 *before* they are stored, so nothing unverified
 is ever run; the cache directory is private to the agent's user.
+
+A file already in the cache when the agent starts is hashed again on its first use: the
+directory is private, but on Windows a file planted before the agent protected it (or by
+anyone who can write there) must not run as SYSTEM on the strength of its name. One read per
+payload per agent start; after that a hit costs nothing.
 """
 
 from __future__ import annotations
@@ -31,8 +36,8 @@ class PayloadCache:
         self.max_bytes = max_bytes
         self.hits = 0
         self.misses = 0
-        # verified at insert; a restart re-verifies by size only (the folder is private)
-        self._known = {p for p in root.glob("*") if p.is_file() and not p.name.startswith(".")}
+        #: verified by this agent (at insert, or re-hashed at first use after start)
+        self._known: set[Path] = set()
         for leftover in root.glob(".*.part"):  # a download a crash interrupted
             leftover.unlink(missing_ok=True)
 
@@ -40,7 +45,7 @@ class PayloadCache:
         """Return a local path holding exactly the bytes ``ref`` promises."""
         self._check_reference(ref)
         path = self.root / (ref.sha256 + _suffix(ref.filename))
-        if path in self._known:
+        if path in self._known or self._reverified(path, ref):
             self.hits += 1
             return path
         self.misses += 1
@@ -78,6 +83,24 @@ class PayloadCache:
         except PayloadTooLarge as e:
             raise PayloadTampered(f"payload {ref.blob} is larger than the job promised "
                                   f"({ref.size:,} bytes)") from e  # fmt: skip
+
+    def _reverified(self, path: Path, ref: PayloadRef) -> bool:
+        """A file left by an earlier agent start: known again only if its bytes still hash
+        to the digest it is named after (read in chunks, as downloads are)."""
+        try:
+            with path.open("rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                digest = _sha256_of(f) if size == ref.size else ""
+        except (FileNotFoundError, IsADirectoryError):
+            return False
+        except OSError as e:
+            log.warning("cannot read cached payload %s: %s", path.name, e)
+            return False
+        if digest != ref.sha256:
+            log.warning("cached payload %s does not match its digest; fetching it again", path.name)
+            return False
+        self._known.add(path)
+        return True
 
     def _check_reference(self, ref: PayloadRef) -> None:
         if ref.size > self.max_bytes:

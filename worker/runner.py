@@ -1,37 +1,65 @@
 """Prepare and run one payload: shared by queued jobs and baseline steps.
 
 Fetch (verified) from the cache, extract archives safely into a fresh work directory, pick
-the interpreter, run in a process group with the job's timeout, upload the full log only when
-the completion's tails cannot hold it, and clean up.
+the program (worker/commands.py), run it in a process group (a Job Object on Windows) with
+the job's timeout, upload the full log only when the completion's tails cannot hold it.
+
+Nothing done to the local disk before or after the job may stand in for the job's result.
+Windows refuses to delete a file some process still holds (WinError 32), and a job may leave
+such a process behind; a path can be too long to extract. So: an archive that cannot be
+extracted is the payload's fault (``ExecutionError``, refused with its reason); a work
+directory or output file that cannot be prepared is this machine's (``LocalFault``: the
+attempt fails and the policy retries it); and cleaning up never raises. An archive's files
+are removed only by ``sweep()``, which the agent calls after the job's marker and completion
+are written, and which also runs before the next job and at start, for what an earlier
+sweep could not remove.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
+import logging
 import os
 import shutil
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from rolecall.logs import SECRETS
 from rolecall.schemas.base import TAIL_CHARS
 from rolecall.schemas.baseline import RebootPolicy
 from rolecall.schemas.errors import ConcurrencyConflict, ExecutionError, StorageError
 from rolecall.schemas.events import Outcome
-from rolecall.schemas.jobs import Execution, PayloadKind, PayloadRef
+from rolecall.schemas.jobs import Execution, Interpreter, PayloadKind, PayloadRef
 from rolecall.schemas.names import Names
 from rolecall.schemas.redact import redact
 from rolecall.storage.clients import Storage
 from rolecall.worker import executor
 from rolecall.worker.archive import extract, safe_member_path
+from rolecall.worker.commands import (
+    ExitMeaning,
+    Kind,
+    build_command,
+    choose_kind,
+    exit_meaning,
+    this_machine_programs,
+)
 from rolecall.worker.config import WorkerSettings
+from rolecall.worker.decoding import windows_fallback_encoding
+from rolecall.worker.environment import JobEnvironment
 from rolecall.worker.identity import Identity
 from rolecall.worker.output import JobOutput
 from rolecall.worker.payloads import PayloadCache
 from rolecall.worker.state import LocalState
+
+log = logging.getLogger(__name__)
+
+
+class LocalFault(ExecutionError):
+    """This machine could not prepare the job (a work directory or output file): not the
+    job's fault, so the attempt counts as failed and is retried."""
+
+    reason = "local_error"
 
 
 @dataclass(frozen=True)
@@ -42,17 +70,28 @@ class Ran:
     log_blob: str | None
     stdout_tail: str
     stderr_tail: str
+    kind: Kind = Interpreter.EXEC
+
+    @property
+    def meaning(self) -> ExitMeaning:
+        return exit_meaning(self.result.exit_code, self.kind)
+
+    @property
+    def reboot_started(self) -> bool:
+        """Exit 1641: the installer has started the reboot itself."""
+        return self.meaning is ExitMeaning.REBOOT_STARTED
 
     def outcome(self, reboot: RebootPolicy = RebootPolicy.IF_REQUIRED) -> Outcome:
-        """Exit 3010/194 means done-but-reboot, unless the step says reboots never matter."""
-        r = self.result
-        if r.timed_out:
+        """Exit 3010/194 (1641: already rebooting) means done-but-reboot, unless the step
+        says reboots never matter."""
+        if self.result.timed_out:
             return Outcome.TIMED_OUT
-        if r.exit_code in executor.REBOOT_EXIT_CODES:
+        meaning = self.meaning
+        if meaning in (ExitMeaning.REBOOT_REQUIRED, ExitMeaning.REBOOT_STARTED):
             if reboot is RebootPolicy.IF_REQUIRED:
                 return Outcome.REBOOT_REQUIRED
             return Outcome.SUCCEEDED
-        return Outcome.SUCCEEDED if r.exit_code == 0 else Outcome.FAILED
+        return Outcome.SUCCEEDED if meaning is ExitMeaning.SUCCEEDED else Outcome.FAILED
 
     def completion_fields(self) -> dict[str, Any]:
         r = self.result
@@ -93,15 +132,19 @@ class Runner:
         self.identity = identity
         self.state = state
         self.cache = cache
-        self.base_env = executor.base_environment()
-        # whatever a killed agent left mid-job (an archive's files, a script's leftovers)
-        _empty(state.work_dir)
-        self.output = JobOutput(state.work_dir)
+        self.environment = JobEnvironment()
+        self.programs = this_machine_programs()
+        #: what a killed agent left mid-job (an archive's files, a script's leftovers)
+        self._leftovers: list[Path] = [Path(e.path) for e in os.scandir(state.work_dir)]
+        self.sweep()
+        self.output = JobOutput(state.work_dir, windows_fallback_encoding())
         self.scratch = state.work_dir / "scratch"
-        self.scratch.mkdir(mode=0o700)
+        self._scratches = 0
+        self.scratch.mkdir(mode=0o700, exist_ok=True)
 
     def run(self, work: Work, watch: executor.Watch) -> Ran:
-        """Run ``work``. Raises PayloadError / ExecutionError for work that cannot start.
+        """Run ``work``. Raises PayloadError / ExecutionError for work that cannot start,
+        LocalFault when this machine cannot prepare it.
 
         Every filesystem operation counts at hundreds of jobs a second, so there are as few
         as the job allows: scripts run straight from the verified cache (no copy), in one
@@ -111,33 +154,49 @@ class Runner:
         secrets = work.execution.secret_values()
         SECRETS.add(*secrets)
         cached = self.cache.fetch(work.payload)
+        if self._leftovers:
+            self.sweep()
         archive = work.payload.kind is PayloadKind.ARCHIVE
-        with self._workdir(work, archive) as cwd:
-            target = self._unpack(work, cached, cwd) if archive else cached
-            interpreter = executor.choose_interpreter(
-                work.payload.filename if not archive else target.name, work.execution.interpreter
-            )
-            command = executor.build_command(target, interpreter, list(work.execution.args))
-            stdout, stderr = self.output.open()
-            result = executor.run(
-                command, cwd=cwd, stdout=stdout, stderr=stderr, env=self._environment(work),
-                timeout_s=work.timeout_s, watch=watch,
-            )  # fmt: skip
-            try:
-                log_blob = self._upload_log(work, result, secrets)
-                out_tail, err_tail = self.output.tails()
-            finally:
-                self.output.finished(reusable=not result.lingering)
+        cwd = self._prepare(work, archive)
+        target = self._unpack(work, cached, cwd) if archive else cached
+        kind = choose_kind(
+            work.payload.filename if not archive else target.name, work.execution.interpreter
+        )
+        command = build_command(target, kind, list(work.execution.args), programs=self.programs)
+        if kind is Interpreter.EXEC and os.name == "posix":
+            target.chmod(target.stat().st_mode | 0o100)
+        stdout, stderr = self._output_files()
+        env = self._environment(work, command.env)
+        result = executor.run(
+            command, cwd=cwd, stdout=stdout, stderr=stderr, env=env,
+            timeout_s=work.timeout_s, watch=watch,
+        )  # fmt: skip
+        try:
+            log_blob = self._upload_log(work, result, secrets)
+            out_tail, err_tail = self._tails()
+        finally:
+            self.output.finished(reusable=not result.lingering)
         return Ran(
             result=result,
             log_blob=log_blob,
             stdout_tail=redact(out_tail, secrets),
             stderr_tail=redact(err_tail, secrets),
+            kind=kind,
         )
 
-    def _environment(self, work: Work) -> dict[str, str]:
-        env = dict(self.base_env)
+    def sweep(self) -> None:
+        """Remove what finished jobs left (archive directories, stale scratch directories);
+        what cannot be removed yet (a process still holds it) waits for the next sweep."""
+        left = []
+        for path in self._leftovers:
+            if not _remove(path):
+                left.append(path)
+        self._leftovers = left
+
+    def _environment(self, work: Work, kind_env: dict[str, str]) -> dict[str, str]:
+        env = self.environment.current()
         env.update({v.name: v.value for v in work.execution.env})
+        env.update(kind_env)
         env.update(
             ROLECALL_JOB_ID=work.job_id,
             ROLECALL_RUN_ID=work.run_id,
@@ -148,30 +207,51 @@ class Runner:
         )
         return env
 
-    @contextlib.contextmanager
-    def _workdir(self, work: Work, archive: bool) -> Iterator[Path]:
+    def _prepare(self, work: Work, archive: bool) -> Path:
         """An empty working directory for the job: the shared scratch directory for a
-        script, a fresh one (removed afterwards) for an archive's files."""
-        if not archive:
-            _empty(self.scratch)
-            yield self.scratch
-            return
-        key = hashlib.sha256(f"{work.job_id}/{work.attempt}".encode()).hexdigest()[:24]
-        workdir = self.state.work_dir / key
-        shutil.rmtree(workdir, ignore_errors=True)  # left by a crash: start clean
-        workdir.mkdir(mode=0o700)
+        script (a fresh one if the old cannot be emptied), a new one for an archive."""
         try:
-            yield workdir
-        finally:
-            shutil.rmtree(workdir, ignore_errors=True)
+            if not archive:
+                if not _empty(self.scratch):
+                    self._leftovers.append(self.scratch)
+                    self._scratches += 1
+                    self.scratch = self.state.work_dir / f"scratch.{self._scratches}"
+                    self.scratch.mkdir(mode=0o700, exist_ok=True)
+                    _empty(self.scratch)
+                return self.scratch
+            key = hashlib.sha256(f"{work.job_id}/{work.attempt}".encode()).hexdigest()[:24]
+            workdir = self.state.work_dir / key
+            _remove(workdir)  # left by a crash: start clean
+            workdir.mkdir(mode=0o700)
+            self._leftovers.append(workdir)
+            return workdir
+        except OSError as e:
+            raise LocalFault(f"cannot prepare the job's working directory: {e}") from e
+
+    def _output_files(self) -> tuple[BinaryIO, BinaryIO]:
+        try:
+            return self.output.open()
+        except OSError as e:
+            self.output.close()
+            raise LocalFault(f"cannot prepare the job's output files: {e}") from e
+
+    def _tails(self) -> tuple[str, str]:
+        try:
+            return self.output.tails()
+        except OSError as e:
+            log.warning("cannot read the job's output: %s", e)
+            return "", f"(output unreadable: {e})"
 
     def _unpack(self, work: Work, archive: Path, root: Path) -> Path:
-        extract(
-            archive,
-            root,
-            max_bytes=self.settings.extract_max_bytes,
-            max_members=self.settings.extract_max_members,
-        )
+        try:
+            extract(
+                archive,
+                root,
+                max_bytes=self.settings.extract_max_bytes,
+                max_members=self.settings.extract_max_members,
+            )
+        except OSError as e:
+            raise ExecutionError(f"cannot extract the archive here: {e}") from e
         if not work.execution.entrypoint:
             raise ExecutionError("an archive payload needs an entrypoint")
         target = safe_member_path(root, work.execution.entrypoint)
@@ -184,10 +264,14 @@ class Runner:
     ) -> str | None:
         """Upload the full log only if the tails lost something: one transaction saved per
         typical job. Create-only, so a re-run never overwrites the first attempt's log."""
-        if self.output.size <= TAIL_CHARS and result.exit_code == 0:
+        try:
+            if self.output.size <= TAIL_CHARS and result.exit_code == 0:
+                return None
+            data = redact(self.output.full_log(), secrets).encode()
+        except OSError as e:
+            log.warning("cannot read the job's output for its log: %s", e)
             return None
         path = Names.log_blob(work.run_id, work.job_id, self.identity.instance, work.attempt)
-        data = redact(self.output.full_log().decode("utf-8", "replace"), secrets).encode()
         container = self.storage.names.logs_container
         try:
             self.storage.put_blob(
@@ -200,13 +284,24 @@ class Runner:
         return Names.blob_address(container, path)
 
 
-def _empty(directory: Path) -> None:
-    """Empty ``directory`` (one scandir when it already is, the usual case)."""
+def _empty(directory: Path) -> bool:
+    """Empty ``directory`` (one scandir when it already is, the usual case); False if
+    something in it could not be removed."""
     with os.scandir(directory) as entries:
         leftovers = [e.path for e in entries]
-    for path in leftovers:
-        if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path, ignore_errors=True)
+    return all([_remove(Path(p)) for p in leftovers])
+
+
+def _remove(path: Path) -> bool:
+    """Remove a file or a directory tree; False (logged) if some of it is still there."""
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
         else:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
+            path.unlink(missing_ok=True)
+    except FileNotFoundError:
+        return True
+    except OSError as e:
+        log.warning("cannot remove %s yet: %s", path, e)
+        return False
+    return True

@@ -47,6 +47,7 @@ from rolecall.schemas.errors import (
 from rolecall.schemas.names import Names
 from rolecall.storage.clients import Storage
 from rolecall.worker import executor, upgrade
+from rolecall.worker.commands import Command
 from rolecall.worker.config import WorkerSettings
 from rolecall.worker.identity import Identity
 from rolecall.worker.payloads import PayloadCache
@@ -224,7 +225,7 @@ class SelfUpdate:
     ) -> None:  # fmt: skip
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
             r = executor.run(
-                command, cwd=self.work_dir, stdout=out, stderr=err,
+                Command(command), cwd=self.work_dir, stdout=out, stderr=err,
                 env=os.environ if env is None else env, timeout_s=timeout_s, watch=watch,
             )  # fmt: skip
             if r.exit_code == 0:

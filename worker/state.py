@@ -8,11 +8,15 @@ A plain restart keeps the directory and re-applies nothing.
 Writes are atomic (temp file + rename) so a SIGKILL never leaves a half-written marker; they
 are not fsync'd, so a power cut may lose the last marker, which costs at most one re-run of an
 idempotent job (the same as a crash just before writing it).
+
+The directory is the agent's alone: mode 0700 on POSIX; on Windows a protected DACL the
+agent sets itself, and files someone else owns are removed at start (worker/winacl.py).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 import sys
@@ -22,7 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from rolecall.schemas.base import utcnow
+from rolecall.worker.boottime import os_boot_time, rebooted_since
 from rolecall.worker.markers import JobMarkers
+from rolecall.worker.winacl import secure_state_dir
+
+log = logging.getLogger(__name__)
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -32,7 +40,8 @@ def atomic_write(path: Path, data: bytes) -> None:
 
 
 def make_private_dir(path: Path) -> Path:
-    """Create ``path`` readable and writable by the agent's user only."""
+    """Create ``path`` readable and writable by the agent's user only (on Windows the
+    protected DACL of the state directory above it is inherited)."""
     path.mkdir(parents=True, exist_ok=True)
     if sys.platform != "win32":
         path.chmod(0o700)
@@ -43,19 +52,26 @@ def make_private_dir(path: Path) -> Path:
 class StepMark:
     status: str  # "done" | "pending_reboot"
     boot: str  # the agent start that recorded it
+    #: the OS boot it was recorded in (None: recorded by an agent before boot times)
+    boot_time: float | None = None
 
 
 class LocalState:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, boot_time_source: Path | None = None) -> None:
         self.root = root
         self.new_incarnation = False
         self.incarnation = ""
-        #: identifies this agent start; a step pending reboot completes on the next one
+        #: identifies this agent start
         self.boot = f"{time.time_ns():x}"
+        #: when the OS booted: a step pending reboot completes in a later boot
+        self.os_boot = os_boot_time(boot_time_source)
         self.markers = JobMarkers(root)
         self._cancelled: set[str] | None = None
 
     def open(self) -> LocalState:
+        if sys.platform == "win32":
+            for path in secure_state_dir(self.root):
+                log.warning("removed %s: owned by someone other than the agent", path)
         make_private_dir(self.root)
         for sub in ("steps", "outbox", "cache", "work"):
             make_private_dir(self.root / sub)
@@ -116,11 +132,18 @@ class LocalState:
             data = json.loads((self.root / "steps" / fingerprint).read_bytes())
         except (FileNotFoundError, ValueError):
             return None
-        return StepMark(status=data["status"], boot=data["boot"])
+        return StepMark(status=data["status"], boot=data["boot"], boot_time=data.get("boot_time"))
 
     def mark_step(self, fingerprint: str, status: str) -> None:
-        body = json.dumps({"status": status, "boot": self.boot}).encode()
-        atomic_write(self.root / "steps" / fingerprint, body)
+        body = {"status": status, "boot": self.boot, "boot_time": self.os_boot}
+        atomic_write(self.root / "steps" / fingerprint, json.dumps(body).encode())
+
+    def rebooted_since(self, mark: StepMark) -> bool:
+        """Whether the OS has booted again since ``mark`` was recorded. Marks from agents
+        before boot times (or a machine whose boot time cannot be read) fall back on agent
+        starts, as those agents decided."""
+        rebooted = rebooted_since(mark.boot_time, self.os_boot)
+        return mark.boot != self.boot if rebooted is None else rebooted
 
     @property
     def baseline_version(self) -> int | None:

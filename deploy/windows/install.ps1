@@ -5,29 +5,33 @@ Install the rolecall worker on Windows: into a base image (-ForImage) or onto on
 .DESCRIPTION
 Run as Administrator, idempotently (run again to upgrade):
 
- 1. lays PREFIX (default C:\Program Files\rolecall) out for side-by-side agent versions, as
-    on Linux (docs/deploy.md): pip-installs rolecall from -From (a wheel, an sdist or a source
-    checkout; default: the checkout this script lives in) into a virtual environment of its
-    own, PREFIX\versions\<V>; copies the launcher (rolecall\launch.py) to PREFIX\launch.py;
-    records <V> as current in PREFIX\agent.json (the version before stays installed, as
-    previous). Agent upgrades add versions beside it; they never replace the launcher;
- 2. creates DATADIR (default C:\ProgramData\rolecall) readable by SYSTEM and Administrators
-    only, and writes DATADIR\worker.env from a template unless it exists (same KEY=VALUE
-    format as on Linux; the agent's state goes to DATADIR\state, its logs to DATADIR\logs);
- 3. registers the scheduled task \rolecall\rolecall-worker: SYSTEM, at startup, highest
-    privileges, no time limit, running run-worker.ps1, which restarts the agent if it exits;
- 4. without -ForImage, starts the task. With -ForImage, leaves the task disabled and hooks
+ 1. checks for a 64-bit Python 3.10+ installed for all users (a 32-bit one would run every
+    job in the WOW64 views of the file system and registry);
+ 2. stops the running agent, if any, and lets it drain (an upgrade replaces files it holds);
+ 3. lays PREFIX (default C:\Program Files\rolecall) out for side-by-side agent versions, as
+    on Linux (docs/deploy.md): pip-installs rolecall (pywin32 with it) from -From (a wheel,
+    an sdist or a source checkout; default: the checkout this script lives in) into a
+    virtual environment of its own, PREFIX\versions\<V>; copies the launcher
+    (rolecall\launch.py) to PREFIX\launch.py; records <V> as current in PREFIX\agent.json
+    (the version before stays installed, as previous). Agent upgrades add versions beside
+    it; they never replace the launcher;
+ 4. creates DATADIR (default C:\ProgramData\rolecall) readable by SYSTEM and Administrators
+    only (by SID, so localized Windows works), and writes DATADIR\worker.env from a template
+    unless it exists; an existing one is kept only if SYSTEM or Administrators own it;
+ 5. registers the Windows service rolecall-worker (`rolecall service install --launcher`):
+    LocalSystem, automatic start; it runs the launcher, which picks the agent version to run;
+    restarted by the service manager 10 s after any unasked exit (an upgrade's exit 6
+    included), asked to stop (and given the agent's grace to drain) at stop and at shutdown
+    (preshutdown);
+ 6. without -ForImage, starts it. With -ForImage, leaves it disabled and hooks
     SetupComplete.cmd, so that each VM made from the Sysprep'd image enables and starts it
     once Windows setup has finished (never during setup's reboots).
 
-Why a scheduled task and not a Windows service: Python cannot answer the Service Control
-Manager by itself, so a service needs pywin32 (an extra, compiled dependency with a
-post-install step in the venv) or a third-party wrapper binary (NSSM, WinSW) in the image.
-A SYSTEM task needs only what every Windows has, is registered with built-in cmdlets, and is
-kept by Sysprep like any machine-wide task. What it lacks we supply: restart-on-exit and log
-files (run-worker.ps1). The trade-off: at shutdown the agent is terminated rather than asked
-to stop, so a running job loses its lease when it expires instead of at once; the agent is
-built for exactly that (job markers, lease expiry, reimage and SIGKILL tests).
+-Mode Task registers the older scheduled task instead of the service (docs/deploy.md: a
+fallback without graceful stop).
+
+After installing, run verify.ps1 on the VM: it exercises stop and drain, restart after a
+crash, a timeout killing a grandchild, a reboot code, and a PATH change (docs/deploy.md).
 
 .EXAMPLE
 .\deploy\windows\install.ps1 -AccountName rolecallprod01 -ClientId <worker identity client id> -ForImage
@@ -42,14 +46,20 @@ param(
     [string]$AccountName = '',
     [string]$ClientId = '',
     [string]$Namespace = 'rc',
+    [ValidateSet('Service', 'Task')]
+    [string]$Mode = 'Service',
     [switch]$ForImage
 )
 
 Set-StrictMode -Version Latest
 $ErrorActionPreference = 'Stop'
 
+$ServiceName = 'rolecall-worker'
 $TaskName = 'rolecall-worker'
 $TaskPath = '\rolecall\'
+$SystemSid = 'S-1-5-18'
+$AdminsSid = 'S-1-5-32-544'
+$System32 = Join-Path $env:SystemRoot 'System32'
 
 function Invoke-Native([string]$What, [scriptblock]$Command) {
     & $Command
@@ -58,16 +68,43 @@ function Invoke-Native([string]$What, [scriptblock]$Command) {
 
 function Find-Python {
     if ($Python) { return $Python }
-    $launcher = Get-Command py.exe -ErrorAction SilentlyContinue
-    if ($launcher) {
-        $exe = & $launcher.Source -3 -c 'import sys; print(sys.executable)'
+    $launcher = Join-Path $env:SystemRoot 'py.exe'
+    if (Test-Path -LiteralPath $launcher) {
+        $exe = & $launcher -3 -c 'import sys; print(sys.executable)'
         if ($LASTEXITCODE -eq 0 -and $exe) { return $exe.Trim() }
     }
     # Not the Microsoft Store alias: SYSTEM cannot run it.
     $found = Get-Command python.exe -ErrorAction SilentlyContinue |
         Where-Object { $_.Source -notlike '*\WindowsApps\*' } | Select-Object -First 1
     if ($found) { return $found.Source }
-    throw 'no Python found: install Python 3.10+ for all users (python.org installer, InstallAllUsers=1) or pass -Python'
+    throw 'no Python found: install 64-bit Python 3.10+ for all users (python.org installer, InstallAllUsers=1) or pass -Python'
+}
+
+function Get-OwnerSid([string]$Path) {
+    $owner = (Get-Acl -LiteralPath $Path).Owner
+    return ([Security.Principal.NTAccount]$owner).Translate([Security.Principal.SecurityIdentifier]).Value
+}
+
+function Stop-Agent {
+    $service = Get-Service -Name $ServiceName -ErrorAction SilentlyContinue
+    if ($service -and $service.Status -ne 'Stopped') {
+        Write-Host "==> stopping $ServiceName (the agent finishes or releases its job)"
+        Stop-Service -Name $ServiceName
+    }
+    $task = Get-ScheduledTask -TaskName $TaskName -TaskPath $TaskPath -ErrorAction SilentlyContinue
+    if ($task) {
+        Stop-ScheduledTask -TaskName $TaskName -TaskPath $TaskPath -ErrorAction SilentlyContinue
+        # the launcher, an agent version it started, or an agent of a pre-launcher install
+        $launchPy = Join-Path $Prefix 'launch.py'
+        $oldExe = Join-Path $Prefix 'Scripts\rolecall.exe'
+        Get-CimInstance -ClassName Win32_Process -Filter "Name = 'python.exe' OR Name = 'rolecall.exe'" |
+            Where-Object { "$($_.CommandLine)" -like "*$launchPy*" -or "$($_.ExecutablePath)" -like "$Prefix\versions\*" -or $_.ExecutablePath -eq $oldExe } |
+            ForEach-Object { Stop-Process -Id $_.ProcessId -Force -ErrorAction SilentlyContinue }
+        if ($Mode -eq 'Service') {
+            Unregister-ScheduledTask -TaskName $TaskName -TaskPath $TaskPath -Confirm:$false
+            Write-Host '    the scheduled task of an earlier install is replaced by the service'
+        }
+    }
 }
 
 $admin = ([Security.Principal.WindowsPrincipal][Security.Principal.WindowsIdentity]::GetCurrent()).IsInRole(
@@ -78,9 +115,12 @@ $From = (Resolve-Path -LiteralPath $From).Path
 
 $py = Find-Python
 Invoke-Native "$py (Python 3.10 or newer)" { & $py -c 'import sys; sys.exit(sys.version_info < (3, 10))' }
+Invoke-Native "$py (a 64-bit Python)" { & $py -c 'import struct, sys; sys.exit(struct.calcsize("P") != 8)' }
 if ($py -like "$env:USERPROFILE\*") {
-    Write-Warning "$py is a per-user Python; the virtual environment depends on it. Prefer an all-users install."
+    Write-Warning "$py is a per-user Python; the virtual environment and the service depend on it. Prefer an all-users install."
 }
+
+Stop-Agent
 
 # --- side-by-side layout (the same as deploy/linux/install.sh) ----------------------------
 $versions = Join-Path $Prefix 'versions'
@@ -111,20 +151,30 @@ Invoke-Native 'launch.py --record-install' { & $py -I $launcher --record-install
 Invoke-Native "rolecall $version --help" { & $py -I $launcher --help | Out-Null }
 # --- end of the side-by-side layout --------------------------------------------------------
 Copy-Item -Force -LiteralPath (Join-Path $PSScriptRoot 'run-worker.ps1') -Destination (Join-Path $Prefix 'run-worker.ps1')
+Copy-Item -Force -LiteralPath (Join-Path $PSScriptRoot 'verify.ps1') -Destination (Join-Path $Prefix 'verify.ps1')
 
 Write-Host "==> data directory $DataDir"
 New-Item -ItemType Directory -Force -Path (Join-Path $DataDir 'logs') | Out-Null
-# SYSTEM (S-1-5-18) and Administrators (S-1-5-32-544) only: the state, the settings and the
-# logs are nobody else's business. SIDs, not names, so localized Windows works too.
-Invoke-Native 'icacls' { icacls $DataDir /inheritance:r /grant:r '*S-1-5-18:(OI)(CI)F' '*S-1-5-32-544:(OI)(CI)F' | Out-Null }
+# SYSTEM and Administrators only: the state, the settings and the logs are nobody else's
+# business. SIDs, not names, so localized Windows works too. The agent protects its state
+# directory itself at every start (worker/winacl.py).
+Invoke-Native 'icacls' { & (Join-Path $System32 'icacls.exe') $DataDir /inheritance:r /grant:r "*${SystemSid}:(OI)(CI)F" "*${AdminsSid}:(OI)(CI)F" | Out-Null }
 $state = Join-Path $DataDir 'state'
 $envFile = Join-Path $DataDir 'worker.env'
 if (Test-Path -LiteralPath $envFile) {
+    # An owner may always rewrite a file's ACL: a worker.env someone else owns could tell
+    # the agent, which runs as SYSTEM, to trust their keys or run their reboot command.
+    $ownerSid = Get-OwnerSid $envFile
+    if ($ownerSid -ne $SystemSid -and $ownerSid -ne $AdminsSid) {
+        throw "$envFile is owned by $ownerSid, not SYSTEM or Administrators: check it, then remove it or take ownership (takeown /A /F) and run install.ps1 again"
+    }
+    Invoke-Native 'icacls /reset' { & (Join-Path $System32 'icacls.exe') $envFile /reset | Out-Null }
     Write-Host '    worker.env kept (already present)'
 } else {
     $clientLine = if ($ClientId) { "AZURE_CLIENT_ID=$ClientId" } else { '#AZURE_CLIENT_ID=' }
+    $shutdown = Join-Path $System32 'shutdown.exe'
     @(
-        '# rolecall worker settings: KEY=VALUE, read by run-worker.ps1 before every start.'
+        '# rolecall worker settings: KEY=VALUE, read by the service before every start.'
         '# Every setting has a ROLECALL_ name; see `rolecall worker --help` and docs/deploy.md.'
         '# Role and instance come from Azure instance metadata (VM name, rolecall-role tag).'
         'ROLECALL_USE_IMDS=true'
@@ -134,29 +184,42 @@ if (Test-Path -LiteralPath $envFile) {
         $clientLine
         "ROLECALL_STATE_DIR=$state"
         '#ROLECALL_TRUSTED_KEYS=''["C:\\ProgramData\\rolecall\\controller.pub"]'''
-        'ROLECALL_REBOOT_COMMAND="shutdown.exe /r /t 10 /c rolecall"'
+        "ROLECALL_REBOOT_COMMAND=`"$shutdown /r /t 10 /c rolecall`""
+        '# TLS trusts the Windows certificate store (auto); the proxy is WinHTTP''s unless set here'
+        '#ROLECALL_TLS_TRUST=auto'
+        '#HTTPS_PROXY=http://proxy.example:8080'
         'ROLECALL_LOG_LEVEL=info'
     ) | Set-Content -LiteralPath $envFile -Encoding ASCII
 }
 
-Write-Host "==> scheduled task $TaskPath$TaskName"
-$powershell = Join-Path $env:SystemRoot 'System32\WindowsPowerShell\v1.0\powershell.exe'
-$runner = Join-Path $Prefix 'run-worker.ps1'
-$action = New-ScheduledTaskAction -Execute $powershell -WorkingDirectory $DataDir `
-    -Argument ('-NoProfile -NonInteractive -ExecutionPolicy Bypass -File "{0}" -DataDir "{1}"' -f $runner, $DataDir)
-$trigger = New-ScheduledTaskTrigger -AtStartup
-$principal = New-ScheduledTaskPrincipal -UserId 'NT AUTHORITY\SYSTEM' -LogonType ServiceAccount -RunLevel Highest
-# No execution time limit (the default, 72 hours, would stop the agent on day three); restart
-# if the task cannot start; never a second instance; run on battery (laptops in labs).
-$settings = New-ScheduledTaskSettingsSet -ExecutionTimeLimit ([TimeSpan]::Zero) `
-    -RestartCount 255 -RestartInterval (New-TimeSpan -Minutes 1) -MultipleInstances IgnoreNew `
-    -StartWhenAvailable -AllowStartIfOnBatteries -DontStopIfGoingOnBatteries
-Register-ScheduledTask -TaskName $TaskName -TaskPath $TaskPath -Action $action -Trigger $trigger `
-    -Principal $principal -Settings $settings -Force `
-    -Description 'rolecall worker: applies this instance''s role baseline and runs its jobs' | Out-Null
+if ($Mode -eq 'Service') {
+    Write-Host "==> service $ServiceName"
+    $serviceArgs = @('service', 'install', '--data-dir', $DataDir, '--launcher', $launcher)
+    if ($ForImage) { $serviceArgs += '--for-image' }
+    Invoke-Native 'rolecall service install' { & $py -I $launcher @serviceArgs }
+} else {
+    Write-Host "==> scheduled task $TaskPath$TaskName (fallback: no graceful stop)"
+    $powershell = Join-Path $System32 'WindowsPowerShell\v1.0\powershell.exe'
+    $runner = Join-Path $Prefix 'run-worker.ps1'
+    $action = New-ScheduledTaskAction -Execute $powershell -WorkingDirectory $DataDir `
+        -Argument ('-NoProfile -NonInteractive -ExecutionPolicy Bypass -File "{0}" -DataDir "{1}"' -f $runner, $DataDir)
+    $trigger = New-ScheduledTaskTrigger -AtStartup
+    # SYSTEM by SID, translated to this machine's language ('NT AUTHORITY\SYSTEM' is not a
+    # name on a localized Windows)
+    $system = ([Security.Principal.SecurityIdentifier]$SystemSid).Translate([Security.Principal.NTAccount]).Value
+    $principal = New-ScheduledTaskPrincipal -UserId $system -LogonType ServiceAccount -RunLevel Highest
+    # No execution time limit; restart if the task cannot start; never a second instance;
+    # normal priority (a task's default, 7, is below normal)
+    $settings = New-ScheduledTaskSettingsSet -ExecutionTimeLimit ([TimeSpan]::Zero) `
+        -RestartCount 255 -RestartInterval (New-TimeSpan -Minutes 1) -MultipleInstances IgnoreNew `
+        -StartWhenAvailable -AllowStartIfOnBatteries -DontStopIfGoingOnBatteries -Priority 4
+    Register-ScheduledTask -TaskName $TaskName -TaskPath $TaskPath -Action $action -Trigger $trigger `
+        -Principal $principal -Settings $settings -Force `
+        -Description 'rolecall worker: applies this instance''s role baseline and runs its jobs' | Out-Null
+}
 
 if ($ForImage) {
-    Disable-ScheduledTask -TaskName $TaskName -TaskPath $TaskPath | Out-Null
+    if ($Mode -eq 'Task') { Disable-ScheduledTask -TaskName $TaskName -TaskPath $TaskPath | Out-Null }
     $scripts = Join-Path $env:SystemRoot 'Setup\Scripts'
     New-Item -ItemType Directory -Force -Path $scripts | Out-Null
     $ours = Join-Path $Prefix 'SetupComplete-rolecall.cmd'
@@ -164,7 +227,7 @@ if ($ForImage) {
     $setupComplete = Join-Path $scripts 'SetupComplete.cmd'
     $call = "call `"$ours`""
     # First, not last: an existing SetupComplete.cmd may end with `exit` (or lack a final
-    # newline), and ours only enables and starts a task, which returns at once.
+    # newline), and ours only enables and starts the agent, which returns at once.
     $existing = @()
     if (Test-Path -LiteralPath $setupComplete) { $existing = @(Get-Content -LiteralPath $setupComplete) }
     if ($existing -notcontains $call) {
@@ -173,8 +236,11 @@ if ($ForImage) {
     if (Test-Path -LiteralPath (Join-Path $state 'incarnation')) {
         Write-Warning "$state holds an incarnation: delete it before Sysprep, or every VM made from the image skips its baseline"
     }
-    Write-Host "Task registered disabled; $setupComplete enables and starts it on each new VM."
-    Write-Host "Check the bake (claims nothing): & '$runner' -Check -CheckArgs '--role', 'ROLE', '--instance', 'bake-check'"
+    Write-Host "Registered disabled; $setupComplete enables and starts it on each new VM."
+    Write-Host "Check the bake (claims nothing): & '$(Join-Path $Prefix 'run-worker.ps1')' -Check -CheckArgs '--role', 'ROLE', '--instance', 'bake-check'"
+} elseif ($Mode -eq 'Service') {
+    Start-Service -Name $ServiceName
+    Write-Host "Started. Logs: $DataDir\logs\worker.log. Verify: & '$(Join-Path $Prefix 'verify.ps1')'"
 } else {
     Start-ScheduledTask -TaskName $TaskName -TaskPath $TaskPath
     Write-Host "Started. Logs: $DataDir\logs\worker.log"

@@ -1,8 +1,12 @@
 <#
 .SYNOPSIS
-Runs the rolecall worker under the "rolecall-worker" scheduled task and keeps it running.
+Runs the rolecall worker under the "rolecall-worker" scheduled task (the fallback to the
+service: install.ps1 -Mode Task) and keeps it running; with -Check, the image-bake check.
 
 .DESCRIPTION
+The service (install.ps1's default) is what should run the agent: it asks the agent to stop
+and lets it drain at shutdown. A scheduled task cannot: at shutdown the agent is terminated
+and its job's lease lapses instead of being released (docs/deploy.md). Under -Mode Task,
 install.ps1 copies this script into the install root and registers it as the action of a
 SYSTEM scheduled task that starts at boot. It starts the agent through the launcher
 (PREFIX\launch.py, run by the base interpreter named in PREFIX\agent.json), which runs the
@@ -17,7 +21,11 @@ Scheduler does not:
   whatever it exited with, except 0 (asked to stop) and 5 (it ran the reboot command); 6
   means an upgrade was installed and is restarted like any other exit;
 * logs: a task's output goes nowhere, so the agent's JSON log lines (stderr) are written to
-  DATADIR\logs\worker.log, the previous run's kept as worker.1.log.
+  DATADIR\logs\worker.log, the previous runs' kept as worker.1.log ... worker.5.log.
+
+It waits for the launcher process alone, not for every process the agent started (which
+`Start-Process -Wait` does): after a crash, a job process still running must not keep the
+agent from being restarted.
 
 If an agent started by an earlier instance of this script is still running (ending a task
 does not always end the processes it started), it waits for that one instead of starting a
@@ -100,10 +108,18 @@ while ($true) {
     }
     Import-WorkerEnv
     if (Test-Path -LiteralPath $log) {
+        for ($n = 4; $n -ge 1; $n--) {
+            $older = Join-Path $logDir "worker.$n.log"
+            if (Test-Path -LiteralPath $older) {
+                Move-Item -Force -LiteralPath $older -Destination (Join-Path $logDir "worker.$($n + 1).log")
+            }
+        }
         Move-Item -Force -LiteralPath $log -Destination (Join-Path $logDir 'worker.1.log')
     }
-    $agent = Start-Process -FilePath $py -ArgumentList '-I', "`"$launcher`"", 'worker' -NoNewWindow -PassThru -Wait `
+    $agent = Start-Process -FilePath $py -ArgumentList '-I', "`"$launcher`"", 'worker' -NoNewWindow -PassThru `
         -RedirectStandardError $log -RedirectStandardOutput (Join-Path $logDir 'worker.out.log')
+    $null = $agent.Handle  # keeps the process handle, so ExitCode is there after it exits
+    $agent.WaitForExit()
     $code = $agent.ExitCode
     Write-RunnerLog "agent exited with $code"
     if ($code -eq 0 -or $code -eq 5) { break }

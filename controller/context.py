@@ -105,8 +105,10 @@ def expected_errors(fn: Callable[P, R]) -> Callable[P, R]:
             return fn(*args, **kwargs)
         except (RolecallError, ValueError) as e:  # ValueError: pydantic validation of flags
             from rich.console import Console
+            from rich.markup import escape
 
-            text = e.message if isinstance(e, RolecallError) else str(e)
+            # escaped: a message may hold brackets (pip install 'rolecall[web]', an IPv6 address)
+            text = escape(e.message if isinstance(e, RolecallError) else str(e))
             # soft_wrap: one line whatever the width (a log, a pipe, an 80-column default)
             Console(stderr=True).print(f"[red]error:[/] {text}", highlight=False, soft_wrap=True)
             raise typer.Exit(EXIT_ERROR) from None

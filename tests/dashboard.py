@@ -97,6 +97,13 @@ def metrics(url: str, **kw: object) -> dict[tuple[str, tuple[tuple[str, str], ..
     return out
 
 
+def families(url: str) -> set[str]:
+    """The name of every metric ``/metrics`` describes, as it is queried (``_total``...)."""
+    suffix = {"counter": "_total", "info": "_info"}
+    return {f.name + suffix.get(f.type, "")
+            for f in text_string_to_metric_families(get(url + "metrics").body)}  # fmt: skip
+
+
 def samples(parsed: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str
             ) -> dict[tuple[tuple[str, str], ...], float]:  # fmt: skip
     return {labels: v for (n, labels), v in parsed.items() if n == name}

@@ -15,11 +15,12 @@ import pytest
 from rolecall.controller.web.server import Address, parse_address
 from rolecall.schemas.errors import ConfigError
 from rolecall.storage.clients import Storage
-from tests.dashboard import controller, get, metrics, samples
+from tests.dashboard import controller, families, get, metrics, samples
 from tests.factories import register
 from tests.fleet import ROLECALL, Fleet, Ledger, Operator, cli, cli_json, wait_for, write_baseline
 
 TOKEN = "a-token-of-twenty-characters"
+REPO = Path(__file__).resolve().parent.parent
 
 
 def baseline_and_fleet(env: dict[str, str], tmp: Path, workers: Fleet, ledger: Ledger,
@@ -130,6 +131,8 @@ def test_metrics_match_what_status_and_instances_say(
                   (("component", "dashboard"), ("operation", "blob.list")))] > 0  # fmt: skip
         info = samples(m, "rolecall_controller_info")
         assert [dict(labels)["namespace"] for labels in info] == [storage.names.namespace]
+        documented = (REPO / "docs" / "operators.md").read_text()
+        assert [f for f in sorted(families(c.url)) if f"`{f}`" not in documented] == []
 
 
 # --- who may look ----------------------------------------------------------------------------

@@ -364,14 +364,13 @@ class Agent:
 
     def _write_record(self, state: InstanceState) -> None:
         """The instance record is the heartbeat: one blob put, listed with its metadata."""
-        now = utcnow()
+        tx = self.storage.meter
         record = InstanceRecord(
             role=self.identity.role, instance=self.identity.instance,
             incarnation=self.state.incarnation, agent_version=__version__,
-            contract=str(CONTRACT), boot_time=self.boot_time, last_seen=now, state=state,
+            contract=str(CONTRACT), boot_time=self.boot_time, last_seen=utcnow(), state=state,
             baseline_version=self.baseline.version, heartbeat_s=self.settings.heartbeat_s,
-            platform=platform.system(), transactions=self.storage.meter.snapshot(),
-            storage_errors=self.storage.meter.errors(),
+            platform=platform.system(), transactions=tx.snapshot(), storage_errors=tx.errors(),
         )  # fmt: skip
         self.storage.put_blob(
             self.names.state_container,

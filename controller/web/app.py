@@ -79,10 +79,11 @@ class Pages:
             return self._missing(request, f"no role {request.path_params['role']!r}")
         status = request.query_params.get("status", "")
         cells = [c for c in role.cells if not status or c.status == status]
-        shown, pages_n = pages.page_of(cells, _int(request, "page"), pages.CELLS_PER_PAGE)
+        shown, number, pages_n = pages.page_of(cells, _int(request, "page"), pages.CELLS_PER_PAGE)
         problems = [c for c in cells if c.status != "ready"][: pages.ROWS]
+        # page_no, not page: the templates' ``page`` names the section the nav highlights
         return self.render(request, "role", role=role, cells=shown, status=status,
-                           page=_int(request, "page"), pages=pages_n, problems=problems,
+                           page_no=number, pages=pages_n, problems=problems,
                            fleet=fleet)  # fmt: skip
 
     # --- runs --------------------------------------------------------------------------

@@ -117,8 +117,8 @@ def tail(t: TargetResult) -> str:
     return model.tail_line(t)
 
 
-def page_of(items: list[Any], page: int, size: int) -> tuple[list[Any], int]:
-    """Items of the 1-based ``page`` (clamped), and how many pages there are."""
+def page_of(items: list[Any], page: int, size: int) -> tuple[list[Any], int, int]:
+    """Items of the 1-based ``page`` (clamped), that page's number, how many pages there are."""
     pages = max(1, -(-len(items) // size))
     page = min(max(page, 1), pages)
-    return items[(page - 1) * size : page * size], pages
+    return items[(page - 1) * size : page * size], page, pages

@@ -147,4 +147,5 @@ def serving(
         yield url
     finally:
         server.stop()
+        state.close()
         storage.close()

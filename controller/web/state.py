@@ -67,6 +67,11 @@ class DashboardState:
     def poison_records(self) -> list[PoisonQueue]:
         return self._poison_records.get()
 
+    def close(self) -> None:
+        """Before the storage client closes: no load starts any more."""
+        for part in (self._fleet, self._runs, self._poison, self._poison_records):
+            part.stop()
+
     def errors(self) -> list[str]:
         """Why some part is showing older data than it should (storage failing)."""
         parts = (self._fleet, self._runs, self._poison, self._poison_records)

@@ -39,6 +39,14 @@ def test_the_wheel_has_one_top_level_package_and_no_devtools(wheel: Path) -> Non
     assert not [n for n in names if n.startswith("rolecall/devtools")]
     # the PowerShell wrapper every .ps1 job runs through on Windows (worker/commands.py)
     assert "rolecall/worker/run-script.ps1" in names
+    # the dashboard's templates and assets are served from the package, never fetched
+    for served in (
+        "templates/base.html",
+        "templates/_run.html",
+        "static/live.js",
+        "static/style.css",
+    ):
+        assert f"rolecall/controller/web/{served}" in names
 
 
 def test_installing_it_into_an_empty_venv_adds_only_rolecall(wheel: Path, tmp_path: Path) -> None:

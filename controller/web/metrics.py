@@ -11,7 +11,7 @@ docs/operators.md lists every metric.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -27,6 +27,9 @@ from rolecall.controller.web.fleet_view import FleetSnapshot
 from rolecall.controller.web.state import DashboardState
 from rolecall.schemas.base import utcnow
 from rolecall.schemas.version import CONTRACT
+
+#: (component or role, transactions by operation, failed attempts by kind)
+Spent = tuple[str, dict[str, int], dict[str, int]]
 
 _FOLD_COUNTERS = (
     ("rounds", "rolecall_fold_rounds", "Fold rounds completed by this controller"),
@@ -56,24 +59,18 @@ class DashboardCollector(Collector):
         yield from self._storage(fleet)
 
     def _runs(self) -> Iterator[Metric]:
-        runs = GaugeMetricFamily("rolecall_runs", "Runs by role and state (as `rolecall "
-                                 "status` shows them; unread: not read yet)",
-                                 labels=["role", "state"])  # fmt: skip
-        targets = GaugeMetricFamily("rolecall_run_targets", "Targets of every run, by role and "
-                                    "state (outcome, once final)",
-                                    labels=["role", "state"])  # fmt: skip
-        by_state: Counter[tuple[str, str]] = Counter()
-        by_target: Counter[tuple[str, str]] = Counter()
+        by_state: Counter[tuple[str, ...]] = Counter()
+        by_target: Counter[tuple[str, ...]] = Counter()
         for r in self.state.runs():
             by_state[(r.role, r.state)] += 1
             for state, n in r.counts.items():
                 by_target[(r.role, state)] += n
-        for (role, state), n in sorted(by_state.items()):
-            runs.add_metric([role, state], n)
-        for (role, state), n in sorted(by_target.items()):
-            targets.add_metric([role, state], n)
-        yield runs
-        yield targets
+        yield _counted(GaugeMetricFamily, "rolecall_runs", "Runs by role and state (as "
+                       "`rolecall status` shows them; unread: not read yet)",
+                       ["role", "state"], by_state)  # fmt: skip
+        yield _counted(GaugeMetricFamily, "rolecall_run_targets", "Targets of every run, by "
+                       "role and state (outcome, once final)", ["role", "state"],
+                       by_target)  # fmt: skip
 
     def _fold(self) -> Iterator[Metric]:
         progress = self.state.components.progress
@@ -101,31 +98,40 @@ class DashboardCollector(Collector):
                                 "depth was not looked at yet", value=poison.unchecked)  # fmt: skip
 
     def _storage(self, fleet: FleetSnapshot) -> Iterator[Metric]:
-        tx = CounterMetricFamily("rolecall_storage_transactions", "Storage transactions of "
-                                 "this controller, by component and operation",
-                                 labels=["component", "operation"])  # fmt: skip
-        errors = CounterMetricFamily("rolecall_storage_errors", "Failed storage attempts of "
-                                     "this controller, by component and kind",
-                                     labels=["component", "kind"])  # fmt: skip
-        for component, meter in sorted(self.state.components.meters.items()):
-            for op, n in sorted(meter.snapshot().items()):
-                tx.add_metric([component, op], n)
-            for kind, n in sorted(meter.errors().items()):
-                errors.add_metric([component, kind], n)
-        yield tx
-        yield errors
-        yield from _worker_storage(fleet)
+        meters = self.state.components.meters.items()
+        yield from _storage_families(
+            "rolecall_storage", "this controller, by component", "component",
+            ((component, m.snapshot(), m.errors()) for component, m in meters),
+        )  # fmt: skip
+        yield from _storage_families(
+            "rolecall_worker_storage", "a role's workers, as their current incarnations "
+            "report them, by role", "role",
+            ((s.role_key, s.transactions, s.storage_errors) for s in fleet.instances),
+        )  # fmt: skip
+
+
+def _counted(
+    kind: type[GaugeMetricFamily] | type[CounterMetricFamily],
+    name: str,
+    text: str,
+    labels: list[str],
+    counts: Counter[tuple[str, ...]],
+) -> Metric:
+    """A family with one sample per counted label tuple, in a stable order."""
+    family = kind(name, text, labels=labels)
+    for values, n in sorted(counts.items()):
+        family.add_metric(list(values), n)
+    return family
 
 
 def _instances(fleet: FleetSnapshot) -> Iterator[Metric]:
-    family = GaugeMetricFamily("rolecall_instances", "Instances by role, state (as the agent "
-                               "reports it) and liveness",
-                               labels=["role", "state", "liveness"])  # fmt: skip
     now = utcnow()
-    counts = Counter((s.role_key, s.state, model.liveness(s, now)) for s in fleet.instances)
-    for labels, n in sorted(counts.items()):
-        family.add_metric(list(labels), n)
-    yield family
+    counts: Counter[tuple[str, ...]] = Counter(
+        (s.role_key, s.state, model.liveness(s, now)) for s in fleet.instances
+    )
+    yield _counted(GaugeMetricFamily, "rolecall_instances", "Instances by role, state (as the "
+                   "agent reports it) and liveness", ["role", "state", "liveness"],
+                   counts)  # fmt: skip
 
 
 def _baselines(fleet: FleetSnapshot) -> Iterator[Metric]:
@@ -146,21 +152,16 @@ def _baselines(fleet: FleetSnapshot) -> Iterator[Metric]:
     yield from families
 
 
-def _worker_storage(fleet: FleetSnapshot) -> Iterator[Metric]:
-    tx = CounterMetricFamily("rolecall_worker_storage_transactions", "Storage transactions "
-                             "the workers of a role report (their current incarnations)",
-                             labels=["role", "operation"])  # fmt: skip
-    errors = CounterMetricFamily("rolecall_worker_storage_errors", "Failed storage attempts "
-                                 "the workers of a role report",
-                                 labels=["role", "kind"])  # fmt: skip
-    ops: Counter[tuple[str, str]] = Counter()
-    kinds: Counter[tuple[str, str]] = Counter()
-    for s in fleet.instances:
-        ops.update({(s.role_key, op): n for op, n in s.transactions.items()})
-        kinds.update({(s.role_key, k): n for k, n in s.storage_errors.items()})
-    for labels, n in sorted(ops.items()):
-        tx.add_metric(list(labels), n)
-    for labels, n in sorted(kinds.items()):
-        errors.add_metric(list(labels), n)
-    yield tx
-    yield errors
+def _storage_families(
+    prefix: str, whose: str, label: str, sources: Iterable[Spent]
+) -> Iterator[Metric]:
+    """Transactions by operation and failed attempts by kind, summed per ``label``."""
+    ops: Counter[tuple[str, ...]] = Counter()
+    kinds: Counter[tuple[str, ...]] = Counter()
+    for key, transactions, errors in sources:
+        ops.update({(key, op): n for op, n in transactions.items()})
+        kinds.update({(key, kind): n for kind, n in errors.items()})
+    yield _counted(CounterMetricFamily, f"{prefix}_transactions", f"Storage transactions of "
+                   f"{whose} and operation", [label, "operation"], ops)  # fmt: skip
+    yield _counted(CounterMetricFamily, f"{prefix}_errors", f"Failed storage attempts of "
+                   f"{whose} and kind", [label, "kind"], kinds)  # fmt: skip

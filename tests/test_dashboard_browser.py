@@ -46,8 +46,12 @@ def browser() -> Iterator[object]:
 
 
 def gated(script: Path, gate: str) -> Path:
-    """A job that waits until the test opens its gate: ``gate`` may name $ROLECALL_INSTANCE."""
-    script.write_text(f'#!/bin/sh\nwhile [ ! -e "{gate}" ]; do sleep 0.1; done\necho "done"\n')
+    """A job that waits until the test opens its gate (``gate`` may name $ROLECALL_INSTANCE),
+    then succeeds, except on web-2, where it fails as a full disk would."""
+    script.write_text(
+        f'#!/bin/sh\nwhile [ ! -e "{gate}" ]; do sleep 0.1; done\necho "rotating"\n'
+        'if [ "$ROLECALL_INSTANCE" = web-2 ]; then echo "no space left on device" >&2; exit 3; fi\n'
+    )
     return script
 
 
@@ -85,8 +89,10 @@ def test_the_pages_follow_a_reimage_a_run_and_a_poisoned_message_live(
         assert page.evaluate("window.rolecallNeverReloaded") is True
 
         # a run: its progress bar advances as targets complete
-        job = gated(tmp_path / "job.sh", f"{tmp_path}/go-$ROLECALL_INSTANCE")
-        run_id = cli(env, "run", "web", "--script", str(job), "--each").stdout.strip()
+        job = gated(tmp_path / "rotate-certs.sh", f"{tmp_path}/go-$ROLECALL_INSTANCE")
+        started = cli(env, "run", "web", "--script", str(job), "--each", "--max-attempts", "1")
+        assert started.returncode == 0, started.stderr
+        run_id = started.stdout.strip()
         page.goto(c.url + f"runs/{run_id}")
         page.evaluate("window.rolecallNeverReloaded = true")
         progress = page.locator("#run-progress")
@@ -98,15 +104,22 @@ def test_the_pages_follow_a_reimage_a_run_and_a_poisoned_message_live(
         for name in ("web-1", "web-2"):
             (tmp_path / f"go-{name}").touch()
         expect(progress).to_have_attribute("aria-valuenow", "3")
-        expect(page.locator("#run-state")).to_have_text("succeeded")
+        expect(page.locator("#run-state")).to_have_text("failed")
+        failure = page.locator('table.failures tr[data-target="web-2"]')
+        expect(failure.locator("td.num").first).to_have_text("3")
+        expect(failure.locator("pre.tail")).to_contain_text("no space left on device")
         assert page.evaluate("window.rolecallNeverReloaded") is True
 
         # poison: a message no agent can read appears with the reason it was set aside
         page.goto(c.url + "poison")
         page.evaluate("window.rolecallNeverReloaded = true")
-        expect(page.locator("article.poison")).to_have_count(0)
-        ops.send_raw(storage.names.instance_queue("web-2"), "this is not a job")
-        row = page.locator("article.poison tr[data-reason]")
+        # (web-2's failed job, out of attempts, is there already)
+        queue = storage.names.poison_queue(storage.names.instance_queue("web-1"))
+        article = page.locator(f'article.poison[data-queue="{queue}"]')
+        expect(page.locator("article.poison")).to_have_count(1)
+        expect(article).to_have_count(0)
+        ops.send_raw(storage.names.instance_queue("web-1"), "this is not a job")
+        row = article.locator("tr[data-reason]")
         expect(row).to_have_count(1)
         reason = row.get_attribute("data-reason")
         assert reason and reason != "undecodable"

@@ -1,4 +1,5 @@
-"""Operators' commands: run, status, wait, cancel, controller (and the waiting they share)."""
+"""Operators' commands: run, status, wait, cancel (and the waiting they share); the
+controller service is in cli_service.py."""
 
 from __future__ import annotations
 
@@ -266,39 +267,3 @@ def cancel(ctx: typer.Context, run_id: RunArg) -> None:
     stopping = f"; stopping it on {', '.join(done.stopping[:5])}" if done.stopping else ""
     more = f" and {len(done.stopping) - 5} more" if len(done.stopping) > 5 else ""
     typer.echo(f"cancelled {run_id}: {done.removed} queued job(s) removed{stopping}{more}")
-
-
-@expected_errors
-def controller(
-    ctx: typer.Context,
-    poll_max: Annotated[
-        float, Opt(metavar="SECONDS", help="Longest idle poll interval, seconds.")
-    ] = 60.0,
-    log_level: Annotated[str | None, Opt(help="debug, info, warning, error.")] = None,
-    log_format: Annotated[
-        str | None, Opt(help="json, text, or auto (default): text on a terminal, else JSON.")
-    ] = None,
-) -> None:
-    """Run the controller service: fold events into run records and dispatch rate-controlled
-    runs. Optional: status and wait fold too. Several may run at once.
-
-    \b
-    Examples:
-      rolecall controller
-      rolecall controller --poll-max 5 --log-format json
-    """
-    import signal
-    import threading
-
-    from rolecall import logs
-    from rolecall.controller.run_options import seconds
-    from rolecall.controller.service import serve
-
-    seconds("--poll-max", poll_max)
-    c = ctx_of(ctx)
-    c.flags.update(log_level=log_level, log_format=log_format)
-    logs.configure(c.settings.log_level, fmt=c.settings.log_format)
-    stop = threading.Event()
-    for s in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(s, lambda *_: stop.set())
-    serve(c.storage, dispatcher(ctx), stop, poll_max_s=poll_max)

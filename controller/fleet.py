@@ -17,14 +17,14 @@ A dead instance therefore reads ``lost`` within 2.5 heartbeats of its last one.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from rolecall.schemas.base import utcnow
 from rolecall.schemas.errors import ContractError, NotFound
 from rolecall.schemas.names import Names
-from rolecall.schemas.records import InstanceRecord
+from rolecall.schemas.records import InstanceRecord, counts_of
 from rolecall.schemas.version import PRE_RULES, Version
 from rolecall.storage.clients import BlobItem, Storage
 
@@ -50,6 +50,9 @@ class InstanceSummary:
     baseline_failure: dict[str, Any] | None = None
     #: where the record is, for the commands that read it whole (``rolecall history``)
     blob: str = ""
+    #: what the agent says this incarnation spent: transactions by operation, errors by kind
+    transactions: dict[str, int] = field(default_factory=dict, hash=False)
+    storage_errors: dict[str, int] = field(default_factory=dict, hash=False)
 
     def liveness(self, now: datetime) -> str:
         if self.state == "stopped":
@@ -124,6 +127,8 @@ def _summary(item: BlobItem) -> InstanceSummary:
         contract=_contract(meta.get("contract")),
         baseline_failure=_failure(meta.get("bfail")),
         blob=item.name,
+        transactions=counts_of(meta.get("tx")),
+        storage_errors=counts_of(meta.get("err")),
     )
 
 

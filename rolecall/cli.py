@@ -24,6 +24,7 @@ from rolecall.controller.cli_admin import baseline_app, names, poison_app
 from rolecall.controller.cli_agents import agent_app
 from rolecall.controller.cli_globals import ClickException, UsageError, with_global_options
 from rolecall.controller.cli_security import keys_app, sas_app
+from rolecall.controller.cli_service import controller
 from rolecall.controller.context import EXIT_ERROR, Ctx, error_line
 from rolecall.worker.cli import worker
 from rolecall.worker.cli_service import service_app
@@ -78,7 +79,7 @@ def _root(
 
 app.command("worker")(worker)
 for fn in (ops.run, ops.status, ops.wait, cli_runs.logs, cli_runs.runs, cli_runs.retry,
-           cli_fleet.instances, cli_fleet.history, ops.cancel, ops.controller):  # fmt: skip
+           cli_fleet.instances, cli_fleet.history, ops.cancel, controller):  # fmt: skip
     app.command(fn.__name__)(fn)
 app.add_typer(baseline_app, name="baseline")
 app.add_typer(agent_app, name="agent")

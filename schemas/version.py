@@ -67,8 +67,9 @@ class Version:
 #: signed batches, cancel jobs, and run records kept apart from their results; 1.3 adds agent
 #: releases and the baseline's agent pin (critical), with which agents upgrade themselves
 #: (docs/deploy.md, upgrading agents); 1.4 adds to instance records who holds the name (host,
-#: process), the failing baseline step, and the instance's recent jobs and applied baselines
-#: (optional: older readers ignore them).
+#: process), the failing baseline step, the instance's recent jobs and applied baselines, and
+#: the agent's storage transactions by operation and failed attempts by kind (all optional:
+#: older readers ignore them).
 CONTRACT = Version(1, 4)
 
 #: Majors whose reports (hellos, completions, instance records) the controller folds: the

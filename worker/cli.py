@@ -148,8 +148,13 @@ def _run(agent: Any, once: bool) -> int:
     for the service manager to restart it."""
     import logging
 
+    from rolecall import telemetry
+
     try:
-        return int(agent.run(once=once))
+        # exports only where the environment asks for it (rolecall/telemetry.py)
+        meter = telemetry.meter_instruments(agent.storage.meter)
+        with telemetry.session("rolecall-worker", agent.identity.instance, meter):
+            return int(agent.run(once=once))
     except Exception:
         logging.getLogger("rolecall.worker").exception("the agent stopped on an unexpected error")
         return 1

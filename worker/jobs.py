@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from rolecall import telemetry
 from rolecall.schemas.base import utcnow
 from rolecall.schemas.codec import decode_message, job_ids_of
 from rolecall.schemas.errors import ContractError, ExecutionError, PayloadError, RolecallError
@@ -59,6 +60,11 @@ class JobHandler:
         self.reboot_started = False
 
     def handle(self, ctx: JobContext) -> None:
+        assert ctx.claim is not None
+        with telemetry.span("rolecall.job", queue=ctx.claim.msg.queue):
+            self._handle(ctx)
+
+    def _handle(self, ctx: JobContext) -> None:
         claim = ctx.claim
         assert claim is not None
         msg = claim.msg
@@ -73,6 +79,7 @@ class JobHandler:
             return
         ctx.run_id = job.run_id
         fields = {"job_id": job.job_id, "run_id": job.run_id, "attempt": msg.dequeue_count}
+        telemetry.annotate(job_id=job.job_id, run_id=job.run_id, attempt=msg.dequeue_count)
         refusal = policy.before_attempt(
             attempt=msg.dequeue_count, max_attempts=job.max_attempts, not_after=job.not_after,
             now=utcnow(),

@@ -115,6 +115,7 @@ class Registration:
             baseline_version=baseline_version, heartbeat_s=self.heartbeat_s,
             platform=platform.system(), holder=self.holder, baseline_failure=failure,
             jobs=self.history.jobs, baselines=self.history.baselines,
+            transactions=self.storage.meter.snapshot(), storage_errors=self.storage.meter.errors(),
         )  # fmt: skip
 
     def hello(self, new_incarnation: bool) -> Hello:

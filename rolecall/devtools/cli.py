@@ -61,6 +61,17 @@ def demo(
         str | None,
         typer.Option(help="Use this storage account instead of starting a local Azurite."),
     ] = None,
+    http: Annotated[
+        str,
+        typer.Option(
+            metavar="ADDR",
+            help="Serve the dashboard here while the demo runs "
+            "(loopback PORT or 127.0.0.1:PORT; 0: any free port; off: none).",
+        ),
+    ] = "0",
+    stay: Annotated[
+        bool, typer.Option(help="Keep the dashboard up after the demo, until Ctrl-C.")
+    ] = False,
 ) -> None:
     """Watch a small fleet configure itself, survive a reimage mid-job, and converge.
 
@@ -68,6 +79,7 @@ def demo(
     is given; launches 2 roles x 3 instances as real worker processes; publishes baselines
     from examples/; runs a reconfiguration (--each) and a one-of-N job (--any); reimages one
     instance in the middle of its job; shows the status converging. Leaves nothing running.
+    Prints the dashboard's address (rolecall controller --http) and serves it meanwhile.
 
     \b
     Example:
@@ -79,7 +91,7 @@ def demo(
 
     stop_on_sigterm()
     try:
-        code = main(connection_string)
+        code = main(connection_string, None if http == "off" else http, stay)
     except RolecallError as e:
         typer.echo(f"rolecall demo: {e.message}", err=True)
         raise typer.Exit(2) from None

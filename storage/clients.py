@@ -13,7 +13,7 @@ import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any
 
 from azure.storage.blob import ContainerClient
 from azure.storage.queue import QueueClient
@@ -22,7 +22,6 @@ from rolecall.schemas.errors import (
     AccessDenied,
     ConcurrencyConflict,
     NotFound,
-    PayloadTooLarge,
     RolecallError,
 )
 from rolecall.schemas.names import Names
@@ -33,9 +32,6 @@ from rolecall.storage.retry import call
 
 if TYPE_CHECKING:
     from azure.storage.blob import BlobClient
-
-#: A big payload comes in this many parallel ranges (4 MiB each after the first 32 MiB).
-_DOWNLOAD_RANGES = 4
 
 #: Queue messages never expire on their own: a job addressed to an instance must wait for it
 #: through a reimage, however long; ``not_after`` is how a job says it is no longer wanted.
@@ -249,24 +245,6 @@ class Storage:
             data = stream.readall()
             props = stream.properties
             return BlobData(data, str(props.etag), dict(props.metadata or {}))
-
-        return call(f"read {container}/{path}", once)
-
-    def download_to(self, container: str, path: str, out: BinaryIO, max_bytes: int) -> int:
-        """Stream a blob into ``out`` (a seekable file), in parallel ranges for a big one;
-        memory stays a few chunks whatever its size. Refuses, before reading it, a blob
-        larger than ``max_bytes``. Returns the size written."""
-        client = self.blob(container, path)
-
-        def once() -> int:
-            out.seek(0)
-            out.truncate()
-            stream = client.download_blob(max_concurrency=_DOWNLOAD_RANGES)
-            size = int(stream.size or 0)
-            if size > max_bytes:
-                raise PayloadTooLarge(f"{container}/{path} is {size:,} bytes; at most "
-                                      f"{max_bytes:,} accepted")  # fmt: skip
-            return int(stream.readinto(out))
 
         return call(f"read {container}/{path}", once)
 

@@ -219,9 +219,9 @@ def logs(
     instance: Annotated[str, typer.Argument(help="Instance name, or 'any' for --any runs.")],
 ) -> None:
     """Print a target's full log (or its output tails if the log fit in the completion)."""
+    from rolecall.controller.joblogs import read_log
     from rolecall.controller.store import RunStore
     from rolecall.schemas.errors import ConfigError
-    from rolecall.schemas.names import Names
 
     c = ctx_of(ctx)
     record = RunStore(c.storage).get(run_id)
@@ -231,8 +231,7 @@ def logs(
     if t is None:
         raise ConfigError(f"run {run_id} has no target {instance!r}")
     if t.log_blob:
-        container, path = Names.split_blob_address(t.log_blob)
-        typer.echo(c.storage.get_blob(container, path).data.decode("utf-8", "replace"))
+        typer.echo(read_log(c.storage, t.log_blob))
         return
     typer.echo(f"--- stdout ---\n{t.stdout_tail}\n--- stderr ---\n{t.stderr_tail}")
 

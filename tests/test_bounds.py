@@ -8,17 +8,28 @@ from pathlib import Path
 
 import pytest
 
+from rolecall.controller.fold import EventFolder
 from rolecall.controller.sas import issue_worker_sas
 from rolecall.schemas import Outcome
+from rolecall.schemas.access import SasBundle
 from rolecall.schemas.base import LOG_MAX_BYTES
-from rolecall.schemas.codec import encode_document
+from rolecall.schemas.codec import decode_document, encode_document
 from rolecall.schemas.names import Names
+from rolecall.schemas.settings import StorageSettings
 from rolecall.storage.clients import Storage
-from tests.fleet import Fleet, Ledger, Operator, Worker, wait_for
+from tests.fleet import Fleet, Ledger, Operator, Worker, cli, cli_json, wait_for
 
 MiB = 1024 * 1024
 #: what the job of the memory test prints: more than the agent could ever hold
 PRINTED = 500 * 1000 * 1000
+
+
+def bundle_file(storage: Storage, tmp_path: Path, role: str, instance: str) -> Path:
+    """The SAS bundle the operator issues for one instance, as a file on that instance."""
+    sas_file = tmp_path / f"{instance}.sas.json"
+    if not sas_file.exists():
+        sas_file.write_bytes(encode_document(issue_worker_sas(storage, role, instance, hours=1)))
+    return sas_file
 
 
 @pytest.fixture
@@ -27,14 +38,18 @@ def own_sas(
 ) -> Callable[[str, str], Worker]:
     """Start a worker holding only the SAS bundle the operator issues for it."""
 
-    def start(role: str, instance: str, *args: str) -> Worker:
-        sas_file = tmp_path / f"{instance}.sas.json"
-        sas_file.write_bytes(encode_document(issue_worker_sas(storage, role, instance, hours=1)))
+    def start(role: str, instance: str) -> Worker:
         workers.env = {k: v for k, v in env.items() if k != "AZURE_STORAGE_CONNECTION_STRING"}
-        workers.env["ROLECALL_SAS_FILE"] = str(sas_file)
-        return workers.worker(role, instance, *args)
+        workers.env["ROLECALL_SAS_FILE"] = str(bundle_file(storage, tmp_path, role, instance))
+        return workers.worker(role, instance)
 
     return start
+
+
+def compromised(storage: Storage, tmp_path: Path, role: str, instance: str) -> Storage:
+    """What an attacker holding one instance can reach: its SAS bundle, nothing else."""
+    sas_file = bundle_file(storage, tmp_path, role, instance)
+    return Storage(StorageSettings(sas_file=sas_file, namespace=storage.names.namespace))
 
 
 def peak_rss(pid: int) -> int:
@@ -69,3 +84,63 @@ def test_a_job_printing_500_mb_leaves_the_agent_under_100_mb(
     assert log.startswith(f"--- stdout ---\n{line}\n".encode())
     assert f"[rolecall: {done.log_cut_bytes:,} bytes cut here".encode() in log
     assert log.rstrip().endswith(b"the last line\n\n--- stderr ---")
+
+
+# --- finding 8: logs can be neither squatted nor stuffed -----------------------------------
+
+
+def test_a_log_name_planted_by_another_instance_does_not_keep_the_real_log_out(
+    own_sas: Callable[[str, str], Worker], storage: Storage, env: dict[str, str], tmp_path: Path
+) -> None:
+    """From inside a job web-0 learns the run id, which was all it needed to create web-1's
+    log blob first: web-1's log was then never stored. Now the name has a random part."""
+    web1 = own_sas("web", "web-1")
+    wait_for(lambda: cli_json(env, "instances"), what="web-1 to register")
+    web1.kill()
+    script = tmp_path / "fails.sh"
+    script.write_text('#!/bin/sh\nseq 1 3000\necho "the real log of $ROLECALL_INSTANCE"\nexit 1\n')
+    r = cli(env, "run", "web", "--script", str(script), "--any", "--max-attempts", "1")
+    assert r.returncode == 0, r.stderr
+    run_id = r.stdout.splitlines()[0]
+    web0 = compromised(storage, tmp_path, "web", "web-0")
+    logs = storage.names.logs_container
+    for instance in ("web-1", "web-2"):  # every name the old scheme would give
+        path = Names.log_blob(run_id, Names.job_id(run_id, "any"), instance, 1, None)
+        web0.put_blob(logs, path, b"planted by web-0", create_only=True)
+    web1.start()
+    wait_for(lambda: cli_json(env, "status", run_id)["targets"][0]["state"] == "failed",
+             timeout=60, what="web-1 to fail the job")  # fmt: skip
+    shown = cli(env, "logs", run_id, "web-1")
+    assert shown.returncode == 0, shown.stderr
+    assert "the real log of web-1" in shown.stdout and "planted" not in shown.stdout
+
+
+def test_a_stuffed_log_blob_is_not_served(
+    storage: Storage, env: dict[str, str], tmp_path: Path
+) -> None:
+    """A worker's credential creates blobs of any size (a SAS cannot cap it): web-0 names a
+    50 MB blob as its log in its own signed completion. The fold takes the completion; the
+    controller checks the size before reading and serves nothing."""
+    from tests.factories import register
+    from tests.test_results_plane import Instance, batch, each_run, report
+
+    register(storage, "web-0", role="web")
+    sas_file = bundle_file(storage, tmp_path, "web", "web-0")
+    web0 = Instance(decode_document(sas_file.read_bytes(), SasBundle))
+    run = each_run(storage, tmp_path, "web")
+    job_id = Names.job_id(run.run_id, "web-0")
+    path = Names.log_blob(run.run_id, job_id, "web-0", 1, "0" * 32)
+    logs = storage.names.logs_container
+    hostile = compromised(storage, tmp_path, "web", "web-0")
+    hostile.put_blob(logs, path, b"x" * (50 * 1000 * 1000), create_only=True)
+    web0.post(storage.names.results_container("web"),
+              batch("web-0", report(run, "web-0", "web",
+                                    log_blob=Names.blob_address(logs, path))))  # fmt: skip
+    EventFolder(storage).fold_all()
+    assert cli_json(env, "status", run.run_id)["targets"][0]["log_blob"]
+    shown = cli(env, "logs", run.run_id, "web-0")
+    assert shown.returncode == 2
+    assert shown.stderr.strip().splitlines() == [
+        f"error: log {logs}/{path} is 50,000,000 bytes, more than any worker writes "
+        f"({LOG_MAX_BYTES:,}); not shown"
+    ]

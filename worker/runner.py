@@ -23,6 +23,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from secrets import token_hex
 from typing import Any, BinaryIO
 
 from rolecall.logs import SECRETS
@@ -273,18 +274,30 @@ class Runner:
         return target
 
     def _upload_log(self, work: Work, spool: BinaryIO) -> str | None:
-        """Upload the spooled log, create-only, so a re-run never overwrites the first
-        attempt's log; in blocks, so memory holds one block (storage/streams.py)."""
-        path = Names.log_blob(work.run_id, work.job_id, self.identity.instance, work.attempt)
+        """Upload the spooled log in blocks, so memory holds one block (storage/streams.py).
+
+        Under a name with a random part, reported in the signed completion, and create-only:
+        another instance can neither guess the name nor replace the blob, and a blob already
+        there (planted, or a one-in-2^128 clash) only sends the log to another name.
+        """
         container = self.storage.names.logs_container
-        try:
-            upload_file(self.storage, container, path, spool, create_only=True,
-                        content_type="text/plain; charset=utf-8")  # fmt: skip
-        except ConcurrencyConflict:
-            pass  # this attempt's log is already there (a replay after a crash)
-        except StorageError:
-            return None  # the tails are in the completion; a missing full log is not fatal
-        return Names.blob_address(container, path)
+        for _ in range(_LOG_NAME_TRIES):
+            path = Names.log_blob(work.run_id, work.job_id, self.identity.instance,
+                                  work.attempt, token_hex(16))  # fmt: skip
+            try:
+                upload_file(self.storage, container, path, spool, create_only=True,
+                            content_type="text/plain; charset=utf-8")  # fmt: skip
+            except ConcurrencyConflict:
+                log.warning("log blob %s already exists; trying another name", path)
+                continue
+            except StorageError:
+                return None  # the tails are in the completion; a missing full log is not fatal
+            return Names.blob_address(container, path)
+        return None
+
+
+#: names tried for one log before giving up on it (a clash is a sign of tampering)
+_LOG_NAME_TRIES = 3
 
 
 def _empty(directory: Path) -> bool:

@@ -15,6 +15,7 @@ from rolecall.controller.context import (
     emit_json,
     expected_errors,
 )
+from rolecall.schemas.errors import ConfigError
 
 Opt = typer.Option
 Output = Annotated[str, Opt("--output", "-o", help="table or json.")]
@@ -50,7 +51,12 @@ MaxErrors = Annotated[
 Args = Annotated[list[str] | None, Opt("--arg", help="Argument for the script (repeatable).")]
 Env = Annotated[list[str] | None, Opt("--env", help="NAME=VALUE for the job (repeatable).")]
 SecretEnv = Annotated[
-    list[str] | None, Opt("--secret-env", help="NAME=VALUE never logged or echoed.")
+    list[str] | None,
+    Opt("--secret-env", help="NAME=VALUE never logged or echoed; sealed to the role's key."),
+]
+ClearSecrets = Annotated[
+    bool,
+    Opt("--clear-secrets", help="Send --secret-env values in clear (the role has no sealing key)."),
 ]
 Entrypoint = Annotated[str | None, Opt(help="For archives: the file to start.")]
 Wait = Annotated[bool, Opt("--wait", help="Wait for the run and exit non-zero on failure.")]
@@ -77,6 +83,7 @@ def run(
     arg: Args = None,
     env: Env = None,
     secret_env: SecretEnv = None,
+    clear: ClearSecrets = False,
     entrypoint: Entrypoint = None,
     wait: Wait = False,
     wait_timeout: WaitTimeout = None,
@@ -92,7 +99,6 @@ def run(
       rolecall run web --script rotate-logs.sh --any --wait
     """
     from rolecall.controller.runs import RunRequest, start_run
-    from rolecall.schemas.errors import ConfigError
     from rolecall.schemas.runs import RunMode
 
     if any_ == each:
@@ -100,7 +106,7 @@ def run(
     c = ctx_of(ctx)
     req = RunRequest(
         role=role, script=script, mode=RunMode.ANY if any_ else RunMode.EACH,
-        instances=instance or [], timeout_s=timeout, deadline_s=deadline,
+        instances=instance or [], timeout_s=timeout, deadline_s=deadline, clear_secrets=clear,
         max_attempts=max_attempts, max_concurrency=max_concurrency, max_errors=max_errors,
         args=arg or [], env=_kv(env, "--env"), secret_env=_kv(secret_env, "--secret-env"),
         entrypoint=entrypoint, issuer=c.settings.issuer, too_old=too_old,
@@ -221,7 +227,6 @@ def logs(
     """Print a target's full log (or its output tails if the log fit in the completion)."""
     from rolecall.controller.joblogs import read_log
     from rolecall.controller.store import RunStore
-    from rolecall.schemas.errors import ConfigError
 
     c = ctx_of(ctx)
     record = RunStore(c.storage).get(run_id)

@@ -189,6 +189,12 @@ class Names:
         return f"baselines/{name_key(role)}.json"
 
     @staticmethod
+    def sealing_key_blob(role: str) -> str:
+        """The public half of a role's sealing key (schemas/sealing.py): what the controller
+        seals secrets to. Only the controller reads or writes it."""
+        return f"sealing/{name_key(role)}.json"
+
+    @staticmethod
     def instances_prefix(role: str | None = None) -> str:
         return "instances/" if role is None else f"instances/{name_key(role)}/"
 

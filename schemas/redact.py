@@ -18,9 +18,16 @@ from collections.abc import Iterable
 
 MASK = "***"
 
-#: Secrets shorter than this are refused by the job model (schemas/jobs.py): a mask for "abc"
-#: would blank every "abc" a job prints and still not hide a value so easily guessed.
+#: Secrets shorter than this are refused by ``rolecall run`` and ``baseline set``: a mask for
+#: "abc" would blank every "abc" a job prints and still not hide a value so easily guessed.
 MIN_SECRET_CHARS = 8
+
+
+def short_secret(name: str) -> str:
+    """The one line that refuses a secret shorter than ``MIN_SECRET_CHARS``."""
+    return (f"secret {name} is shorter than {MIN_SECRET_CHARS} characters; a secret that short "
+            f"cannot be masked without blanking ordinary output")  # fmt: skip
+
 
 #: (a word every match contains, casefolded; the pattern): scanning for the word first
 #: keeps a job's output cheap to redact (a regex scan costs ~10 ms a MiB, a find ~0.2)

@@ -57,9 +57,9 @@ def read_stream(
         chunk = f.read(_CHUNK)
     cutter.write(redactor.feed(decoder.decode(b"", final=True)).encode())
     cutter.write(redactor.close().encode())
-    end = cutter.finish()
-    last = end[-_TAIL_SOURCE_BYTES:]
-    text = last.decode("utf-8", "replace") if len(last) == len(end) else _from_char(last)
+    cutter.finish()
+    last = cutter.last
+    text = last.decode("utf-8", "replace") if cutter.total == len(last) else _from_char(last)
     return StreamLog(tail=tail(text), cut_bytes=cutter.dropped)
 
 
@@ -72,8 +72,13 @@ class _Cutter:
         self.ring: deque[bytes] = deque()
         self.ring_bytes = 0
         self.dropped = 0
+        #: the last bytes of all of it, for the completion's tail, and how many there were
+        self.last = b""
+        self.total = 0
 
     def write(self, data: bytes) -> None:
+        self.last = (self.last + data[-_TAIL_SOURCE_BYTES:])[-_TAIL_SOURCE_BYTES:]
+        self.total += len(data)
         if self.head_left and data:
             n = len(data) if len(data) <= self.head_left else _char_start(data, self.head_left)
             self.head_left = self.head_left - n if n == len(data) else 0
@@ -89,8 +94,8 @@ class _Cutter:
             self.ring_bytes -= len(old)
             self.dropped += len(old)
 
-    def finish(self) -> bytes:
-        """The tail; the marker and the tail are written to the spool."""
+    def finish(self) -> None:
+        """Write the marker (if anything was cut) and the tail to the spool."""
         end = b"".join(self.ring)
         self.ring.clear()
         if len(end) > TAIL_BYTES:
@@ -104,7 +109,6 @@ class _Cutter:
                     f"{HEAD_BYTES:,} and the last {TAIL_BYTES:,} bytes of each stream]\n".encode()
                 )
             self.spool.write(end)
-        return end
 
 
 def _char_start(data: bytes, at: int, *, forward: bool = False) -> int:

@@ -52,6 +52,7 @@ from rolecall.worker.identity import Identity
 from rolecall.worker.joblog import StreamLog
 from rolecall.worker.output import JobOutput
 from rolecall.worker.payloads import PayloadCache
+from rolecall.worker.sealing import Unsealer
 from rolecall.worker.state import LocalState
 
 log = logging.getLogger(__name__)
@@ -138,6 +139,7 @@ class Runner:
         self.state = state
         self.cache = cache
         self.environment = JobEnvironment()
+        self.unsealer = Unsealer.load(settings.sealing_key)
         self.programs = this_machine_programs()
         #: what a killed agent left mid-job (an archive's files, a script's leftovers)
         self._leftovers: list[Path] = [Path(e.path) for e in os.scandir(state.work_dir)]

@@ -27,6 +27,7 @@ from rolecall.controller.payloads import publish_bytes
 from rolecall.schemas.baseline import RebootPolicy, Step
 from rolecall.schemas.errors import ConfigError
 from rolecall.schemas.jobs import EnvVar, Execution, Interpreter, PayloadKind
+from rolecall.schemas.redact import MIN_SECRET_CHARS, short_secret
 from rolecall.storage.clients import Storage
 
 
@@ -124,6 +125,8 @@ def build_steps(storage: Storage, spec: BaselineSpec, base_dir: Path) -> list[St
         kind = PayloadKind.ARCHIVE if s.archive else PayloadKind.SCRIPT
         ref = publish_bytes(storage, data, path.name, kind)
         env = [EnvVar(name=k, value=v) for k, v in s.env.items()]
+        if short := [k for k, v in s.secret_env.items() if len(v) < MIN_SECRET_CHARS]:
+            raise ConfigError(f"step {s.name!r}: {short_secret(short[0])}")
         env += [EnvVar(name=k, value=v, secret=True) for k, v in s.secret_env.items()]
         execution = Execution(
             interpreter=s.interpreter, entrypoint=s.entrypoint, args=s.args, env=env

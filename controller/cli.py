@@ -52,7 +52,12 @@ Env = Annotated[
 ]
 SecretEnv = Annotated[
     list[str] | None,
-    Opt("--secret-env", metavar="NAME=VALUE", help="Never logged or echoed (repeatable)."),
+    Opt("--secret-env", metavar="NAME=VALUE",
+        help="Never logged or echoed; sealed to the role's key (repeatable)."),
+]  # fmt: skip
+ClearSecrets = Annotated[
+    bool,
+    Opt("--clear-secrets", help="Send --secret-env values in clear (the role has no sealing key)."),
 ]
 Entrypoint = Annotated[str | None, Opt(metavar="FILE", help="For archives: the file to start.")]
 Wait = Annotated[bool, Opt("--wait", help="Wait for the run; exit 0 only if all succeeded.")]
@@ -82,6 +87,7 @@ def run(
     arg: Args = None,
     env: Env = None,
     secret_env: SecretEnv = None,
+    clear: ClearSecrets = False,
     entrypoint: Entrypoint = None,
     wait: Wait = False,
     wait_timeout: WaitTimeout = None,
@@ -106,7 +112,7 @@ def run(
     c = ctx_of(ctx)
     req = RunRequest(
         role=role, script=script, mode=RunMode.ANY if any_ else RunMode.EACH,
-        instances=instance or [], timeout_s=timeout, deadline_s=deadline,
+        instances=instance or [], timeout_s=timeout, deadline_s=deadline, clear_secrets=clear,
         max_attempts=max_attempts, max_concurrency=max_concurrency, max_errors=max_errors,
         args=arg or [], env=check.pairs("--env", env),
         secret_env=check.pairs("--secret-env", secret_env), entrypoint=entrypoint,

@@ -10,7 +10,10 @@ import typer
 
 from rolecall.controller.context import ctx_of, expected_errors
 
-keys_app = typer.Typer(help="Signing keys for jobs and baselines.", no_args_is_help=True)
+keys_app = typer.Typer(
+    help="Signing keys for jobs and baselines; roles' sealing keys for secrets.",
+    no_args_is_help=True,
+)
 sas_app = typer.Typer(help="Least-privilege SAS bundles.", no_args_is_help=True)
 
 
@@ -34,6 +37,25 @@ def keys_generate(
 
     public, kid = generate(out)
     typer.echo(f"private key: {out}\npublic key:  {public}\nkey id:      {kid}")
+
+
+@keys_app.command("seal-generate")
+@expected_errors
+def keys_seal_generate(
+    ctx: typer.Context,
+    role: Annotated[str, typer.Argument(help="The role whose instances will hold the key.")],
+    out: Annotated[Path, typer.Option(help="Private key file to create (mode 0600).")],
+) -> None:
+    """Create a role's sealing key: `rolecall run` seals --secret-env values to it.
+
+    Install OUT on the role's instances (ROLECALL_SEALING_KEY); the public half is kept in
+    the namespace, where `rolecall run` finds it.
+    """
+    from rolecall.controller.sealing import generate_sealing_key
+
+    doc = generate_sealing_key(ctx_of(ctx).storage, role, out)
+    typer.echo(f"private key: {out} (install on {role}'s instances as ROLECALL_SEALING_KEY)\n"
+               f"key id:      {doc.key_id}")  # fmt: skip
 
 
 @sas_app.command("worker")

@@ -12,6 +12,7 @@ from rolecall.controller.dispatch import Dispatcher, dispatched, parse_limit, pl
 from rolecall.controller.fleet import InstanceSummary, list_instances
 from rolecall.controller.payloads import publish_file
 from rolecall.controller.results import dispatch_view
+from rolecall.controller.sealing import seal_secrets
 from rolecall.controller.skew import TooOld, refusal, too_old
 from rolecall.controller.store import RunStore, new_run_id
 
@@ -23,6 +24,7 @@ from rolecall.schemas.errors import ConfigError, NotFound, UnknownInstance, Unkn
 from rolecall.schemas.jobs import EnvVar, Execution, Interpreter, JobEnvelope, PayloadRef, Target
 from rolecall.schemas.names import Names
 from rolecall.schemas.runs import RunMode, RunRecord
+from rolecall.schemas.sealing import Sealed
 from rolecall.schemas.version import PRE_RULES, Version
 from rolecall.storage.clients import Storage
 
@@ -41,6 +43,8 @@ class RunRequest:
     args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     secret_env: dict[str, str] = field(default_factory=dict)
+    #: send ``secret_env`` as plain secret env vars, not sealed to the role's key
+    clear_secrets: bool = False
     interpreter: Interpreter = Interpreter.AUTO
     entrypoint: str | None = None
     issuer: str = "rolecall"
@@ -142,7 +146,8 @@ def start_run(
     payload: PayloadRef = publish_file(storage, req.script, published)
     now = utcnow()
     run_id = new_run_id(now)
-    template = _template(req, run_id, payload, now)
+    sealed = seal_secrets(storage, req.role, run_id, req.secret_env, clear=req.clear_secrets)
+    template = _template(req, run_id, payload, now, sealed)
     skipped = _skipped(storage, req, listed, template.required_version())
     record = RunRecord(
         run_id=run_id,
@@ -182,8 +187,12 @@ def launch(
     return dispatched(view, sent)
 
 
-def _template(req: RunRequest, run_id: str, payload: PayloadRef, now: datetime) -> JobEnvelope:
-    """The job every target gets (dispatch fills in the job id and the target)."""
+def _template(
+    req: RunRequest, run_id: str, payload: PayloadRef, now: datetime, sealed: Sealed | None
+) -> JobEnvelope:
+    """The job every target gets (dispatch fills in the job id and the target); its secrets
+    sealed to the role's key, or in clear when the operator asked for that."""
+    clear = {} if sealed is not None else req.secret_env
     return JobEnvelope(
         job_id=Names.job_id(run_id, "template"),
         run_id=run_id,
@@ -195,7 +204,8 @@ def _template(req: RunRequest, run_id: str, payload: PayloadRef, now: datetime) 
             entrypoint=req.entrypoint,
             args=req.args,
             env=[EnvVar(name=k, value=v) for k, v in req.env.items()]
-            + [EnvVar(name=k, value=v, secret=True) for k, v in req.secret_env.items()],
+            + [EnvVar(name=k, value=v, secret=True) for k, v in clear.items()],
+            sealed_env=sealed,
         ),
         timeout_s=req.timeout_s,
         not_after=now + timedelta(seconds=req.deadline_s) if req.deadline_s else None,

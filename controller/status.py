@@ -84,6 +84,7 @@ def target_json(key: str, t: TargetResult, unreachable: Unreachable) -> dict[str
         "stdout_tail": t.stdout_tail,
         "stderr_tail": t.stderr_tail,
         "log_blob": t.log_blob,
+        "log_cut_bytes": t.log_cut_bytes,
         "steps": {str(k): v.outcome.value for k, v in sorted(t.steps.items())} or None,
     }
 

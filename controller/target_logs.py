@@ -10,6 +10,7 @@ the run record shows, is the one printed.
 
 from __future__ import annotations
 
+from rolecall.controller.joblogs import read_log
 from rolecall.schemas.errors import ConfigError, NotFound
 from rolecall.schemas.names import Names
 from rolecall.schemas.runs import RunMode, RunRecord, TargetResult
@@ -40,11 +41,10 @@ def log_text(storage: Storage, record: RunRecord, t: TargetResult) -> str:
 
 
 def _read(storage: Storage, address: str) -> str | None:
-    container, path = Names.split_blob_address(address)
-    if container != storage.names.logs_container:
-        return None  # not a log: never follow an instance's pointer elsewhere
+    """The log at ``address``; refused in one line if it is not a log a worker could have
+    written (elsewhere than the logs container, or larger than any: controller/joblogs.py)."""
     try:
-        return storage.get_blob(container, path).data.decode("utf-8", "replace")
+        return read_log(storage, address)
     except NotFound:
         return None
 

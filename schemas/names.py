@@ -22,6 +22,10 @@ from datetime import datetime
 
 from rolecall.schemas.errors import InvalidName
 
+#: The random part of a log blob's name (``secrets.token_hex(16)``).
+_LOG_TOKEN = re.compile(r"[0-9a-f]{32}")
+_LOG_FILE = re.compile(r"[0-9a-f]{32}\.log")
+
 #: Longest key a role or instance may map to. With a namespace of at most
 #: ``MAX_NAMESPACE`` characters, ``<ns>-role-<key>-poison`` stays within 63.
 MAX_KEY = 36
@@ -185,6 +189,12 @@ class Names:
         return f"baselines/{name_key(role)}.json"
 
     @staticmethod
+    def sealing_key_blob(role: str) -> str:
+        """The public half of a role's sealing key (schemas/sealing.py): what the controller
+        seals secrets to. Only the controller reads or writes it."""
+        return f"sealing/{name_key(role)}.json"
+
+    @staticmethod
     def instances_prefix(role: str | None = None) -> str:
         return "instances/" if role is None else f"instances/{name_key(role)}/"
 
@@ -289,10 +299,27 @@ class Names:
         return f"runs/{check_id(run_id, 'run id')}.lock"
 
     @staticmethod
-    def log_blob(run_id: str, job_id: str, instance: str, attempt: int) -> str:
+    def log_blob(run_id: str, job_id: str, instance: str, attempt: int, token: str | None) -> str:
+        """Where an attempt's log goes. ``token`` is random, chosen by the worker at upload
+        and reported in its signed completion: a name another instance could work out (a
+        job learns its run id) could be created first to keep the real log out. None: the
+        name agents before contract 1.4 used, still accepted from them."""
         check_id(run_id, "run id")
         check_id(job_id, "job id")
-        return f"{run_id}/{job_id}/{name_key(instance)}/{attempt}.log"
+        where = f"{run_id}/{job_id}/{name_key(instance)}/{attempt}"
+        if token is None:
+            return f"{where}.log"
+        if not _LOG_TOKEN.fullmatch(token):
+            raise InvalidName("a log token is 32 lowercase hex digits")
+        return f"{where}.{token}.log"
+
+    @staticmethod
+    def is_log_blob(path: str, run_id: str, job_id: str, instance: str, attempt: int) -> bool:
+        """Whether ``path`` is a name ``log_blob`` gives this attempt (with any token)."""
+        legacy = Names.log_blob(run_id, job_id, instance, attempt, None)
+        prefix = legacy.removesuffix("log")
+        rest = path.removeprefix(prefix) if path.startswith(prefix) else None
+        return rest == "log" or (rest is not None and bool(_LOG_FILE.fullmatch(rest)))
 
     @staticmethod
     def step_logs_prefix(run_id: str, instance: str) -> str:

@@ -69,7 +69,8 @@ class Version:
 #: (docs/deploy.md, upgrading agents); 1.4 adds to instance records who holds the name (host,
 #: process), the failing baseline step, the instance's recent jobs and applied baselines, and
 #: the agent's storage transactions by operation and failed attempts by kind (all optional:
-#: older readers ignore them).
+#: older readers ignore them); to completions the bytes a log left out (``log_cut_bytes``);
+#: and to jobs sealed secrets (``sealed_env``, critical: an older agent refuses the job).
 CONTRACT = Version(1, 4)
 
 #: Majors whose reports (hellos, completions, instance records) the controller folds: the

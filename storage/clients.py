@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any
 
 from azure.storage.blob import ContainerClient
 from azure.storage.queue import QueueClient
@@ -20,7 +20,6 @@ from rolecall.schemas.errors import (
     AccessDenied,
     ConcurrencyConflict,
     NotFound,
-    PayloadTooLarge,
     RolecallError,
 )
 from rolecall.schemas.names import Names
@@ -34,9 +33,6 @@ if TYPE_CHECKING:
     from azure.storage.blob import BlobClient
 
 __all__ = ["BlobData", "BlobItem", "Message", "Storage"]  # the items: storage/items.py
-
-#: A big payload comes in this many parallel ranges (4 MiB each after the first 32 MiB).
-_DOWNLOAD_RANGES = 4
 
 #: Queue messages never expire on their own: a job addressed to an instance must wait for it
 #: through a reimage, however long; ``not_after`` is how a job says it is no longer wanted.
@@ -226,24 +222,6 @@ class Storage:
             data = stream.readall()
             props = stream.properties
             return BlobData(data, str(props.etag), dict(props.metadata or {}), props.last_modified)
-
-        return self._call(f"read {container}/{path}", once)
-
-    def download_to(self, container: str, path: str, out: BinaryIO, max_bytes: int) -> int:
-        """Stream a blob into ``out`` (a seekable file), in parallel ranges for a big one;
-        memory stays a few chunks whatever its size. Refuses, before reading it, a blob
-        larger than ``max_bytes``. Returns the size written."""
-        client = self.blob(container, path)
-
-        def once() -> int:
-            out.seek(0)
-            out.truncate()
-            stream = client.download_blob(max_concurrency=_DOWNLOAD_RANGES)
-            size = int(stream.size or 0)
-            if size > max_bytes:
-                raise PayloadTooLarge(f"{container}/{path} is {size:,} bytes; at most "
-                                      f"{max_bytes:,} accepted")  # fmt: skip
-            return int(stream.readinto(out))
 
         return self._call(f"read {container}/{path}", once)
 

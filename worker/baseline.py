@@ -204,12 +204,14 @@ class BaselineApplier:
         run_id = Names.baseline_run_id(baseline.role, baseline.version)
         job_id = self._job_id(baseline, index)
         self._tries += 1
-        log_path = Names.step_log_blob(
-            run_id, self.identity.instance, index, self.state.incarnation,
-            f"{self.state.boot}-{self._tries}",
-        )  # fmt: skip
+        tried = f"{self.state.boot}-{self._tries}"
+        instance, incarnation = self.identity.instance, self.state.incarnation
+
+        def log_name(token: str) -> str:  # unguessable, as a job's log (worker/runner.py)
+            return Names.step_log_blob(run_id, instance, index, incarnation, f"{tried}.{token}")
+
         work = Work(run_id, job_id, 1, step.payload, step.execution, step.timeout_s,
-                    log_path=log_path, keep_log=True)  # fmt: skip
+                    log_name=log_name, keep_log=True)  # fmt: skip
         ctx = {"run_id": run_id, "job_id": job_id, "step": index}
         log.info("applying baseline step %r", step.name, extra=ctx)
         try:

@@ -73,6 +73,8 @@ class WorkerSettings(StorageSettings):
 
     # trust: from the environment a JSON list, ROLECALL_TRUSTED_KEYS='["/etc/rolecall/a.pub"]'
     trusted_keys: list[Path] = Field(default_factory=list)
+    #: the role's sealing key (``rolecall keys seal-generate``): opens jobs' sealed secrets
+    sealing_key: Path | None = None
 
     # observability (log_level and log_format are shared: schemas/settings.py)
     stats_file: Path | None = None

@@ -74,6 +74,7 @@ class JobHandler:
             claim.job_id = job.job_id
             signed_by = self.verify(msg.content, True)
             self._check_addressing(job, msg.queue)
+            job = self.runner.unsealer.open(job)
         except RolecallError as e:
             self._reject(ctx, job, e)
             return

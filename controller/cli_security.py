@@ -43,13 +43,21 @@ def keys_generate(
 @expected_errors
 def keys_seal_generate(
     ctx: typer.Context,
-    role: Annotated[str, typer.Argument(help="The role whose instances will hold the key.")],
-    out: Annotated[Path, typer.Option(help="Private key file to create (mode 0600).")],
+    role: Annotated[
+        str, typer.Argument(metavar="ROLE", help="The role whose instances will hold the key.")
+    ],
+    out: Annotated[
+        Path, typer.Option(metavar="FILE", help="Private key file to create (mode 0600).")
+    ],
 ) -> None:
     """Create a role's sealing key: `rolecall run` seals --secret-env values to it.
 
     Install OUT on the role's instances (ROLECALL_SEALING_KEY); the public half is kept in
     the namespace, where `rolecall run` finds it.
+
+    \b
+    Example:
+      rolecall keys seal-generate web --out web-sealing.key
     """
     from rolecall.controller.sealing import generate_sealing_key
 

@@ -95,15 +95,8 @@ class JobHandler:
             replay = Completion.model_validate({**prior, "replayed": True})
             self.outbox.add([replay], claim, Ack())
             return
-        if job.action == "reconcile":
-            self.reconcile()
-            self.outbox.add([], claim, Ack())
-            return
-        if job.action == "cancel":
-            assert job.cancel_run is not None
-            log.info("run cancelled: its jobs are refused here from now on",
-                     extra={"run_id": job.cancel_run})  # fmt: skip
-            self.state.cancel_run(job.cancel_run)
+        if job.action in ("reconcile", "cancel"):
+            self._control(job)
             self.outbox.add([], claim, Ack())
             return
         if job.run_id in self.state.cancelled_runs:
@@ -115,6 +108,16 @@ class JobHandler:
             self._run(ctx, job, signed_by, fields)
         finally:
             self.runner.sweep()  # the job's files go after its marker and completion
+
+    def _control(self, job: JobEnvelope) -> None:
+        """A job that runs nothing: apply the baseline now, or stop a run's jobs here."""
+        if job.action == "reconcile":
+            self.reconcile()
+            return
+        assert job.cancel_run is not None
+        log.info("run cancelled: its jobs are refused here from now on",
+                 extra={"run_id": job.cancel_run})  # fmt: skip
+        self.state.cancel_run(job.cancel_run)
 
     def _run(
         self, ctx: JobContext, job: JobEnvelope, signed_by: str | None, fields: dict[str, Any]

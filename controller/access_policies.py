@@ -9,7 +9,7 @@ Azurite: at once). Facts that force the design:
   worker of a role shares the role queue, and every role shares the payloads, logs and
   state containers. So policies are **generations**: ``g<YYYYMMDDHHMMSS>`` (its creation
   time), shared by every bundle issued while it was current. The state container grants
-  two things (read a baseline, write an instance record), so its policies carry a suffix:
+  two things (read a baseline; read and write an instance record), so its policies carry a suffix:
   ``g…-r`` and ``g…-w``; a blob SAS takes its permissions from the policy it names, so one
   policy for both would let a worker rewrite its baseline.
 * Azurite refuses a SAS that names a policy and also sets permissions, start or expiry

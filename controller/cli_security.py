@@ -10,19 +10,28 @@ import typer
 
 from rolecall.controller.context import ctx_of, expected_errors
 
-keys_app = typer.Typer(help="Signing keys for jobs and baselines.", no_args_is_help=True)
+keys_app = typer.Typer(
+    help="Signing keys for jobs and baselines; roles' sealing keys for secrets.",
+    no_args_is_help=True,
+)
 sas_app = typer.Typer(help="Least-privilege SAS bundles.", no_args_is_help=True)
 
 
 @keys_app.command("generate")
 @expected_errors
 def keys_generate(
-    out: Annotated[Path, typer.Option(help="Private key file to create (mode 0600).")],
+    out: Annotated[
+        Path, typer.Option(metavar="FILE", help="Private key file to create (mode 0600).")
+    ],
 ) -> None:
     """Create an Ed25519 signing key and its public key (OUT.pub).
 
     Give OUT to the controller (ROLECALL_SIGNING_KEY) and OUT.pub to workers
     (--trusted-key); workers then refuse unsigned or altered jobs.
+
+    \b
+    Example:
+      rolecall keys generate --out controller.key
     """
     from rolecall.controller.signing import generate
 
@@ -30,25 +39,55 @@ def keys_generate(
     typer.echo(f"private key: {out}\npublic key:  {public}\nkey id:      {kid}")
 
 
+@keys_app.command("seal-generate")
+@expected_errors
+def keys_seal_generate(
+    ctx: typer.Context,
+    role: Annotated[
+        str, typer.Argument(metavar="ROLE", help="The role whose instances will hold the key.")
+    ],
+    out: Annotated[
+        Path, typer.Option(metavar="FILE", help="Private key file to create (mode 0600).")
+    ],
+) -> None:
+    """Create a role's sealing key: `rolecall run` seals --secret-env values to it.
+
+    Install OUT on the role's instances (ROLECALL_SEALING_KEY); the public half is kept in
+    the namespace, where `rolecall run` finds it.
+
+    \b
+    Example:
+      rolecall keys seal-generate web --out web-sealing.key
+    """
+    from rolecall.controller.sealing import generate_sealing_key
+
+    doc = generate_sealing_key(ctx_of(ctx).storage, role, out)
+    typer.echo(f"private key: {out} (install on {role}'s instances as ROLECALL_SEALING_KEY)\n"
+               f"key id:      {doc.key_id}")  # fmt: skip
+
+
 @sas_app.command("worker")
 @expected_errors
 def sas_worker(
     ctx: typer.Context,
-    role: Annotated[str, typer.Option(help="The worker's role.")],
-    instance: Annotated[str, typer.Option(help="The worker's instance name.")],
-    out: Annotated[Path, typer.Option(help="Bundle file to write (mode 0600).")],
+    role: Annotated[str, typer.Option(metavar="ROLE", help="The worker's role.")],
+    instance: Annotated[str, typer.Option(metavar="NAME", help="The worker's instance name.")],
+    out: Annotated[Path, typer.Option(metavar="FILE", help="Bundle file to write (mode 0600).")],
     hours: Annotated[
-        float, typer.Option(help="Lifetime of a new policy generation, in hours (a week).")
-    ] = 24 * 7,
+        float,
+        typer.Option(metavar="HOURS", help="Lifetime of a new policy generation (a week)."),
+    ] = 24 * 7,  # controller/sas.py DEFAULT_HOURS; not imported: the CLI loads Azure lazily
 ) -> None:
     """Issue the SAS bundle one worker needs, and no more (see docs/security.md).
-
-    Example: rolecall sas worker --role web --instance WebRole_IN_0 --out web0.sas.json
-    then on the instance: ROLECALL_SAS_FILE=web0.sas.json rolecall worker ...
 
     Tokens name stored access policies (revocable with `rolecall sas revoke`) and are HTTPS
     only unless the account is on this machine. A bundle lives as long as its policies'
     generation: issue new bundles before it ends (docs/security.md, rotating bundles).
+
+    \b
+    Example:
+      rolecall sas worker --role web --instance WebRole_IN_0 --out web0.sas.json
+      # then on the instance: ROLECALL_SAS_FILE=web0.sas.json rolecall worker ...
     """
     from rolecall.controller.sas import issue_worker_sas
     from rolecall.schemas.codec import encode_document
@@ -67,10 +106,14 @@ def sas_worker(
 @expected_errors
 def sas_revoke(
     ctx: typer.Context,
-    role: Annotated[str | None, typer.Argument(help="Revoke every bundle of this role.")] = None,
+    role: Annotated[
+        str | None, typer.Argument(metavar="[ROLE]", help="Revoke every bundle of this role.")
+    ] = None,
     policy: Annotated[
         str | None,
-        typer.Option(help="Revoke one policy generation (g...) everywhere, for every role."),
+        typer.Option(
+            metavar="ID", help="Revoke one policy generation (g...) everywhere, for every role."
+        ),
     ] = None,
 ) -> None:
     """Revoke SAS bundles by deleting the stored access policies they name.
@@ -79,6 +122,11 @@ def sas_revoke(
     instances' queues, its results container). The shared containers (payloads, logs,
     state) follow their generation: `--policy g...` revokes it for every role, so re-issue
     the other roles' bundles first.
+
+    \b
+    Example:
+      rolecall sas revoke web
+      rolecall sas revoke --policy g20250101120000
     """
     from rolecall.controller.sas import revoke_generation, revoke_role
 

@@ -11,7 +11,7 @@ per queue, per container or per blob):
 | the two poison queues | add | refuse bad messages |
 | payloads container | read | fetch scripts and archives |
 | its role's baseline blob | read | boot configuration |
-| its own instance record blob | create, write | heartbeat |
+| its own instance record | read, create, write | heartbeat; read at start: a second agent? |
 | logs container | create | new log blobs only; cannot overwrite anyone's |
 
 Queue SAS tokens must be signed with the account key (queues have no user-delegation SAS),
@@ -124,7 +124,9 @@ def issue_worker_sas(storage: Storage, role: str, instance: str, hours: float) -
     state = names.state_container
     blobs = {
         Names.baseline_blob(role): policy(Grant("container", state, "r", "-r")),
-        Names.instance_blob(role, instance): policy(Grant("container", state, "cw", "-w")),
+        # read too: at start the worker reads its own record to notice a second agent
+        # (worker/registration.py)
+        Names.instance_blob(role, instance): policy(Grant("container", state, "rcw", "-w")),
     }
     private_key = enrol(storage, role, instance)  # its reports must carry this key's signature
     signed: dict[str, Any] = {"account_key": key, "protocol": protocol}

@@ -44,7 +44,9 @@ def storage(settings: StorageSettings) -> Iterator[Storage]:
 @pytest.fixture
 def env(azurite: Azurite, namespace: str, tmp_path: Path) -> dict[str, str]:
     """Environment for rolecall subprocesses: this test's Azurite and namespace only."""
-    e = {k: v for k, v in os.environ.items() if not k.startswith(("ROLECALL_", "AZURE_"))}
+    # nor an exporter of the developer's (rolecall/telemetry.py): tests contact 127.0.0.1 only
+    own = ("ROLECALL_", "AZURE_", "OTEL_", "APPLICATIONINSIGHTS_")
+    e = {k: v for k, v in os.environ.items() if not k.startswith(own)}
     e.update(
         AZURE_STORAGE_CONNECTION_STRING=azurite.connection_string,
         ROLECALL_NAMESPACE=namespace,

@@ -193,8 +193,14 @@ def _scope_label(a: dict[str, str]) -> str:
     if scope in per_role:
         return per_role[scope]
     if scope == "state":
-        assert "${r." in cond, f"a role's grant on the state container needs a condition: {a}"
-        return "its baseline blob" if "r.baselineBlob" in cond else "its `instances/<role>/`"
+        # every path the condition lets through is the role's own: its baseline blob exactly,
+        # its instance records by prefix (a worker reads its own record at start)
+        paths = set(re.findall(r"\$\{blobPath\} (\w+) \\'\$\{r\.(\w+)\}\\'", cond))
+        assert paths, f"a role's grant on the state container needs a condition: {a}"
+        mine = {"its baseline blob": ("StringEquals", "baselineBlob"),
+                "its `instances/<role>/`": ("StringStartsWith", "instancesPrefix")}  # fmt: skip
+        assert cond.count("${blobPath}") == len(paths) and paths <= set(mine.values()), a
+        return " and ".join(label for label, path in mine.items() if path in paths)
     assert scope == "account", a
     if "r.?instancePrefix" in cond:
         poison = "StringLike" in cond

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from rolecall import telemetry
 from rolecall.schemas.base import utcnow
 from rolecall.schemas.codec import decode_message, job_ids_of
 from rolecall.schemas.errors import (
@@ -71,19 +72,21 @@ class JobHandler:
         claim loop, where the message would come back after its lease, be claimed again
         before any attempt count was checked, and never leave the queue. Storage errors still
         escape: the lease lapses and the message is tried again, which is right for them."""
-        try:
-            self._handle(ctx)
-        except StorageError:
-            raise
-        except Exception as e:
-            claim = ctx.claim
-            if claim is None or claim.state is not ClaimState.RUNNING or self.outbox.holds(claim):
-                raise  # already settled or on its way: nothing to poison
-            log.exception("poisoning a message the agent could not handle",
-                          extra={"queue": claim.msg.queue, "message_id": claim.msg.id})  # fmt: skip
-            reason = e.reason if isinstance(e, RolecallError) else "internal_error"
-            why = f"the agent could not handle this message: {type(e).__name__}: {e}"
-            self._give_up(ctx, None, policy.GiveUp(reason, why, Outcome.REJECTED))
+        claim = ctx.claim
+        assert claim is not None
+        with telemetry.span("rolecall.job", queue=claim.msg.queue):
+            try:
+                self._handle(ctx)
+            except StorageError:
+                raise
+            except Exception as e:
+                if claim.state is not ClaimState.RUNNING or self.outbox.holds(claim):
+                    raise  # already settled or on its way: nothing to poison
+                where = {"queue": claim.msg.queue, "message_id": claim.msg.id}
+                log.exception("poisoning a message the agent could not handle", extra=where)
+                reason = e.reason if isinstance(e, RolecallError) else "internal_error"
+                why = f"the agent could not handle this message: {type(e).__name__}: {e}"
+                self._give_up(ctx, None, policy.GiveUp(reason, why, Outcome.REJECTED))
 
     def _handle(self, ctx: JobContext) -> None:
         claim = ctx.claim
@@ -95,11 +98,13 @@ class JobHandler:
             claim.job_id = job.job_id
             signed_by = self.verify(msg.content, True)
             self._check_addressing(job, msg.queue)
+            job = self.runner.unsealer.open(job)
         except RolecallError as e:
             self._reject(ctx, job, e)
             return
         ctx.run_id = job.run_id
         fields = {"job_id": job.job_id, "run_id": job.run_id, "attempt": msg.dequeue_count}
+        telemetry.annotate(job_id=job.job_id, run_id=job.run_id, attempt=msg.dequeue_count)
         refusal = policy.before_attempt(
             attempt=msg.dequeue_count, max_attempts=job.max_attempts, not_after=job.not_after,
             now=utcnow(),
@@ -114,15 +119,8 @@ class JobHandler:
             replay = Completion.model_validate({**prior, "replayed": True})
             self.outbox.add([replay], claim, Ack())
             return
-        if job.action == "reconcile":
-            self.reconcile()
-            self.outbox.add([], claim, Ack())
-            return
-        if job.action == "cancel":
-            assert job.cancel_run is not None
-            log.info("run cancelled: its jobs are refused here from now on",
-                     extra={"run_id": job.cancel_run})  # fmt: skip
-            self.state.cancel_run(job.cancel_run)
+        if job.action in ("reconcile", "cancel"):
+            self._control(job)
             self.outbox.add([], claim, Ack())
             return
         if job.run_id in self.state.cancelled_runs:
@@ -134,6 +132,16 @@ class JobHandler:
             self._run(ctx, job, signed_by, fields)
         finally:
             self.runner.sweep()  # the job's files go after its marker and completion
+
+    def _control(self, job: JobEnvelope) -> None:
+        """A job that runs nothing: apply the baseline now, or stop a run's jobs here."""
+        if job.action == "reconcile":
+            self.reconcile()
+            return
+        assert job.cancel_run is not None
+        log.info("run cancelled: its jobs are refused here from now on",
+                 extra={"run_id": job.cancel_run})  # fmt: skip
+        self.state.cancel_run(job.cancel_run)
 
     def _run(
         self, ctx: JobContext, job: JobEnvelope, signed_by: str | None, fields: dict[str, Any]

@@ -15,8 +15,8 @@
 //     its instance queues    the same, per queue (instances[], with the role's principalId)
 //                            or by the role's instance-name prefix (roles[].instancePrefix, ABAC)
 //     its results container  blob writer: the role reports for itself only
-//     state container        read its own baseline blob only; write under its own
-//                            instances/<role>/ only (ABAC conditions)
+//     state container        read its own baseline blob and under its own instances/<role>/
+//                            (its record, at start); write under instances/<role>/ only (ABAC)
 //     shared by every role   payloads: Blob Data Reader; logs: blob writer (create, no read,
 //                            no delete); events queue: Message Sender (agents before 0.2);
 //                            account (optional): provisioner, no data access
@@ -354,7 +354,9 @@ resource workerResults 'Microsoft.Authorization/roleAssignments@2022-04-01' = [f
 }]
 
 // Run records in the state container hold every run's job template, secret environment
-// values included: a role's identity reads its own baseline and nothing else there.
+// values included: a role's identity reads its own baseline and its role's instance records
+// (a worker reads its own at start, to tell a restart from a second agent under its name)
+// and nothing else there.
 resource workerBaselines 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for r in roles: {
   name: guid(state.id, r.principalId, blobDataReader)
   scope: state
@@ -362,9 +364,9 @@ resource workerBaselines 'Microsoft.Authorization/roleAssignments@2022-04-01' = 
     roleDefinitionId: blobDataReader
     principalId: r.principalId
     principalType: 'ServicePrincipal'
-    description: 'rolecall worker of ${r.role}: read its baseline (${r.baselineBlob} only)'
+    description: 'rolecall worker of ${r.role}: read its baseline and instance records (${r.baselineBlob}, ${r.instancesPrefix})'
     conditionVersion: '2.0'
-    condition: '((!(ActionMatches{\'${blobs}/read\'})) OR (${blobPath} StringEquals \'${r.baselineBlob}\'))'
+    condition: '((!(ActionMatches{\'${blobs}/read\'})) OR (${blobPath} StringEquals \'${r.baselineBlob}\') OR (${blobPath} StringStartsWith \'${r.instancesPrefix}\'))'
   }
 }]
 

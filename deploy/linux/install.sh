@@ -184,6 +184,8 @@ ROLECALL_ACCOUNT_NAME=
 #ROLECALL_TRUSTED_KEYS='["/etc/rolecall/controller.pub"]'
 # Run when a step exits 3010 or 194 (reboot required):
 #ROLECALL_REBOOT_COMMAND="systemctl reboot"
+# The role's sealing key (rolecall keys seal-generate ROLE): opens jobs' sealed secrets
+#ROLECALL_SEALING_KEY=/etc/rolecall/sealing.pem
 ROLECALL_LOG_LEVEL=info
 ENV
     )

@@ -185,6 +185,8 @@ if (Test-Path -LiteralPath $envFile) {
         "ROLECALL_STATE_DIR=$state"
         '#ROLECALL_TRUSTED_KEYS=''["C:\\ProgramData\\rolecall\\controller.pub"]'''
         "ROLECALL_REBOOT_COMMAND=`"$shutdown /r /t 10 /c rolecall`""
+        '# the role''s sealing key (rolecall keys seal-generate ROLE): opens jobs'' sealed secrets'
+        '#ROLECALL_SEALING_KEY=C:\ProgramData\rolecall\sealing.pem'
         '# TLS trusts the Windows certificate store (auto); the proxy is WinHTTP''s unless set here'
         '#ROLECALL_TLS_TRUST=auto'
         '#HTTPS_PROXY=http://proxy.example:8080'

@@ -31,6 +31,7 @@ import pytest
 
 import rolecall
 from rolecall import launch
+from rolecall.cli import run as rolecall_cli
 from rolecall.controller.fleet import list_instances
 from rolecall.schemas.names import POISON_SUFFIX, Names
 from rolecall.storage.clients import Storage
@@ -105,6 +106,26 @@ def test_bicep_defaults_derive_names_as_schemas_names_does(namespace: str) -> No
     assert derived["eventsPoisonQueue"] == names.poison_queue(names.events_queue)
     assert names.instance_queue("vm-1") == derived["instanceQueuePrefix"] + "vm-1"
     assert bicep_default("namespace") == "rc" == Names().namespace
+
+
+def test_deploy_md_builds_each_role_parameter_from_rolecall_names(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/deploy.md's parameter loop maps `rolecall names ROLE -o json` onto a role object
+    with jq; every name it takes (the instances prefix included: no derivation in jq) is
+    printed by `rolecall names` and equals the example parameters'."""
+    doc = (REPO / "docs" / "deploy.md").read_text()
+    loop = doc.split('names "$role" -o json |')[1].split("done")[0]
+    mapping = dict(re.findall(r"(\w+): \.(\w+)\b", loop))
+    assert {"queue", "baselineBlob", "instancesPrefix"} <= mapping.keys(), loop
+    monkeypatch.delenv("ROLECALL_CONFIG", raising=False)
+    for r in PARAMS["roles"]["value"]:
+        ns = ["--namespace", PARAMS["namespace"]["value"]]
+        assert rolecall_cli([*ns, "names", r["role"], "-o", "json"]) == 0
+        names = json.loads(capsys.readouterr().out)
+        assert {param: names[key] for param, key in mapping.items()} == {
+            param: r[param] for param in mapping
+        }
 
 
 def test_parameters_name_each_roles_blobs_as_schemas_names_does() -> None:

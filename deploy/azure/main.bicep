@@ -74,7 +74,7 @@ param eventsQueue string = '${namespace}-events'
 @description('`rolecall names ROLE -o json`: events_poison_queue.')
 param eventsPoisonQueue string = '${namespace}-events-poison'
 
-@description('One object per role: {role, queue, poisonQueue, resultsContainer, baselineBlob, instancesPrefix, principalId} = the role name; the role_queue, role_poison_queue, results_container and baseline_blob of `rolecall names ROLE -o json`; instancesPrefix = instances/<the role key>/ (the directory of instance_blob); the object id of that role\'s own worker identity. Optionally instancePrefix: the start of the names of the role\'s instances (a scale set\'s computer name prefix), to grant its instance queues by name prefix; prefixes of different roles must not start one another.')
+@description('One object per role: {role, queue, poisonQueue, resultsContainer, baselineBlob, instancesPrefix, principalId} = the role name; the role_queue, role_poison_queue, results_container, baseline_blob and instances_prefix of `rolecall names ROLE -o json`; the object id of that role\'s own worker identity. Optionally instancePrefix: the start of the names of the role\'s instances (a scale set\'s computer name prefix), to grant its instance queues by name prefix; prefixes of different roles must not start one another.')
 param roles array
 
 @description('Optional: instances known in advance, one object each: {instance, queue, poisonQueue, principalId} = instance_queue and instance_poison_queue of `rolecall names ROLE INSTANCE -o json`, and the principalId of its role\'s identity.')

@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 NODE_STAMP := node_modules/.package-lock.json
 
-.PHONY: setup demo test lint typecheck unit chaos bench clean
+.PHONY: setup demo test lint typecheck unit chaos fuzz bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ test: lint typecheck unit
 
 chaos: setup
 	$(BIN)/python -m pytest -m chaos tests/test_chaos.py -s -o addopts=""
+
+# the message decoder and the archive extractor, 10,000 hypothesis cases each (tests/test_fuzz.py)
+fuzz: setup
+	$(BIN)/python -m pytest -m fuzz tests/test_fuzz.py -o addopts=""
 
 bench: setup
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'

@@ -270,6 +270,8 @@ def names(
         "state_container": n.state_container,
         "logs_container": n.logs_container,
         "baseline_blob": n.baseline_blob(role),
+        # where its instance records live: the template grants a role's identity this prefix
+        "instances_prefix": n.instances_prefix(role),
     }
     if instance:
         data |= {

@@ -73,9 +73,16 @@ def sas_worker(
     role: Annotated[str, typer.Option(metavar="ROLE", help="The worker's role.")],
     instance: Annotated[str, typer.Option(metavar="NAME", help="The worker's instance name.")],
     out: Annotated[Path, typer.Option(metavar="FILE", help="Bundle file to write (mode 0600).")],
-    hours: Annotated[float, typer.Option(metavar="HOURS", help="Validity in hours.")] = 24 * 30,
+    hours: Annotated[
+        float,
+        typer.Option(metavar="HOURS", help="Lifetime of a new policy generation (a week)."),
+    ] = 24 * 7,  # controller/sas.py DEFAULT_HOURS; not imported: the CLI loads Azure lazily
 ) -> None:
     """Issue the SAS bundle one worker needs, and no more (see docs/security.md).
+
+    Tokens name stored access policies (revocable with `rolecall sas revoke`) and are HTTPS
+    only unless the account is on this machine. A bundle lives as long as its policies'
+    generation: issue new bundles before it ends (docs/security.md, rotating bundles).
 
     \b
     Example:
@@ -93,3 +100,48 @@ def sas_worker(
     typer.echo(
         f"wrote {out}: {counts} blob tokens, valid until {bundle.expires_at:%Y-%m-%d %H:%M}Z"
     )
+
+
+@sas_app.command("revoke")
+@expected_errors
+def sas_revoke(
+    ctx: typer.Context,
+    role: Annotated[
+        str | None, typer.Argument(metavar="[ROLE]", help="Revoke every bundle of this role.")
+    ] = None,
+    policy: Annotated[
+        str | None,
+        typer.Option(
+            metavar="ID", help="Revoke one policy generation (g...) everywhere, for every role."
+        ),
+    ] = None,
+) -> None:
+    """Revoke SAS bundles by deleting the stored access policies they name.
+
+    ROLE: its bundles can no longer claim, renew, poison or report (its queues, its
+    instances' queues, its results container). The shared containers (payloads, logs,
+    state) follow their generation: `--policy g...` revokes it for every role, so re-issue
+    the other roles' bundles first.
+
+    \b
+    Example:
+      rolecall sas revoke web
+      rolecall sas revoke --policy g20250101120000
+    """
+    from rolecall.controller.sas import revoke_generation, revoke_role
+
+    if (role is None) == (policy is None):
+        raise typer.BadParameter("give a ROLE or --policy ID (one of them)")
+    storage = ctx_of(ctx).storage
+    done = revoke_role(storage, role) if role else revoke_generation(storage, str(policy))
+    ids = sorted({i.split("-")[0] for gone in done.removed.values() for i in gone})
+    what = f"role {role}" if role else f"policy {policy}"
+    if not ids:
+        typer.echo(f"{what}: no stored access policies to revoke")
+        return
+    typer.echo(f"{what}: revoked {', '.join(ids)} on {len(done.removed)} queues and containers")
+    for gen, expiry in sorted(done.shared.items()):
+        typer.echo(
+            f"  shared containers still honour {gen} until {expiry:%Y-%m-%d %H:%M}Z: "
+            f"rolecall sas revoke --policy {gen} (after re-issuing the other roles' bundles)"
+        )

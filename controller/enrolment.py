@@ -59,6 +59,17 @@ def enrol(storage: Storage, role: str, instance: str) -> str:
     return b64(raw_private)
 
 
+def enrolled(storage: Storage, role: str) -> list[str]:
+    """The instances of ``role`` the operator issued credentials to (their names, as given)."""
+    try:
+        items = storage.list_blobs(
+            storage.names.state_container, Names.instance_keys_prefix(role), metadata=True
+        )
+    except NotFound:
+        return []
+    return sorted(unquote(i.metadata["instance"]) for i in items if "instance" in i.metadata)
+
+
 class EnrolledKeys:
     """The enrolled public keys of each role, listed once a minute at most."""
 

@@ -17,28 +17,37 @@ per queue, per container or per blob):
 Queue SAS tokens must be signed with the account key (queues have no user-delegation SAS),
 so issuing needs a connection string with the key. The queues and containers are created
 first: the worker cannot create them.
+
+Every token names a stored access policy (controller/access_policies.py), which holds its
+permissions and lifetime, so a bundle can be revoked without rotating the account key; and
+every token is HTTPS only (``spr=https``), except against a loopback endpoint (Azurite in
+development), where plain HTTP is allowed too.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+import ipaddress
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
-from azure.storage.blob import (
-    BlobSasPermissions,
-    ContainerSasPermissions,
-    generate_blob_sas,
-    generate_container_sas,
-)
-from azure.storage.queue import QueueSasPermissions, generate_queue_sas
+from azure.storage.blob import generate_blob_sas, generate_container_sas
+from azure.storage.queue import generate_queue_sas
 from pydantic import SecretStr
 
-from rolecall.controller.enrolment import enrol
+from rolecall.controller import access_policies
+from rolecall.controller.access_policies import Grant, Policy
+from rolecall.controller.enrolment import enrol, enrolled
 from rolecall.schemas.access import SasBundle
 from rolecall.schemas.base import utcnow
 from rolecall.schemas.errors import ConfigError
 from rolecall.schemas.names import Names
 from rolecall.storage.clients import Storage
+
+#: A week: long enough to ride out a weekend, short enough that a forgotten bundle dies soon.
+#: Roll bundles before then (docs/security.md, "Rotating SAS bundles").
+DEFAULT_HOURS = 24 * 7
 
 
 def _account(storage: Storage) -> tuple[str, str, str, str]:
@@ -53,43 +62,75 @@ def _account(storage: Storage) -> tuple[str, str, str, str]:
     return parts["AccountName"], parts["AccountKey"], blob_url, queue_url
 
 
-def _worker_queues(names: Names, role: str, instance: str) -> dict[str, QueueSasPermissions]:
+def protocol_for(*endpoints: str) -> str:
+    """``https`` for a real account; ``https,http`` only when every endpoint is loopback
+    (Azurite on this machine). A plain-HTTP endpoint elsewhere is refused: its tokens would
+    travel in clear, and Azure would refuse them anyway."""
+    loopback = all(_is_loopback(urlsplit(e).hostname or "") for e in endpoints)
+    if loopback:
+        return "https,http"
+    plain = [e for e in endpoints if urlsplit(e).scheme != "https"]
+    if plain:
+        raise ConfigError(
+            f"{plain[0]} is plain HTTP: SAS bundles work over HTTPS only (loopback excepted)"
+        )
+    return "https"
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _worker_queues(names: Names, role: str, instance: str) -> dict[str, str]:
     role_q, inst_q = names.role_queue(role), names.instance_queue(instance)
     return {
-        role_q: QueueSasPermissions(process=True, update=True),
+        role_q: "pu",  # process (claim, delete), update (renew a lease)
         # read: peek for a cancel of the running job, claiming nothing (worker/cancels.py)
-        inst_q: QueueSasPermissions(read=True, process=True, update=True),
-        names.poison_queue(role_q): QueueSasPermissions(add=True),
-        names.poison_queue(inst_q): QueueSasPermissions(add=True),
+        inst_q: "rpu",
+        names.poison_queue(role_q): "a",
+        names.poison_queue(inst_q): "a",
+    }
+
+
+def _worker_containers(names: Names, role: str) -> dict[str, str]:
+    return {
+        names.payloads_container: "r",
+        names.logs_container: "c",
+        # its role's reports only, create-only: it speaks for its role at most, and cannot
+        # read, overwrite or delete anyone's report
+        names.results_container(role): "c",
     }
 
 
 def issue_worker_sas(storage: Storage, role: str, instance: str, hours: float) -> SasBundle:
     account, key, blob_url, queue_url = _account(storage)
+    protocol = protocol_for(blob_url, queue_url)
     names = storage.names
-    start = utcnow() - timedelta(minutes=5)  # clock skew between issuer and Azure
-    expiry = utcnow() + timedelta(hours=hours)
     queues = _worker_queues(names, role, instance)
-    storage.ensure_containers()
-    for q in queues:
-        storage.ensure_queue(q)
-    results = names.results_container(role)
-    storage.ensure_container(results)
-    containers = {
-        names.payloads_container: ContainerSasPermissions(read=True),
-        names.logs_container: ContainerSasPermissions(create=True),
-        # its role's reports only, create-only: it speaks for its role at most, and cannot
-        # read, overwrite or delete anyone's report
-        results: ContainerSasPermissions(create=True),
-    }
+    containers = _worker_containers(names, role)
+    _create(storage, queues, containers)
+    now, lifetime = utcnow(), timedelta(hours=hours)
+
+    def policy(grant: Grant) -> Policy:
+        return access_policies.policy_for(storage, grant, now, lifetime)
+
+    q_policies = {q: policy(Grant("queue", q, p)) for q, p in queues.items()}
+    c_policies = {c: policy(Grant("container", c, p)) for c, p in containers.items()}
+    state = names.state_container
     blobs = {
-        (names.state_container, Names.baseline_blob(role)): BlobSasPermissions(read=True),
-        (names.state_container, Names.instance_blob(role, instance)): BlobSasPermissions(
-            read=True, create=True, write=True
-        ),
+        Names.baseline_blob(role): policy(Grant("container", state, "r", "-r")),
+        # read too: at start the worker reads its own record to notice a second agent
+        # (worker/registration.py)
+        Names.instance_blob(role, instance): policy(Grant("container", state, "rcw", "-w")),
     }
-    signed: dict[str, Any] = {"account_key": key, "expiry": expiry, "start": start}
     private_key = enrol(storage, role, instance)  # its reports must carry this key's signature
+    signed: dict[str, Any] = {"account_key": key, "protocol": protocol}
+    every = [*q_policies.values(), *c_policies.values(), *blobs.values()]
     return SasBundle(
         instance_key=SecretStr(private_key),
         namespace=names.namespace,
@@ -97,19 +138,77 @@ def issue_worker_sas(storage: Storage, role: str, instance: str, hours: float) -
         instance=instance,
         blob_endpoint=blob_url,
         queue_endpoint=queue_url,
-        expires_at=expiry,
+        expires_at=min(p.expiry for p in every),
         queues={
-            q: SecretStr(generate_queue_sas(account, q, permission=p, **signed))
-            for q, p in queues.items()
+            q: SecretStr(generate_queue_sas(account, q, policy_id=p.id, **signed))
+            for q, p in q_policies.items()
         },
         containers={
-            c: SecretStr(generate_container_sas(account, c, permission=p, **signed))
-            for c, p in containers.items()
+            c: SecretStr(generate_container_sas(account, c, policy_id=p.id, **signed))
+            for c, p in c_policies.items()
         },
         blobs={
-            Names.blob_address(c, b): SecretStr(
-                generate_blob_sas(account, c, b, permission=p, **signed)
+            Names.blob_address(state, b): SecretStr(
+                generate_blob_sas(account, state, b, policy_id=p.id, **signed)
             )
-            for (c, b), p in blobs.items()
+            for b, p in blobs.items()
         },
     )
+
+
+def _create(storage: Storage, queues: dict[str, str], containers: dict[str, str]) -> None:
+    storage.ensure_containers()
+    for q in queues:
+        storage.ensure_queue(q)
+    for c in containers:
+        storage.ensure_container(c)
+
+
+@dataclass
+class Revoked:
+    """What a revocation deleted: policy ids by queue or container."""
+
+    removed: dict[str, list[str]] = field(default_factory=dict)
+    #: the shared containers' live generations, which a role's bundles still use
+    shared: dict[str, datetime] = field(default_factory=dict)
+
+
+def revoke_role(storage: Storage, role: str) -> Revoked:
+    """Revoke every bundle of ``role`` on what is the role's alone: its queue, the queues of
+    its enrolled instances, their poison queues, its results container."""
+    names = storage.names
+    queues = {names.role_queue(role), names.poison_queue(names.role_queue(role))}
+    for instance in enrolled(storage, role):
+        inst_q = names.instance_queue(instance)
+        queues |= {inst_q, names.poison_queue(inst_q)}
+    done = Revoked()
+    for q in sorted(queues):
+        if gone := access_policies.revoke(storage, "queue", q, None):
+            done.removed[q] = gone
+    results = names.results_container(role)
+    if gone := access_policies.revoke(storage, "container", results, None):
+        done.removed[results] = gone
+    now = utcnow()
+    for c in _shared(names):
+        for p in access_policies.read(storage, "container", c):
+            if p.expiry > now:
+                done.shared[p.id.split("-")[0]] = p.expiry
+    return done
+
+
+def revoke_generation(storage: Storage, generation: str) -> Revoked:
+    """Delete one generation (``g…``) from every queue and container of the namespace: every
+    bundle issued under it, of every role, stops working."""
+    names = storage.names
+    done = Revoked()
+    for q in storage.list_queues(f"{names.namespace}-"):
+        if gone := access_policies.revoke(storage, "queue", q, {generation}):
+            done.removed[q] = gone
+    for c in storage.list_containers(f"{names.namespace}-"):
+        if gone := access_policies.revoke(storage, "container", c, {generation}):
+            done.removed[c] = gone
+    return done
+
+
+def _shared(names: Names) -> list[str]:
+    return [names.payloads_container, names.logs_container, names.state_container]

@@ -211,10 +211,10 @@ CASES = [
         ),
     ),
     Case(
-        # the local filesystem refuses the path (Linux: 255 bytes a name; Windows: 260 a
-        # path): an OSError in extraction is the archive's refusal, never an agent error
+        # a name no file system takes (255 bytes a component) is refused before extracting;
+        # an OSError in extraction (Windows: 260 a path) is still the archive's refusal
         "archive path too long to extract here",
-        "cannot_execute",
+        "hostile_archive",
         lambda ops: _job_text(
             ops,
             _archive(ops, _tar(lambda t: (_add(t, "run.sh"), _add(t, "d/" + "n" * 300)))),
@@ -229,5 +229,51 @@ CASES = [
             _archive(ops, _zip({"other.sh": b"echo\n"}), "c.zip"),
             execution=Execution(entrypoint="run.sh"),
         ),
+    ),
+]
+
+
+def _nested(depth: int) -> str:
+    """A job-looking object nested ``depth`` deep: the parser's recursion, not the contract,
+    is what it attacks (24,000 deep is 64 KiB of base64, the most a queue message holds)."""
+    return _b64(
+        ('{"kind":"job","schema_version":1,"x":' + "[" * depth + "]" * depth + "}").encode()
+    )
+
+
+def _archive_job(ops: Operator, data: bytes, filename: str = "a.tar.gz") -> str:
+    return _job_text(ops, _archive(ops, data, filename), execution=Execution(entrypoint="run.sh"))
+
+
+def _members(*names: str) -> bytes:
+    return _tar(lambda t: [_add(t, n) for n in ("run.sh", *names)])
+
+
+#: Issue 15, finding 7: each once escaped the poison path (RecursionError, bare OSError) or
+#: would have; sent between good jobs by tests/test_worker_poison.py.
+DECODE_CASES = [
+    Case("json nested 24,000 deep", "too_deep", lambda ops: _nested(24_000)),
+    Case("tar a then a/b", "hostile_archive", lambda ops: _archive_job(ops, _members("a", "a/b"))),
+    Case("tar a/b then a", "hostile_archive", lambda ops: _archive_job(ops, _members("a/b", "a"))),
+    Case("tar name twice", "hostile_archive", lambda ops: _archive_job(ops, _members("a", "a"))),
+    Case(
+        "tar 2,000 deep",
+        "hostile_archive",
+        lambda ops: _archive_job(ops, _members("/".join(["d"] * 2_000))),
+    ),
+    Case(
+        "tar of 5,000 members",
+        "hostile_archive",
+        lambda ops: _archive_job(ops, _members(*(f"f{i}" for i in range(5_000)))),
+    ),
+    Case(
+        "zip a then a/b",
+        "hostile_archive",
+        lambda ops: _archive_job(ops, _zip({"run.sh": b"", "a": b"", "a/b": b""}), "z.zip"),
+    ),
+    Case(
+        "NUL in an argument",
+        "cannot_execute",
+        lambda ops: _job_text(ops, ops.publish(b"echo\n"), execution=Execution(args=["a\0b"])),
     ),
 ]

@@ -31,6 +31,7 @@ import pytest
 
 import rolecall
 from rolecall import launch
+from rolecall.cli import run as rolecall_cli
 from rolecall.controller.fleet import list_instances
 from rolecall.schemas.names import POISON_SUFFIX, Names
 from rolecall.storage.clients import Storage
@@ -107,10 +108,37 @@ def test_bicep_defaults_derive_names_as_schemas_names_does(namespace: str) -> No
     assert bicep_default("namespace") == "rc" == Names().namespace
 
 
-def test_bicep_blob_prefixes_and_poison_pattern_match_schemas_names() -> None:
-    assert Names.baseline_blob("web").startswith(bicep_var("baselinesPrefix"))
-    assert bicep_var("instancesPrefix") == Names.instances_prefix()
-    assert f"'*{POISON_SUFFIX}'" in interpolate(bicep_var("isInstancePoisonQueue"), {})
+def test_deploy_md_builds_each_role_parameter_from_rolecall_names(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/deploy.md's parameter loop maps `rolecall names ROLE -o json` onto a role object
+    with jq; every name it takes (the instances prefix included: no derivation in jq) is
+    printed by `rolecall names` and equals the example parameters'."""
+    doc = (REPO / "docs" / "deploy.md").read_text()
+    loop = doc.split('names "$role" -o json |')[1].split("done")[0]
+    mapping = dict(re.findall(r"(\w+): \.(\w+)\b", loop))
+    assert {"queue", "baselineBlob", "instancesPrefix"} <= mapping.keys(), loop
+    monkeypatch.delenv("ROLECALL_CONFIG", raising=False)
+    for r in PARAMS["roles"]["value"]:
+        ns = ["--namespace", PARAMS["namespace"]["value"]]
+        assert rolecall_cli([*ns, "names", r["role"], "-o", "json"]) == 0
+        names = json.loads(capsys.readouterr().out)
+        assert {param: names[key] for param, key in mapping.items()} == {
+            param: r[param] for param in mapping
+        }
+
+
+def test_parameters_name_each_roles_blobs_as_schemas_names_does() -> None:
+    for r in PARAMS["roles"]["value"]:
+        assert r["baselineBlob"] == Names.baseline_blob(r["role"])
+        assert r["instancesPrefix"] == Names.instances_prefix(r["role"])
+        assert Names.instance_blob(r["role"], "i").startswith(r["instancesPrefix"])
+        assert re.fullmatch(r"[0-9a-f-]{36}", r["principalId"]), "one identity per role"
+    assert len({r["principalId"] for r in PARAMS["roles"]["value"]}) == len(
+        PARAMS["roles"]["value"]
+    )
+    prefixes = [r["instancePrefix"] for r in PARAMS["roles"]["value"] if "instancePrefix" in r]
+    assert not [(a, b) for a in prefixes for b in prefixes if a != b and b.startswith(a)]
 
 
 def test_bicep_role_ids_are_the_cited_built_in_roles() -> None:
@@ -131,9 +159,13 @@ def test_bicep_conditions_are_well_formed_and_name_the_right_prefixes() -> None:
         name: interpolate(v, {}) for name, v in re.findall(r"^var (\w+) = '(.*)'$", BICEP, re.M)
     }
     values["instanceQueuePrefix"] = "rc-inst-"
-    conditions = [
-        interpolate(c, values) for c in re.findall(r"^    condition: '(.*)'$", BICEP, re.M)
-    ]
+    role = {"r.baselineBlob": "baselines/web.json", "r.instancesPrefix": "instances/web/",
+            "r.?instancePrefix": "vmss-web"}  # fmt: skip
+    conditions = []
+    for raw in re.findall(r"^    condition: '(.*)'$", BICEP, re.M):
+        for k, v in role.items():
+            raw = raw.replace("${" + k + "}", v)  # noqa: PLW2901
+        conditions.append(interpolate(raw, values))
     assert len(conditions) == 5
     for c in conditions:
         assert "${" not in c and c.count("'") % 2 == 0, c
@@ -143,8 +175,91 @@ def test_bicep_conditions_are_well_formed_and_name_the_right_prefixes() -> None:
             assert depth >= 0, c
         assert depth == 0, c
     joined = "\n".join(conditions)
-    assert "StringStartsWith 'baselines/'" in joined and "StringStartsWith 'instances/'" in joined
-    assert "StringStartsWith 'rc-inst-'" in joined
+    assert "StringEquals 'baselines/web.json'" in joined
+    assert "StringStartsWith 'instances/web/'" in joined
+    assert "StringStartsWith 'rc-inst-vmss-web'" in joined
+    assert f"StringLike '*{POISON_SUFFIX}'" in joined
+
+
+def _assignments() -> dict[str, dict[str, str]]:
+    """Every role assignment of main.bicep: its name, role definition, scope, principal and
+    condition, read from the template's text."""
+    found = {}
+    blocks = re.split(r"^resource ", BICEP, flags=re.M)[1:]
+    for block in blocks:
+        head, _, body = block.partition("\n")
+        if "Microsoft.Authorization/roleAssignments@" not in head:
+            continue
+        fields = dict(re.findall(r"^ {2,4}(\w+): (.+)$", body, re.M))
+        found[head.split()[0]] = {**fields, "loop": head}
+    return found
+
+
+#: How docs/security.md names each role definition and scope of the template.
+_ROLE_LABELS = {
+    "messageProcessor": "Message Processor", "leaseRenewerId": "lease renewer",
+    "messageSender": "Message Sender", "blobWriterId": "blob writer",
+    "blobDataReader": "Blob Data Reader", "provisionerId": "provisioner",
+}  # fmt: skip
+
+
+def _scope_label(a: dict[str, str]) -> str:
+    scope, cond = a["scope"], a.get("condition", "")
+    per_role = {
+        "roleQueues[i]": "its role queue", "rolePoisonQueues[i]": "its role poison queue",
+        "instanceQueues[i]": "its instance queues", "resultsContainers[i]": "its results container",
+        "instancePoisonQueues[i]": "its instance poison queues", "payloads": "`<ns>-payloads`",
+        "logs": "`<ns>-logs`", "events": "`<ns>-events`",
+    }  # fmt: skip
+    if scope in per_role:
+        return per_role[scope]
+    if scope == "state":
+        # every path the condition lets through is the role's own: its baseline blob exactly,
+        # its instance records by prefix (a worker reads its own record at start)
+        paths = set(re.findall(r"\$\{blobPath\} (\w+) \\'\$\{r\.(\w+)\}\\'", cond))
+        assert paths, f"a role's grant on the state container needs a condition: {a}"
+        mine = {"its baseline blob": ("StringEquals", "baselineBlob"),
+                "its `instances/<role>/`": ("StringStartsWith", "instancesPrefix")}  # fmt: skip
+        assert cond.count("${blobPath}") == len(paths) and paths <= set(mine.values()), a
+        return " and ".join(label for label, path in mine.items() if path in paths)
+    assert scope == "account", a
+    if "r.?instancePrefix" in cond:
+        poison = "StringLike" in cond
+        return "its instance poison queues" if poison else "its instance queues"
+    assert a["roleDefinitionId"] == "provisionerId" and not cond, a
+    return "the account"
+
+
+def test_bicep_grants_each_role_identity_its_own_queues_and_blobs_as_security_md_says() -> None:
+    """Issue 15, finding 10: one worker identity had every role queue, every baseline and
+    every instance queue. Each worker grant now names its role's own principal, on its
+    role's own resources or under a condition naming its role's path or prefix; and the
+    threat-model table in docs/security.md lists exactly these grants."""
+    worker = {k: a for k, a in _assignments().items() if k.startswith("worker")}
+    assert worker and "workerPrincipalId" not in BICEP
+    grants = set()
+    for name, a in worker.items():
+        assert a["principalId"] in ("r.principalId", "inst.principalId"), name
+        loop = "for r in roles" in a["loop"] or "for (r, i) in roles" in a["loop"]
+        assert loop or "in instances" in a["loop"], name
+        grants.add((_ROLE_LABELS[a["roleDefinitionId"]], _scope_label(a)))
+    security = (REPO / "docs" / "security.md").read_text()
+    table = security.split("### Entra ID roles (managed identities)")[1].split("\n\n")[2]
+    rows = [
+        [c.strip() for c in line.strip("|").split("|")]
+        for line in table.splitlines()
+        if line.startswith("| worker of a role")
+    ]
+    documented = {(role, scope) for _, role, scope in rows}
+    covered = {
+        (label, scope)
+        for label, scope in grants
+        for role, doc_scope in documented
+        if label in role and doc_scope.startswith(scope)
+    }
+    assert covered == grants, grants - covered
+    for role, doc_scope in documented:
+        assert any(g in role and doc_scope.startswith(s) for g, s in grants), (role, doc_scope)
 
 
 def test_bicep_account_refuses_anonymous_plaintext_and_old_tls() -> None:

@@ -8,13 +8,14 @@ import pytest
 
 from rolecall.schemas import Outcome
 from tests.fleet import Fleet, Ledger, Operator, wait_for
-from tests.hostile import CASES
+from tests.hostile import CASES, DECODE_CASES
 
 
 @pytest.fixture
 def small_caps(env: dict[str, str]) -> None:
     env["ROLECALL_EXTRACT_MAX_BYTES"] = str(1_000_000)
     env["ROLECALL_PAYLOAD_MAX_BYTES"] = str(500_000)
+    env["ROLECALL_EXTRACT_MAX_MEMBERS"] = str(1_000)
 
 
 def test_every_hostile_message_is_poisoned_and_good_work_behind_them_completes(
@@ -34,6 +35,40 @@ def test_every_hostile_message_is_poisoned_and_good_work_behind_them_completes(
     assert w.alive, "the worker keeps running"
     assert not (ledger.path.parent / "escape.sh").exists()
     assert ops.visible(queue) == 0
+
+
+def test_hostile_messages_between_good_jobs_are_poisoned_at_first_claim_and_workers_stay_live(
+    ops: Operator, ledger: Ledger, workers: Fleet, small_caps: None
+) -> None:
+    """Issue 15, finding 7: JSON nested past the parser's recursion, tar members in conflict
+    (``a`` then ``a/b``), paths too deep, too many members, a NUL in an argument. Each once
+    raised past the poison path (RecursionError, a bare OSError, ValueError): the message
+    came back after every lease and was never poisoned. Now each is poisoned with its reason
+    at its first claim, and the good jobs sent around them all complete."""
+    queue = ops.names.role_queue("web")
+    good = ops.publish(ledger.script("good"))
+    for i, case in enumerate(DECODE_CASES):
+        ops.enqueue(ops.job("web", good, run_id=f"good{i}", job_id=f"good-{i}"))
+        ops.send_raw(queue, case.make(ops))
+    ops.enqueue(ops.job("web", good, run_id="goodN", job_id="good-last"))
+    fleet = [workers.worker("web", "web-0"), workers.worker("web", "web-1")]
+    goods = [f"good-{i}" for i in range(len(DECODE_CASES))] + ["good-last"]
+    wait_for(
+        lambda: all(ops.completions(g, outcome=Outcome.SUCCEEDED) for g in goods),
+        timeout=90, what="every good job",
+    )  # fmt: skip
+    wait_for(lambda: len(ops.poison(queue)) == len(DECODE_CASES), timeout=30, what="poisoned")
+    records = ops.poison(queue)
+    assert sorted(p.reason for p in records) == sorted(c.reason for c in DECODE_CASES), [
+        (p.reason, p.error) for p in records
+    ]
+    assert all(p.error for p in records)
+    assert [p.dequeue_count for p in records] == [1] * len(records), "poisoned at first claim"
+    assert len(ledger.entries("good")) == len(goods)
+    assert ops.visible(queue) == 0
+    for w in fleet:
+        assert w.alive, "the worker keeps running"
+        assert "unexpected error" not in w.log()
 
 
 def test_a_failing_job_is_retried_then_poisoned_with_its_reason(

@@ -116,6 +116,8 @@ def _start(
         )
     except OSError as e:
         raise ExecutionError(f"cannot start {command.program!r}: {e.strerror or e}") from e
+    except ValueError as e:  # a NUL in an argument or the environment: the job's, not ours
+        raise ExecutionError(f"cannot start {command.program!r}: {e}") from e
     return _WindowsChild.contain(proc, command) if windows else _PosixChild(proc)
 
 

@@ -16,7 +16,13 @@ from typing import Any
 from rolecall import telemetry
 from rolecall.schemas.base import utcnow
 from rolecall.schemas.codec import decode_message, job_ids_of
-from rolecall.schemas.errors import ContractError, ExecutionError, PayloadError, RolecallError
+from rolecall.schemas.errors import (
+    ContractError,
+    ExecutionError,
+    PayloadError,
+    RolecallError,
+    StorageError,
+)
 from rolecall.schemas.events import Completion, Event, Outcome, Started
 from rolecall.schemas.jobs import JobEnvelope
 from rolecall.schemas.names import Names
@@ -60,9 +66,27 @@ class JobHandler:
         self.reboot_started = False
 
     def handle(self, ctx: JobContext) -> None:
-        assert ctx.claim is not None
-        with telemetry.span("rolecall.job", queue=ctx.claim.msg.queue):
-            self._handle(ctx)
+        """Handle one claimed message to its settlement. Whatever it holds, it ends settled or
+        in the outbox: an error nobody foresaw (a hostile input finding a path no check
+        covers) poisons the message with reason ``internal_error`` instead of escaping to the
+        claim loop, where the message would come back after its lease, be claimed again
+        before any attempt count was checked, and never leave the queue. Storage errors still
+        escape: the lease lapses and the message is tried again, which is right for them."""
+        claim = ctx.claim
+        assert claim is not None
+        with telemetry.span("rolecall.job", queue=claim.msg.queue):
+            try:
+                self._handle(ctx)
+            except StorageError:
+                raise
+            except Exception as e:
+                if claim.state is not ClaimState.RUNNING or self.outbox.holds(claim):
+                    raise  # already settled or on its way: nothing to poison
+                where = {"queue": claim.msg.queue, "message_id": claim.msg.id}
+                log.exception("poisoning a message the agent could not handle", extra=where)
+                reason = e.reason if isinstance(e, RolecallError) else "internal_error"
+                why = f"the agent could not handle this message: {type(e).__name__}: {e}"
+                self._give_up(ctx, None, policy.GiveUp(reason, why, Outcome.REJECTED))
 
     def _handle(self, ctx: JobContext) -> None:
         claim = ctx.claim

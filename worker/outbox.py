@@ -135,6 +135,10 @@ class Outbox:
             assert then is not None, "a claim handed to the outbox needs its settlement"
             self._pending.append((claim, then))
 
+    def holds(self, claim: Claim) -> bool:
+        """``claim``'s settlement is waiting here (its message is the outbox's now)."""
+        return any(c is claim for c, _ in self._pending)
+
     def started(self, note: Started) -> None:
         """Say a job started, with the next batch: ``status`` shows it running. Kept in
         memory only (a note lost in a crash costs nothing: the job's result follows)."""

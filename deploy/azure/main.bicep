@@ -9,17 +9,17 @@
 //
 // What each identity can do, and why nothing more (see docs/deploy.md):
 //
-//   worker (one user-assigned managed identity shared by a role's VMs)
-//     role queues            Message Processor (peek, receive, delete) + lease renewer (update)
-//     role poison queues     Message Sender (move a poisoned job aside)
-//     instance queues        the same as role queues, per queue (instances) or by name prefix
-//     its results container  blob writer, per role: the role's own identity when given
-//                            (roles[].principalId), so a role can report for itself only
-//     events queue           Message Sender (legacy: agents before 0.2 report here)
-//     payloads container     Blob Data Reader (scripts and archives)
-//     state container        read baselines/ and instances/; write instances/ only (ABAC)
-//     logs container         blob writer: create log blobs; no read, no delete
-//     account (optional)     provisioner: create queues and containers, no data access
+//   worker of a role (one user-assigned managed identity per role: roles[].principalId)
+//     its role queue         Message Processor (peek, receive, delete) + lease renewer (update)
+//     its role poison queue  Message Sender (move a poisoned job aside)
+//     its instance queues    the same, per queue (instances[], with the role's principalId)
+//                            or by the role's instance-name prefix (roles[].instancePrefix, ABAC)
+//     its results container  blob writer: the role reports for itself only
+//     state container        read its own baseline blob and under its own instances/<role>/
+//                            (its record, at start); write under instances/<role>/ only (ABAC)
+//     shared by every role   payloads: Blob Data Reader; logs: blob writer (create, no read,
+//                            no delete); events queue: Message Sender (agents before 0.2);
+//                            account (optional): provisioner, no data access
 //   controller (operators' group, or the identity of a VM running `rolecall controller`)
 //     account                Storage Queue Data Contributor + Storage Blob Data Contributor
 //
@@ -74,20 +74,14 @@ param eventsQueue string = '${namespace}-events'
 @description('`rolecall names ROLE -o json`: events_poison_queue.')
 param eventsPoisonQueue string = '${namespace}-events-poison'
 
-@description('One object per role: {role, queue, poisonQueue, resultsContainer} = the role name and the role_queue, role_poison_queue and results_container of `rolecall names ROLE -o json`; optionally principalId, the object id of that role\'s own worker identity (the shared workerPrincipalId otherwise).')
+@description('One object per role: {role, queue, poisonQueue, resultsContainer, baselineBlob, instancesPrefix, principalId} = the role name; the role_queue, role_poison_queue, results_container, baseline_blob and instances_prefix of `rolecall names ROLE -o json`; the object id of that role\'s own worker identity. Optionally instancePrefix: the start of the names of the role\'s instances (a scale set\'s computer name prefix), to grant its instance queues by name prefix; prefixes of different roles must not start one another.')
 param roles array
 
-@description('Optional: instances known in advance, one object each: {instance, queue, poisonQueue} = instance_queue and instance_poison_queue of `rolecall names ROLE INSTANCE -o json`.')
+@description('Optional: instances known in advance, one object each: {instance, queue, poisonQueue, principalId} = instance_queue and instance_poison_queue of `rolecall names ROLE INSTANCE -o json`, and the principalId of its role\'s identity.')
 param instances array = []
-
-@description('Grant the worker its instance queues by name prefix (ABAC condition), for scale sets whose instance names are not known in advance. Any holder of the worker identity can then use any instance queue of the namespace; list instances instead for strict isolation.')
-param grantInstanceQueuesByPrefix bool = true
 
 @description('Prefix of every instance queue (Names.instance_queue); instance poison queues end in -poison.')
 param instanceQueuePrefix string = '${namespace}-inst-'
-
-@description('Principal (object) id of the worker user-assigned managed identity.')
-param workerPrincipalId string
 
 @description('Let the worker create queues and containers (no data access). The agent creates what is missing at boot and, today, stops if refused; turn this off once it treats a refusal as "provisioned by the deployment".')
 param workerMayProvision bool = true
@@ -124,13 +118,6 @@ var blobs = 'Microsoft.Storage/storageAccounts/blobServices/containers/blobs'
 var queueName = '@Resource[Microsoft.Storage/storageAccounts/queueServices/queues:name]'
 var blobPath = '@Resource[Microsoft.Storage/storageAccounts/blobServices/containers/blobs:path]'
 
-// Blob path prefixes in the state container (Names.baseline_blob, Names.instance_blob).
-var baselinesPrefix = 'baselines/'
-var instancesPrefix = 'instances/'
-
-// An instance queue (not its poison queue), and an instance poison queue, by name.
-var isInstanceQueue = '(${queueName} StringStartsWith \'${instanceQueuePrefix}\' AND ${queueName} StringNotLike \'*-poison\')'
-var isInstancePoisonQueue = '(${queueName} StringStartsWith \'${instanceQueuePrefix}\' AND ${queueName} StringLike \'*-poison\')'
 
 // --- the account -------------------------------------------------------------------------
 
@@ -308,27 +295,33 @@ var leaseRenewerId = subscriptionResourceId('Microsoft.Authorization/roleDefinit
 var blobWriterId = subscriptionResourceId('Microsoft.Authorization/roleDefinitions', blobWriter.name)
 var provisionerId = subscriptionResourceId('Microsoft.Authorization/roleDefinitions', guid(resourceGroup().id, storageAccountName, 'rolecall-provisioner'))
 
-// --- worker: role queues (queue scope) -----------------------------------------------------
+// --- workers: each role's own identity, on that role's queues and blobs only ---------------
+//
+// Every assignment below names a role's own principal (roles[].principalId). Where a scope
+// is the role's own queue or container, the scope is the limit; where it is shared (the
+// state container, instance queues by prefix), an ABAC condition pins it to the role's
+// blob path or queue-name prefix. Shared by every role, as the SAS bundle is: reading
+// payloads (content-addressed), creating log blobs, the legacy events queue, provisioning.
 
 resource workerRoleProcessor 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for (r, i) in roles: {
-  name: guid(roleQueues[i].id, workerPrincipalId, messageProcessor)
+  name: guid(roleQueues[i].id, r.principalId, messageProcessor)
   scope: roleQueues[i]
   properties: {
     roleDefinitionId: messageProcessor
-    principalId: workerPrincipalId
+    principalId: r.principalId
     principalType: 'ServicePrincipal'
-    description: 'rolecall worker: claim and complete ${r.role} jobs'
+    description: 'rolecall worker of ${r.role}: claim and complete its jobs'
   }
 }]
 
 resource workerRoleRenewer 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for (r, i) in roles: {
-  name: guid(roleQueues[i].id, workerPrincipalId, leaseRenewerId)
+  name: guid(roleQueues[i].id, r.principalId, leaseRenewerId)
   scope: roleQueues[i]
   properties: {
     roleDefinitionId: leaseRenewerId
-    principalId: workerPrincipalId
+    principalId: r.principalId
     principalType: 'ServicePrincipal'
-    description: 'rolecall worker: renew and release leases on ${r.role} jobs'
+    description: 'rolecall worker of ${r.role}: renew and release leases on its jobs'
   }
   dependsOn: [
     leaseRenewer
@@ -336,35 +329,82 @@ resource workerRoleRenewer 'Microsoft.Authorization/roleAssignments@2022-04-01' 
 }]
 
 resource workerRolePoison 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for (r, i) in roles: {
-  name: guid(rolePoisonQueues[i].id, workerPrincipalId, messageSender)
+  name: guid(rolePoisonQueues[i].id, r.principalId, messageSender)
   scope: rolePoisonQueues[i]
   properties: {
     roleDefinitionId: messageSender
-    principalId: workerPrincipalId
+    principalId: r.principalId
     principalType: 'ServicePrincipal'
-    description: 'rolecall worker: set aside poisoned ${r.role} jobs'
+    description: 'rolecall worker of ${r.role}: set aside its poisoned jobs'
   }
 }]
 
-// --- worker: instance queues listed in advance (queue scope) -------------------------------
+resource workerResults 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for (r, i) in roles: {
+  name: guid(resultsContainers[i].id, r.principalId, blobWriterId)
+  scope: resultsContainers[i]
+  properties: {
+    roleDefinitionId: blobWriterId
+    principalId: r.principalId
+    principalType: 'ServicePrincipal'
+    description: 'rolecall worker of ${r.role}: its hellos, started notes and completions'
+  }
+  dependsOn: [
+    blobWriter
+  ]
+}]
+
+// Run records in the state container hold every run's job template, secret environment
+// values included: a role's identity reads its own baseline and its role's instance records
+// (a worker reads its own at start, to tell a restart from a second agent under its name)
+// and nothing else there.
+resource workerBaselines 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for r in roles: {
+  name: guid(state.id, r.principalId, blobDataReader)
+  scope: state
+  properties: {
+    roleDefinitionId: blobDataReader
+    principalId: r.principalId
+    principalType: 'ServicePrincipal'
+    description: 'rolecall worker of ${r.role}: read its baseline and instance records (${r.baselineBlob}, ${r.instancesPrefix})'
+    conditionVersion: '2.0'
+    condition: '((!(ActionMatches{\'${blobs}/read\'})) OR (${blobPath} StringEquals \'${r.baselineBlob}\') OR (${blobPath} StringStartsWith \'${r.instancesPrefix}\'))'
+  }
+}]
+
+resource workerRecords 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for r in roles: {
+  name: guid(state.id, r.principalId, blobWriterId)
+  scope: state
+  properties: {
+    roleDefinitionId: blobWriterId
+    principalId: r.principalId
+    principalType: 'ServicePrincipal'
+    description: 'rolecall worker of ${r.role}: write its instance records (${r.instancesPrefix} only)'
+    conditionVersion: '2.0'
+    condition: '((!(ActionMatches{\'${blobs}/write\'}) AND !(ActionMatches{\'${blobs}/add/action\'})) OR (${blobPath} StringStartsWith \'${r.instancesPrefix}\'))'
+  }
+  dependsOn: [
+    blobWriter
+  ]
+}]
+
+// --- workers: instance queues listed in advance (queue scope, the instance's role) ---------
 
 resource workerInstanceProcessor 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for (inst, i) in instances: {
-  name: guid(instanceQueues[i].id, workerPrincipalId, messageProcessor)
+  name: guid(instanceQueues[i].id, inst.principalId, messageProcessor)
   scope: instanceQueues[i]
   properties: {
     roleDefinitionId: messageProcessor
-    principalId: workerPrincipalId
+    principalId: inst.principalId
     principalType: 'ServicePrincipal'
     description: 'rolecall worker: claim and complete jobs for ${inst.instance}'
   }
 }]
 
 resource workerInstanceRenewer 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for (inst, i) in instances: {
-  name: guid(instanceQueues[i].id, workerPrincipalId, leaseRenewerId)
+  name: guid(instanceQueues[i].id, inst.principalId, leaseRenewerId)
   scope: instanceQueues[i]
   properties: {
     roleDefinitionId: leaseRenewerId
-    principalId: workerPrincipalId
+    principalId: inst.principalId
     principalType: 'ServicePrincipal'
     description: 'rolecall worker: renew and release leases on jobs for ${inst.instance}'
   }
@@ -374,159 +414,111 @@ resource workerInstanceRenewer 'Microsoft.Authorization/roleAssignments@2022-04-
 }]
 
 resource workerInstancePoison 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for (inst, i) in instances: {
-  name: guid(instancePoisonQueues[i].id, workerPrincipalId, messageSender)
+  name: guid(instancePoisonQueues[i].id, inst.principalId, messageSender)
   scope: instancePoisonQueues[i]
   properties: {
     roleDefinitionId: messageSender
-    principalId: workerPrincipalId
+    principalId: inst.principalId
     principalType: 'ServicePrincipal'
     description: 'rolecall worker: set aside poisoned jobs for ${inst.instance}'
   }
 }]
 
-// --- worker: instance queues by prefix (account scope, ABAC conditions) --------------------
+// --- workers: a scale set's instance queues by name prefix (ABAC, the role's prefix) --------
 
-resource workerPrefixProcessor 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (grantInstanceQueuesByPrefix) {
-  name: guid(account.id, workerPrincipalId, messageProcessor, instanceQueuePrefix)
+resource workerPrefixProcessor 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for r in roles: if (contains(r, 'instancePrefix')) {
+  name: guid(account.id, r.principalId, messageProcessor, instanceQueuePrefix)
   scope: account
   properties: {
     roleDefinitionId: messageProcessor
-    principalId: workerPrincipalId
+    principalId: r.principalId
     principalType: 'ServicePrincipal'
-    description: 'rolecall worker: instance queues ${instanceQueuePrefix}*'
+    description: 'rolecall worker of ${r.role}: instance queues ${instanceQueuePrefix}${r.?instancePrefix}*'
     conditionVersion: '2.0'
-    condition: '((!(ActionMatches{\'${messages}/read\'}) AND !(ActionMatches{\'${messages}/process/action\'})) OR ${isInstanceQueue})'
+    condition: '((!(ActionMatches{\'${messages}/read\'}) AND !(ActionMatches{\'${messages}/process/action\'})) OR (${queueName} StringStartsWith \'${instanceQueuePrefix}${r.?instancePrefix}\' AND ${queueName} StringNotLike \'*-poison\'))'
   }
-}
+}]
 
-resource workerPrefixRenewer 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (grantInstanceQueuesByPrefix) {
-  name: guid(account.id, workerPrincipalId, leaseRenewerId, instanceQueuePrefix)
+resource workerPrefixRenewer 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for r in roles: if (contains(r, 'instancePrefix')) {
+  name: guid(account.id, r.principalId, leaseRenewerId, instanceQueuePrefix)
   scope: account
   properties: {
     roleDefinitionId: leaseRenewerId
-    principalId: workerPrincipalId
+    principalId: r.principalId
     principalType: 'ServicePrincipal'
-    description: 'rolecall worker: leases on instance queues ${instanceQueuePrefix}*'
+    description: 'rolecall worker of ${r.role}: leases on instance queues ${instanceQueuePrefix}${r.?instancePrefix}*'
     conditionVersion: '2.0'
-    condition: '((!(ActionMatches{\'${messages}/write\'})) OR ${isInstanceQueue})'
+    condition: '((!(ActionMatches{\'${messages}/write\'})) OR (${queueName} StringStartsWith \'${instanceQueuePrefix}${r.?instancePrefix}\' AND ${queueName} StringNotLike \'*-poison\'))'
   }
   dependsOn: [
     leaseRenewer
   ]
-}
+}]
 
-resource workerPrefixPoison 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (grantInstanceQueuesByPrefix) {
-  name: guid(account.id, workerPrincipalId, messageSender, instanceQueuePrefix)
+resource workerPrefixPoison 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for r in roles: if (contains(r, 'instancePrefix')) {
+  name: guid(account.id, r.principalId, messageSender, instanceQueuePrefix)
   scope: account
   properties: {
     roleDefinitionId: messageSender
-    principalId: workerPrincipalId
+    principalId: r.principalId
     principalType: 'ServicePrincipal'
-    description: 'rolecall worker: instance poison queues ${instanceQueuePrefix}*-poison'
+    description: 'rolecall worker of ${r.role}: instance poison queues ${instanceQueuePrefix}${r.?instancePrefix}*-poison'
     conditionVersion: '2.0'
-    condition: '((!(ActionMatches{\'${messages}/add/action\'})) OR ${isInstancePoisonQueue})'
+    condition: '((!(ActionMatches{\'${messages}/add/action\'})) OR (${queueName} StringStartsWith \'${instanceQueuePrefix}${r.?instancePrefix}\' AND ${queueName} StringLike \'*-poison\'))'
   }
-}
+}]
 
-// --- worker: each role's results container, that role's own (container scope) -------------
+// --- workers: what every role shares -----------------------------------------------------------
 
-resource workerResults 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for (r, i) in roles: {
-  name: guid(resultsContainers[i].id, r.?principalId ?? workerPrincipalId, blobWriterId)
-  scope: resultsContainers[i]
+resource workerEvents 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for r in roles: {
+  name: guid(events.id, r.principalId, messageSender)
+  scope: events
+  properties: {
+    roleDefinitionId: messageSender
+    principalId: r.principalId
+    principalType: 'ServicePrincipal'
+    description: 'rolecall worker of ${r.role} (agents before 0.2): hello, heartbeats and completions'
+  }
+}]
+
+resource workerPayloads 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for r in roles: {
+  name: guid(payloads.id, r.principalId, blobDataReader)
+  scope: payloads
+  properties: {
+    roleDefinitionId: blobDataReader
+    principalId: r.principalId
+    principalType: 'ServicePrincipal'
+    description: 'rolecall worker of ${r.role}: download job and baseline payloads'
+  }
+}]
+
+resource workerLogs 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for r in roles: {
+  name: guid(logs.id, r.principalId, blobWriterId)
+  scope: logs
   properties: {
     roleDefinitionId: blobWriterId
-    principalId: r.?principalId ?? workerPrincipalId
+    principalId: r.principalId
     principalType: 'ServicePrincipal'
-    description: 'rolecall worker: ${r.role} reports its own hellos, started notes and completions'
+    description: 'rolecall worker of ${r.role}: upload full job logs'
   }
   dependsOn: [
     blobWriter
   ]
 }]
 
-// --- worker: legacy events, payloads, state, logs --------------------------------------------
-
-resource workerEvents 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(events.id, workerPrincipalId, messageSender)
-  scope: events
-  properties: {
-    roleDefinitionId: messageSender
-    principalId: workerPrincipalId
-    principalType: 'ServicePrincipal'
-    description: 'rolecall worker (before 0.2): hello, heartbeats and completions'
-  }
-}
-
-resource workerPayloads 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(payloads.id, workerPrincipalId, blobDataReader)
-  scope: payloads
-  properties: {
-    roleDefinitionId: blobDataReader
-    principalId: workerPrincipalId
-    principalType: 'ServicePrincipal'
-    description: 'rolecall worker: download job and baseline payloads'
-  }
-}
-
-// Run records in the state container hold every run's job template, secret environment
-// values included: the worker reads baselines/ and instance records (its own at start, to
-// tell a restart from a second agent under its name) and nothing else there.
-resource workerBaselines 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(state.id, workerPrincipalId, blobDataReader)
-  scope: state
-  properties: {
-    roleDefinitionId: blobDataReader
-    principalId: workerPrincipalId
-    principalType: 'ServicePrincipal'
-    description: 'rolecall worker: read role baselines and instance records (${baselinesPrefix}, ${instancesPrefix})'
-    conditionVersion: '2.0'
-    condition: '((!(ActionMatches{\'${blobs}/read\'})) OR (${blobPath} StringStartsWith \'${baselinesPrefix}\') OR (${blobPath} StringStartsWith \'${instancesPrefix}\'))'
-  }
-}
-
-resource workerRecords 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(state.id, workerPrincipalId, blobWriterId)
-  scope: state
-  properties: {
-    roleDefinitionId: blobWriterId
-    principalId: workerPrincipalId
-    principalType: 'ServicePrincipal'
-    description: 'rolecall worker: write instance records (${instancesPrefix} only)'
-    conditionVersion: '2.0'
-    condition: '((!(ActionMatches{\'${blobs}/write\'}) AND !(ActionMatches{\'${blobs}/add/action\'})) OR (${blobPath} StringStartsWith \'${instancesPrefix}\'))'
-  }
-  dependsOn: [
-    blobWriter
-  ]
-}
-
-resource workerLogs 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(logs.id, workerPrincipalId, blobWriterId)
-  scope: logs
-  properties: {
-    roleDefinitionId: blobWriterId
-    principalId: workerPrincipalId
-    principalType: 'ServicePrincipal'
-    description: 'rolecall worker: upload full job logs'
-  }
-  dependsOn: [
-    blobWriter
-  ]
-}
-
-resource workerProvision 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (workerMayProvision) {
-  name: guid(account.id, workerPrincipalId, provisionerId)
+resource workerProvision 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for r in roles: if (workerMayProvision) {
+  name: guid(account.id, r.principalId, provisionerId)
   scope: account
   properties: {
     roleDefinitionId: provisionerId
-    principalId: workerPrincipalId
+    principalId: r.principalId
     principalType: 'ServicePrincipal'
-    description: 'rolecall worker: create its own instance queues (and confirm the rest exist)'
+    description: 'rolecall worker of ${r.role}: create its own instance queues (and confirm the rest exist)'
   }
   dependsOn: [
     provisioner
   ]
-}
+}]
 
 // --- controller: the whole account's queues and blobs ----------------------------------------
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 from rolecall.controller.agents import find_release
@@ -18,13 +19,13 @@ from rolecall.controller.baseline_file import build_steps, load_spec
 from rolecall.controller.fleet import live_instances
 from rolecall.controller.results import dispatch_view
 from rolecall.controller.sender import send_wave
+from rolecall.controller.signing import Signer, Stamp, job_data
 from rolecall.controller.store import RunStore
 from rolecall.schemas.agents import AgentRelease
 from rolecall.schemas.base import utcnow
 from rolecall.schemas.baseline import Baseline
-from rolecall.schemas.codec import encode_message
 from rolecall.schemas.errors import ConcurrencyConflict, ConfigError
-from rolecall.schemas.jobs import JobEnvelope, Target
+from rolecall.schemas.jobs import DEFAULT_DEADLINE_S, JobEnvelope, Target
 from rolecall.schemas.names import Names
 from rolecall.schemas.runs import RunMode, RunRecord, Wave
 from rolecall.storage.clients import Storage
@@ -45,10 +46,14 @@ def publish_baseline(
     *,
     issuer: str = "rolecall",
     expected_version: int | None = None,
-    sign: Callable[[Baseline], Baseline] = lambda b: b,
-    sign_job: Callable[[JobEnvelope], JobEnvelope] = lambda j: j,
+    signer: Signer | None = None,
+    sign: Callable[[Baseline], Baseline] | None = None,
     notify: bool = True,
 ) -> tuple[Baseline, RunRecord]:
+    """Publish the next version; ``signer`` signs it and the reconcile jobs (``sign``, when
+    given, signs the baseline instead: tests use it to act between reading and writing)."""
+    if sign is None:
+        sign = signer.sign_baseline if signer is not None else (lambda b: b)
     spec = load_spec(path)
     # the pin first: an unpublished version is refused before anything is uploaded
     release = find_release(storage, spec.agent) if spec.agent is not None else None
@@ -77,7 +82,7 @@ def publish_baseline(
         next_version,
         gave_up=f"baseline for {role} kept changing; try again",
     )
-    run = _record_run(storage, baseline, notify=notify, issuer=issuer, sign_job=sign_job)
+    run = _record_run(storage, baseline, notify=notify, issuer=issuer, stamp=Stamp(signer))
     return baseline, run
 
 
@@ -98,7 +103,7 @@ def _record_run(
     *,
     notify: bool,
     issuer: str,
-    sign_job: Callable[[JobEnvelope], JobEnvelope],
+    stamp: Stamp,
 ) -> RunRecord:
     """A run record for the new version, with a reconcile job for each live instance."""
     now = utcnow()
@@ -121,14 +126,13 @@ def _record_run(
         JobEnvelope(
             action="reconcile", job_id=Names.job_id(run_id, instance), run_id=run_id,
             role=baseline.role, target=Target(instance=instance), created_at=now,
-            issuer=issuer, max_attempts=5,
+            issuer=issuer, max_attempts=5, not_after=now + timedelta(seconds=DEFAULT_DEADLINE_S),
         )
         for instance in live
     ]  # fmt: skip
     send_wave(storage, [
-        (storage.names.instance_queue(j.target.key), encode_message(sign_job(j)), True)
-        for j in jobs
-    ])  # fmt: skip
+        (storage.names.instance_queue(j.target.key), job_data(j), True) for j in jobs
+    ], stamp)  # fmt: skip
     try:
         RunStore(storage).create(run, order=live)
     except ConcurrencyConflict:

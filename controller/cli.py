@@ -11,6 +11,7 @@ import typer
 from rolecall.controller.context import (
     EXIT_FAILED,
     EXIT_TIMEOUT,
+    Unsigned,
     ctx_of,
     emit_json,
     expected_errors,
@@ -81,6 +82,7 @@ def run(
     wait: Wait = False,
     wait_timeout: WaitTimeout = None,
     too_old: TooOldOpt = "stop",
+    unsigned: Unsigned = False,
     output: Output = "table",
 ) -> None:
     """Enqueue a configuration run for a role; prints the run id.
@@ -105,7 +107,8 @@ def run(
         args=arg or [], env=_kv(env, "--env"), secret_env=_kv(secret_env, "--secret-env"),
         entrypoint=entrypoint, issuer=c.settings.issuer, too_old=too_old,
     )  # fmt: skip
-    record = start_run(c.storage, req, signer=c.signer(), published=c.published())
+    signer = c.job_signer(unsigned)
+    record = start_run(c.storage, req, signer=signer, published=c.published())
     if output == "json" and not wait:
         emit_json({"run_id": record.run_id, "targets": list(record.targets)})
     else:
@@ -272,7 +275,11 @@ def instances(
 
 
 @expected_errors
-def cancel(ctx: typer.Context, run_id: Annotated[str, typer.Argument(metavar="RUN")]) -> None:
+def cancel(
+    ctx: typer.Context,
+    run_id: Annotated[str, typer.Argument(metavar="RUN")],
+    unsigned: Unsigned = False,
+) -> None:
     """Cancel a run: nothing more is dispatched, queued jobs are removed, and running jobs
     are stopped at their next lease renewal (within 30 s by default).
 
@@ -281,7 +288,7 @@ def cancel(ctx: typer.Context, run_id: Annotated[str, typer.Argument(metavar="RU
     from rolecall.controller.cancel import cancel_run
 
     c = ctx_of(ctx)
-    done = cancel_run(c.storage, run_id, c.signer())
+    done = cancel_run(c.storage, run_id, c.job_signer(unsigned))
     if done.unchanged:
         typer.echo(f"{run_id} {done.unchanged}; nothing changed")
         return

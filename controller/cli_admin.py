@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from rolecall.controller.context import ctx_of, emit_json, expected_errors
+from rolecall.controller.context import Unsigned, ctx_of, emit_json, expected_errors
 
 Opt = typer.Option
 Output = Annotated[str, Opt("--output", "-o", help="table or json.")]
@@ -26,6 +26,7 @@ def baseline_set(
         int | None, Opt(help="Fail unless the current version is this (0: none yet).")
     ] = None,
     notify: Annotated[bool, Opt(help="Tell live instances to apply it now.")] = True,
+    unsigned: Unsigned = False,
 ) -> None:
     """Publish a new baseline version for ROLE and notify its live instances.
 
@@ -34,10 +35,9 @@ def baseline_set(
     from rolecall.controller.baselines import publish_baseline
 
     c = ctx_of(ctx)
-    sign_job, sign_baseline = c.signers()
     baseline, run = publish_baseline(
         c.storage, role, file, issuer=c.settings.issuer, expected_version=if_version,
-        sign=sign_baseline, sign_job=sign_job, notify=notify,
+        signer=c.job_signer(unsigned), notify=notify,
     )  # fmt: skip
     typer.echo(
         f"baseline {role} v{baseline.version}: {len(baseline.steps)} steps; "

@@ -9,11 +9,11 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
 
 import typer
 
-from rolecall.schemas.errors import RolecallError
+from rolecall.schemas.errors import ConfigError, RolecallError
 
 if TYPE_CHECKING:  # kept out of `rolecall worker`'s start-up path
     from rich.console import Console
@@ -21,8 +21,6 @@ if TYPE_CHECKING:  # kept out of `rolecall worker`'s start-up path
     from rolecall.controller.config import ControllerSettings
     from rolecall.controller.published import PublishedPayloads
     from rolecall.controller.signing import Signer
-    from rolecall.schemas.baseline import Baseline
-    from rolecall.schemas.jobs import JobEnvelope
     from rolecall.storage.clients import Storage
 
 P = ParamSpec("P")
@@ -31,6 +29,21 @@ R = TypeVar("R")
 EXIT_FAILED = 1  # the run (or wait) ended with failed targets
 EXIT_ERROR = 2  # the command could not do its work: bad input, unknown run, storage refused
 EXIT_TIMEOUT = 3  # wait gave up before the run finished
+
+#: the option of every command that sends jobs: without a signing key they refuse, unless told
+Unsigned = Annotated[
+    bool,
+    typer.Option(
+        "--unsigned", help="No signing key: send unsigned (only workers run with "
+        "--accept-unsigned take them; development only).",
+    ),
+]  # fmt: skip
+
+NO_SIGNING_KEY = (
+    "no signing key: make one with `rolecall keys generate --out FILE`, set "
+    "ROLECALL_SIGNING_KEY=FILE (--signing-key) and give workers FILE.pub as a trusted key; "
+    "or pass --unsigned to send unsigned jobs (development only)"
+)
 
 
 @dataclass
@@ -74,18 +87,18 @@ class Ctx:
 
         return load_signer(self.settings.signing_key)
 
+    def job_signer(self, unsigned: bool) -> Signer | None:
+        """The signer for a command that sends jobs: refused without a key unless the
+        operator said ``--unsigned``."""
+        signer = self.signer()
+        if signer is None and not unsigned:
+            raise ConfigError(NO_SIGNING_KEY)
+        return signer
+
     def published(self) -> PublishedPayloads:
         from rolecall.controller.published import PublishedPayloads
 
         return PublishedPayloads(self.settings.cache_dir, self.storage.blob_endpoint)
-
-    def signers(
-        self,
-    ) -> tuple[Callable[[JobEnvelope], JobEnvelope], Callable[[Baseline], Baseline]]:
-        signer = self.signer()
-        if signer is None:
-            return (lambda j: j), (lambda b: b)
-        return signer.sign_job, signer.sign_baseline
 
 
 def ctx_of(typer_ctx: typer.Context) -> Ctx:

@@ -42,6 +42,8 @@ class InstanceRecord(Contract):
     platform: str = ""
     #: the contract version the agent speaks; absent from agents before the rules (1.0)
     contract: Annotated[str | None, Since("1.1")] = None
+    #: the agent runs unsigned jobs (``--accept-unsigned``, no trusted key): development only
+    accepts_unsigned: Annotated[bool | None, Since("1.4")] = None
 
     def is_live(self, now: datetime, grace: float = 2.5) -> bool:
         """Live while the last heartbeat is younger than ``grace`` heartbeat intervals."""

@@ -66,8 +66,9 @@ class Version:
 #: and contract in instance records; 1.2 adds per-role results queues with started notes and
 #: signed batches, cancel jobs, and run records kept apart from their results; 1.3 adds agent
 #: releases and the baseline's agent pin (critical), with which agents upgrade themselves
-#: (docs/deploy.md, upgrading agents).
-CONTRACT = Version(1, 3)
+#: (docs/deploy.md, upgrading agents); 1.4 adds the send time that binds a signed job to its
+#: queue message, and what an agent says about its trust in its instance record.
+CONTRACT = Version(1, 4)
 
 #: Majors whose reports (hellos, completions, instance records) the controller folds: the
 #: current one and the one before it, once there is one.

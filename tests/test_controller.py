@@ -7,7 +7,6 @@ import signal
 import subprocess
 from pathlib import Path
 
-from rolecall.schemas import encode_message
 from tests.fleet import (
     ROLECALL,
     Fleet,
@@ -214,7 +213,7 @@ def test_poison_list_show_requeue_purge(
     payload = ops.publish(ledger.script("fixed"))
     good = ops.job("web", payload, job_id="later-ok", max_attempts=1)
     wrong_role = good.model_copy(update={"role": "db"})  # on web's queue: poisoned
-    ops.send_raw(q, encode_message(wrong_role))
+    ops.send_raw(q, ops.signed(wrong_role))
     workers.worker("web", "web-0")
     wait_for(lambda: len(ops.poison(q)) == 2, what="two poison records")
     listed = cli_json(env, "poison", "list", "web")

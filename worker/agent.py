@@ -40,7 +40,7 @@ from rolecall.worker.runner import Runner
 from rolecall.worker.self_update import SelfUpdate
 from rolecall.worker.shutdown import ExitCode, Shutdown
 from rolecall.worker.state import LocalState
-from rolecall.worker.trust import verifier
+from rolecall.worker.trust import UNSIGNED_WARNING, verifier
 
 log = logging.getLogger("rolecall.worker")
 
@@ -51,6 +51,7 @@ _RETRIED = (BaselineStatus.FAILED, BaselineStatus.UNREADABLE)
 class Agent:
     def __init__(self, settings: WorkerSettings) -> None:
         self.settings = settings
+        verify = verifier(settings)  # first: an agent that trusts no key goes no further
         self.shutdown = Shutdown(settings.grace_s)
         self.identity: Identity = resolve_identity(settings)
         self.state = LocalState(settings.state_dir, settings.boot_time_file).open()
@@ -63,7 +64,9 @@ class Agent:
         self.outbox = self._outbox(settings)
         cache = PayloadCache(self.storage, self.state.cache_dir, settings.payload_max_bytes)
         self.runner = Runner(settings, self.storage, self.identity, self.state, cache)
-        verify = verifier(settings)
+        self.unsigned = not settings.trusted_keys
+        if self.unsigned:
+            log.warning(UNSIGNED_WARNING)
         self.updates = SelfUpdate(
             storage=self.storage, cache=cache, verify=verify, settings=settings,
             identity=self.identity, work_dir=self.state.work_dir,
@@ -74,16 +77,11 @@ class Agent:
             watch=JobContext(self), agent_step=AgentStep(self.updates, JobContext(self)),
         )  # fmt: skip
         self.jobs = JobHandler(
-            identity=self.identity,
-            names=self.names,
-            state=self.state,
-            runner=self.runner,
-            outbox=self.outbox,
-            verify=verify,
-            reconcile=self._apply_baseline,
+            identity=self.identity, names=self.names, state=self.state, runner=self.runner,
+            outbox=self.outbox, verify=verify, reconcile=self._apply_baseline,
             on_reboot_required=self._reboot_after_settling,
-            retry_delay_s=settings.retry_delay_s,
-        )
+            retry_delay_s=settings.retry_delay_s, replay_window_s=settings.replay_window_s,
+        )  # fmt: skip
         self.boot_time = utcnow()
         self.baseline_status = BaselineStatus.FAILED
         self.next_heartbeat = 0.0
@@ -370,7 +368,7 @@ class Agent:
             incarnation=self.state.incarnation, agent_version=__version__,
             contract=str(CONTRACT), boot_time=self.boot_time, last_seen=now, state=state,
             baseline_version=self.baseline.version, heartbeat_s=self.settings.heartbeat_s,
-            platform=platform.system(),
+            platform=platform.system(), accepts_unsigned=self.unsigned or None,
         )  # fmt: skip
         self.storage.put_blob(
             self.names.state_container,

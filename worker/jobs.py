@@ -15,11 +15,18 @@ from typing import Any
 
 from rolecall.schemas.base import utcnow
 from rolecall.schemas.codec import decode_message, job_ids_of
-from rolecall.schemas.errors import ContractError, ExecutionError, PayloadError, RolecallError
+from rolecall.schemas.errors import (
+    ContractError,
+    ExecutionError,
+    PayloadError,
+    Replayed,
+    RolecallError,
+)
 from rolecall.schemas.events import Completion, Event, Outcome, Started
 from rolecall.schemas.jobs import JobEnvelope
 from rolecall.schemas.names import Names
 from rolecall.worker import policy
+from rolecall.worker.binding import check_binding
 from rolecall.worker.claim import Ack, ClaimState, DeadLetter, Release
 from rolecall.worker.context import JobContext
 from rolecall.worker.identity import Identity
@@ -45,6 +52,7 @@ class JobHandler:
         reconcile: Callable[[], None],
         on_reboot_required: Callable[[], None],
         retry_delay_s: int,
+        replay_window_s: float = 120.0,
     ) -> None:
         self.identity = identity
         self.names = names
@@ -55,6 +63,7 @@ class JobHandler:
         self.reconcile = reconcile
         self.on_reboot_required = on_reboot_required
         self.retry_delay_s = retry_delay_s
+        self.replay_window_s = replay_window_s
         #: a job exited 1641: its installer is rebooting the machine already
         self.reboot_started = False
 
@@ -68,6 +77,13 @@ class JobHandler:
             claim.job_id = job.job_id
             signed_by = self.verify(msg.content, True)
             self._check_addressing(job, msg.queue)
+            check_binding(
+                job, msg.inserted_on, signed=signed_by is not None, window_s=self.replay_window_s
+            )
+        except Replayed as e:
+            # a replay speaks for nobody: it must not change what an old run shows
+            self._reject(ctx, job, e, report=False)
+            return
         except RolecallError as e:
             self._reject(ctx, job, e)
             return
@@ -207,7 +223,9 @@ class JobHandler:
                 reason="wrong_instance",
             )
 
-    def _reject(self, ctx: JobContext, job: JobEnvelope | None, error: RolecallError) -> None:
+    def _reject(
+        self, ctx: JobContext, job: JobEnvelope | None, error: RolecallError, report: bool = True
+    ) -> None:
         """Bad input: dead-letter it with its reason; tell the controller if we know the job."""
         claim = ctx.claim
         assert claim is not None
@@ -215,9 +233,12 @@ class JobHandler:
             "poisoning message: %s", error.message,
             extra={"queue": claim.msg.queue, "message_id": claim.msg.id},
         )  # fmt: skip
-        self._give_up(ctx, job, policy.GiveUp(error.reason, error.message, Outcome.REJECTED))
+        why = policy.GiveUp(error.reason, error.message, Outcome.REJECTED)
+        self._give_up(ctx, job, why, report=report)
 
-    def _give_up(self, ctx: JobContext, job: JobEnvelope | None, why: policy.GiveUp) -> None:
+    def _give_up(
+        self, ctx: JobContext, job: JobEnvelope | None, why: policy.GiveUp, report: bool = True
+    ) -> None:
         """Dead-letter the message (kept for audit and requeue) and report the job, if known,
         with the outcome the refusal implies."""
         claim = ctx.claim
@@ -228,7 +249,7 @@ class JobHandler:
         )  # fmt: skip
         events: list[Event] = []
         ids = (job.job_id, job.run_id) if job is not None else job_ids_of(claim.msg.content)
-        if ids is not None:
+        if ids is not None and report:
             reason = f"{why.reason}: {why.message}"
             events.append(
                 self._completion(ids, why.outcome, claim.msg.dequeue_count, reason=reason)

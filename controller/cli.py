@@ -107,12 +107,9 @@ def run(
         args=arg or [], env=_kv(env, "--env"), secret_env=_kv(secret_env, "--secret-env"),
         entrypoint=entrypoint, issuer=c.settings.issuer, too_old=too_old,
     )  # fmt: skip
-    signer = c.job_signer(unsigned)
-    record = start_run(c.storage, req, signer=signer, published=c.published())
-    if output == "json" and not wait:
-        emit_json({"run_id": record.run_id, "targets": list(record.targets)})
-    else:
-        typer.echo(record.run_id)
+    record = start_run(c.storage, req, signer=c.job_signer(unsigned), published=c.published())
+    started = {"run_id": record.run_id, "targets": list(record.targets)}
+    emit_json(started) if output == "json" and not wait else typer.echo(record.run_id)
     if wait:
         _wait(ctx, record.run_id, wait_timeout, output)
 

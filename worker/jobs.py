@@ -71,22 +71,10 @@ class JobHandler:
         claim = ctx.claim
         assert claim is not None
         msg = claim.msg
-        job: JobEnvelope | None = None
-        try:
-            job = decode_message(msg.content, JobEnvelope)
-            claim.job_id = job.job_id
-            signed_by = self.verify(msg.content, True)
-            self._check_addressing(job, msg.queue)
-            check_binding(
-                job, msg.inserted_on, signed=signed_by is not None, window_s=self.replay_window_s
-            )
-        except Replayed as e:
-            # a replay speaks for nobody: it must not change what an old run shows
-            self._reject(ctx, job, e, report=False)
+        admitted = self._admit(ctx)
+        if admitted is None:
             return
-        except RolecallError as e:
-            self._reject(ctx, job, e)
-            return
+        job, signed_by = admitted
         ctx.run_id = job.run_id
         fields = {"job_id": job.job_id, "run_id": job.run_id, "attempt": msg.dequeue_count}
         refusal = policy.before_attempt(
@@ -123,6 +111,30 @@ class JobHandler:
             self._run(ctx, job, signed_by, fields)
         finally:
             self.runner.sweep()  # the job's files go after its marker and completion
+
+    def _admit(self, ctx: JobContext) -> tuple[JobEnvelope, str | None] | None:
+        """Decode and check a message: its job and signer, or None once it is refused (bad
+        input is dead-lettered with its reason)."""
+        claim = ctx.claim
+        assert claim is not None
+        msg = claim.msg
+        job: JobEnvelope | None = None
+        try:
+            job = decode_message(msg.content, JobEnvelope)
+            claim.job_id = job.job_id
+            signed_by = self.verify(msg.content, True)
+            self._check_addressing(job, msg.queue)
+            check_binding(
+                job, msg.inserted_on, signed=signed_by is not None, window_s=self.replay_window_s
+            )
+        except Replayed as e:
+            # a replay speaks for nobody: it must not change what an old run shows
+            self._reject(ctx, job, e, report=False)
+            return None
+        except RolecallError as e:
+            self._reject(ctx, job, e)
+            return None
+        return job, signed_by
 
     def _run(
         self, ctx: JobContext, job: JobEnvelope, signed_by: str | None, fields: dict[str, Any]

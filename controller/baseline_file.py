@@ -27,6 +27,7 @@ from rolecall.controller.payloads import publish_bytes
 from rolecall.schemas.baseline import RebootPolicy, Step
 from rolecall.schemas.errors import ConfigError
 from rolecall.schemas.jobs import EnvVar, Execution, Interpreter, PayloadKind
+from rolecall.schemas.redact import MIN_SECRET_CHARS, short_secret
 from rolecall.storage.clients import Storage
 
 
@@ -73,21 +74,42 @@ def load_spec(path: Path) -> BaselineSpec:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise ConfigError(f"cannot read {path}: {e.strerror}") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path} is not UTF-8 text") from e
+    data = _parse(path, text)
+    if data is None:
+        raise ConfigError(f"{path} is empty: a baseline is a list of `steps:` (docs/operators.md)")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must be a mapping with a `steps:` list, not a {_kind(data)}")
     try:
-        if path.suffix in (".yaml", ".yml"):
-            import yaml
-
-            data: Any = yaml.safe_load(text)
-        else:
-            data = json.loads(text)
         return BaselineSpec.model_validate(data)
     except ValidationError as e:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()[:5]
         )
         raise ConfigError(f"{path} is not a valid baseline: {problems}") from e
+
+
+def _parse(path: Path, text: str) -> Any:
+    """YAML or JSON by suffix; a syntax error is one line with where it is."""
+    if path.suffix in (".yaml", ".yml"):
+        import yaml
+
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+            raise ConfigError(f"{path} is not valid YAML{where}: {problem}") from None
+    try:
+        return json.loads(text) if text.strip() else None
     except ValueError as e:
-        raise ConfigError(f"{path} is not valid {path.suffix or 'JSON'}: {e}") from e
+        raise ConfigError(f"{path} is not valid {path.suffix or 'JSON'}: {e}") from None
+
+
+def _kind(data: object) -> str:
+    return "string" if isinstance(data, str) else type(data).__name__
 
 
 def build_steps(storage: Storage, spec: BaselineSpec, base_dir: Path) -> list[Step]:
@@ -103,6 +125,8 @@ def build_steps(storage: Storage, spec: BaselineSpec, base_dir: Path) -> list[St
         kind = PayloadKind.ARCHIVE if s.archive else PayloadKind.SCRIPT
         ref = publish_bytes(storage, data, path.name, kind)
         env = [EnvVar(name=k, value=v) for k, v in s.env.items()]
+        if short := [k for k, v in s.secret_env.items() if len(v) < MIN_SECRET_CHARS]:
+            raise ConfigError(f"step {s.name!r}: {short_secret(short[0])}")
         env += [EnvVar(name=k, value=v, secret=True) for k, v in s.secret_env.items()]
         execution = Execution(
             interpreter=s.interpreter, entrypoint=s.entrypoint, args=s.args, env=env

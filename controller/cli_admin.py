@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from rolecall.controller.context import Unsigned, ctx_of, emit_json, expected_errors
+from rolecall.controller.render import Format, Output
 
 Opt = typer.Option
-Output = Annotated[str, Opt("--output", "-o", help="table or json.")]
+Role = Annotated[str, typer.Argument(metavar="ROLE", help="Role name.")]
+MessageId = Annotated[str, typer.Argument(metavar="MESSAGE_ID", help="From `poison list`.")]
 
 baseline_app = typer.Typer(help="Publish and show role baselines.", no_args_is_help=True)
 poison_app = typer.Typer(help="Inspect, requeue and purge poisoned messages.", no_args_is_help=True)
@@ -20,19 +22,25 @@ poison_app = typer.Typer(help="Inspect, requeue and purge poisoned messages.", n
 @expected_errors
 def baseline_set(
     ctx: typer.Context,
-    role: Annotated[str, typer.Argument()],
-    file: Annotated[Path, typer.Argument(help="Baseline YAML or JSON (see docs/operators.md).")],
+    role: Role,
+    file: Annotated[
+        Path, typer.Argument(metavar="FILE", help="Baseline YAML or JSON (docs/operators.md).")
+    ],
     if_version: Annotated[
-        int | None, Opt(help="Fail unless the current version is this (0: none yet).")
+        int | None, Opt(metavar="N", help="Fail unless the current version is this (0: none).")
     ] = None,
     notify: Annotated[bool, Opt(help="Tell live instances to apply it now.")] = True,
     unsigned: Unsigned = False,
 ) -> None:
     """Publish a new baseline version for ROLE and notify its live instances.
 
-    Example: rolecall baseline set web examples/web/baseline.yaml
+    \b
+    Examples:
+      rolecall baseline set web web/baseline.yaml
+      rolecall baseline set web web/baseline.yaml --if-version 3 --no-notify
     """
     from rolecall.controller.baselines import publish_baseline
+    from rolecall.controller.render import plural
 
     c = ctx_of(ctx)
     baseline, run = publish_baseline(
@@ -40,69 +48,77 @@ def baseline_set(
         signer=c.job_signer(unsigned), notify=notify,
     )  # fmt: skip
     typer.echo(
-        f"baseline {role} v{baseline.version}: {len(baseline.steps)} steps; "
-        f"{len(run.targets)} live instances notified; follow with `rolecall status {run.run_id}`"
+        f"baseline {role} v{baseline.version}: {plural(len(baseline.steps), 'step')}; "
+        f"{plural(len(run.targets), 'live instance')} notified; "
+        f"follow with `rolecall wait {run.run_id}`"
     )
 
 
 @baseline_app.command("show")
 @expected_errors
-def baseline_show(
-    ctx: typer.Context, role: Annotated[str, typer.Argument()], output: Output = "table"
-) -> None:
-    """Show ROLE's current baseline."""
+def baseline_show(ctx: typer.Context, role: Role, output: Output = Format.TABLE) -> None:
+    """Show ROLE's current baseline: version, who published it, and its steps.
+
+    \b
+    Examples:
+      rolecall baseline show web
+      rolecall baseline show web -o json | jq .version
+    """
     from rolecall.controller.baselines import current_baseline
+    from rolecall.controller.render import print_table, print_tsv
     from rolecall.schemas.errors import UnknownRole
 
     c = ctx_of(ctx)
     baseline, etag = current_baseline(c.storage, role)
     if baseline is None:
         raise UnknownRole(f"no baseline published for role {role!r}")
-    if output == "json":
+    if output is Format.JSON:
         emit_json({**baseline.model_dump(mode="json"), "etag": etag})
         return
-    c.console.print(f"[bold]{role}[/] baseline v{baseline.version} by {baseline.issuer}, "
-                    f"{baseline.updated_at:%Y-%m-%d %H:%M:%S}Z")  # fmt: skip
-    for i, s in enumerate(baseline.steps):
-        c.console.print(
-            f"  {i}. {s.name}: {s.payload.filename} sha256:{s.payload.sha256[:12]} "
-            f"timeout {s.timeout_s:g}s reboot={s.reboot.value}"
-        )
+    rows = [[i, s.name, s.payload.filename, s.payload.sha256[:12], f"{s.timeout_s:g}s",
+             s.reboot.value] for i, s in enumerate(baseline.steps)]  # fmt: skip
+    if output is Format.TSV:
+        print_tsv(rows)
+        return
+    print_table(c.console, ("step", "name", "file", "sha256", "timeout", "reboot"), rows,
+                title=f"{role} baseline v{baseline.version} by {baseline.issuer}, "
+                f"{baseline.updated_at:%Y-%m-%d %H:%M:%S}Z", empty="no steps")  # fmt: skip
 
 
 @poison_app.command("list")
 @expected_errors
 def poison_list(
     ctx: typer.Context,
-    role: Annotated[str | None, typer.Argument(help="Only this role's queues.")] = None,
-    output: Output = "table",
+    role: Annotated[str | None, typer.Argument(metavar="[ROLE]", help="Only this role.")] = None,
+    output: Output = Format.TABLE,
 ) -> None:
-    """List poisoned messages with their reasons."""
-    from rich.table import Table
+    """List poisoned messages with their reasons.
 
+    \b
+    Examples:
+      rolecall poison list
+      rolecall poison list web -o tsv | cut -f2
+    """
     from rolecall.controller.poison import list_poison, masked
+    from rolecall.controller.render import print_table, print_tsv
 
     c = ctx_of(ctx)
     entries = list_poison(c.storage, role)
-    if output == "json":
-        emit_json(
-            [
-                {"queue": e.queue, "message_id": e.message_id,
-                 "record": masked(e.record) if e.record else None}
-                for e in entries
-            ]
-        )  # fmt: skip
+    if output is Format.JSON:
+        emit_json([
+            {"queue": e.queue, "message_id": e.message_id,
+             "record": masked(e.record) if e.record else None}
+            for e in entries
+        ])  # fmt: skip
         return
-    table = Table()
-    for col in ("queue", "message id", "reason", "job", "error"):
-        table.add_column(col, overflow="fold")
-    for e in entries:
-        r = e.record
-        table.add_row(
-            e.queue, e.message_id, r.reason if r else "?", (r.job_id or "") if r else "",
-            (r.error[:80] if r else "unreadable poison record"),
-        )  # fmt: skip
-    c.console.print(table)
+    rows = [[e.queue, e.message_id, r.reason if r else "?", (r.job_id or "") if r else "",
+             r.error[:120] if r else "unreadable poison record"]
+            for e in entries for r in (e.record,)]  # fmt: skip
+    if output is Format.TSV:
+        print_tsv(rows)
+        return
+    print_table(c.console, ("queue", "message id", "reason", "job", "error"), rows,
+                empty="no poisoned messages" + (f" for role {role}" if role else ""))  # fmt: skip
 
 
 def _find(ctx: typer.Context, message_id: str):  # type: ignore[no-untyped-def]
@@ -117,24 +133,69 @@ def _find(ctx: typer.Context, message_id: str):  # type: ignore[no-untyped-def]
 
 @poison_app.command("show")
 @expected_errors
-def poison_show(ctx: typer.Context, message_id: Annotated[str, typer.Argument()]) -> None:
-    """Show one poisoned message: reason, error, last output and the original."""
+def poison_show(ctx: typer.Context, message_id: MessageId, output: Output = Format.TABLE) -> None:
+    """Show one poisoned message: why, the error, its last output, and the original job
+    decoded (secret values masked).
+
+    \b
+    Examples:
+      rolecall poison show 5d7a0e1c-3f1b-4c55-9d7e-0f6f2f1d9a11
+      rolecall poison show 5d7a0e1c-3f1b-4c55-9d7e-0f6f2f1d9a11 -o json | jq .record.original
+    """
     from rolecall.controller.poison import masked
 
     e = _find(ctx, message_id)
-    emit_json({"queue": e.queue, "message_id": e.message_id,
-               "record": masked(e.record) if e.record else e.raw})  # fmt: skip
+    record: Any = masked(e.record) if e.record else {"original": e.raw}
+    if output is Format.JSON:
+        emit_json({"queue": e.queue, "message_id": e.message_id, "record": record})
+        return
+    _show_poison(ctx, e.queue, e.message_id, record, output)
+
+
+def _show_poison(
+    ctx: typer.Context, queue: str, message_id: str, record: dict[str, Any], output: Format
+) -> None:
+    import json
+
+    from rolecall.controller.render import print_tsv
+
+    keys = ("reason", "error", "job_id", "run_id", "instance", "incarnation", "dequeue_count",
+            "poisoned_at")  # fmt: skip
+    fields = [("queue", queue), ("message id", message_id)] + [
+        (k.replace("_", " "), record.get(k)) for k in keys if record.get(k) not in (None, "")
+    ]
+    if output is Format.TSV:
+        print_tsv(fields)
+        return
+    out = ctx_of(ctx).console
+    for name, value in fields:
+        out.print(f"{name + ':':15}{value}", markup=False, highlight=False)
+    if record.get("last_output"):
+        out.print(f"last output:\n{record['last_output']}", markup=False, highlight=False)
+    original = record.get("original")
+    text = json.dumps(original, indent=2) if isinstance(original, dict) else str(original)
+    out.print(f"original job:\n{text}", markup=False, highlight=False)
 
 
 @poison_app.command("requeue")
 @expected_errors
 def poison_requeue(
     ctx: typer.Context,
-    message_id: Annotated[str | None, typer.Argument(help="Message id (omit with --all).")] = None,
-    queue: Annotated[str | None, Opt(help="Poison queue (found from the id if omitted).")] = None,
+    message_id: Annotated[
+        str | None, typer.Argument(metavar="[MESSAGE_ID]", help="Omit with --all.")
+    ] = None,
+    queue: Annotated[
+        str | None, Opt(metavar="QUEUE", help="Poison queue (found from the id if omitted).")
+    ] = None,
     all_: Annotated[bool, Opt("--all", help="Every message in --queue.")] = False,
 ) -> None:
-    """Send a poisoned message back to its source queue with its attempt count reset."""
+    """Send a poisoned message back to its source queue with its attempt count reset.
+
+    \b
+    Examples:
+      rolecall poison requeue 5d7a0e1c-3f1b-4c55-9d7e-0f6f2f1d9a11
+      rolecall poison requeue --all --queue rc-role-web-poison
+    """
     from rolecall.controller.poison import requeue
 
     q = _queue(ctx, message_id, queue, all_)
@@ -146,11 +207,19 @@ def poison_requeue(
 @expected_errors
 def poison_purge(
     ctx: typer.Context,
-    message_id: Annotated[str | None, typer.Argument()] = None,
-    queue: Annotated[str | None, Opt(help="Poison queue.")] = None,
+    message_id: Annotated[
+        str | None, typer.Argument(metavar="[MESSAGE_ID]", help="Omit with --all.")
+    ] = None,
+    queue: Annotated[str | None, Opt(metavar="QUEUE", help="Poison queue.")] = None,
     all_: Annotated[bool, Opt("--all", help="Every message in --queue.")] = False,
 ) -> None:
-    """Delete poisoned messages for good."""
+    """Delete poisoned messages for good.
+
+    \b
+    Examples:
+      rolecall poison purge 5d7a0e1c-3f1b-4c55-9d7e-0f6f2f1d9a11
+      rolecall poison purge --all --queue rc-role-web-poison
+    """
     from rolecall.controller.poison import purge
 
     q = _queue(ctx, message_id, queue, all_)
@@ -163,7 +232,9 @@ def _queue(ctx: typer.Context, message_id: str | None, queue: str | None, all_: 
 
     if all_:
         if queue is None:
-            raise ConfigError("--all needs --queue")
+            raise ConfigError("--all needs --queue (see `rolecall poison list`)")
+        if message_id is not None:
+            raise ConfigError("give a message id or --all, not both")
         return queue
     if message_id is None:
         raise ConfigError("give a message id, or --all with --queue")
@@ -173,11 +244,19 @@ def _queue(ctx: typer.Context, message_id: str | None, queue: str | None, all_: 
 @expected_errors
 def names(
     ctx: typer.Context,
-    role: Annotated[str, typer.Argument()],
-    instance: Annotated[str | None, typer.Argument()] = None,
-    output: Output = "table",
+    role: Role,
+    instance: Annotated[str | None, typer.Argument(metavar="[INSTANCE]")] = None,
+    output: Output = Format.TABLE,
 ) -> None:
-    """Print the storage names for a role (and instance), for templates and scripts."""
+    """Print the storage names for a role (and instance), for templates and scripts.
+
+    \b
+    Examples:
+      rolecall names web
+      rolecall names web WebRole_IN_0 -o json
+    """
+    from rolecall.controller.render import print_tsv
+
     n = ctx_of(ctx).settings.names  # flag, ROLECALL_NAMESPACE or the config file; no account
     data = {
         "namespace": n.namespace,
@@ -198,8 +277,10 @@ def names(
             "instance_poison_queue": n.poison_queue(n.instance_queue(instance)),
             "instance_blob": n.instance_blob(role, instance),
         }
-    if output == "json":
+    if output is Format.JSON:
         emit_json(data)
+    elif output is Format.TSV:
+        print_tsv(list(data.items()))
     else:
         for k, v in data.items():
             typer.echo(f"{k:22} {' '.join(v) if isinstance(v, list) else v}")

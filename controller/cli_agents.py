@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from rolecall.controller.context import ctx_of, emit_json, expected_errors
+from rolecall.controller.render import Format, Output
 
 if TYPE_CHECKING:
     from rolecall.controller.agents import Published
     from rolecall.controller.fleet import InstanceSummary
 
 Opt = typer.Option
-Output = Annotated[str, Opt("--output", "-o", help="table or json.")]
 
 agent_app = typer.Typer(
     help="Agent releases: publish one, pin it in a baseline, watch the fleet upgrade.",
@@ -33,18 +33,22 @@ agent_app = typer.Typer(
 def agent_publish(
     ctx: typer.Context,
     wheeldir: Annotated[
-        Path, typer.Argument(help="Every wheel the agent needs on the instances' platforms.")
+        Path,
+        typer.Argument(
+            metavar="WHEELDIR", help="Every wheel the agent needs on the instances' platforms."
+        ),
     ],
-    version: Annotated[str, Opt("--version", help="The rolecall version in WHEELDIR.")],
+    version: Annotated[
+        str, Opt("--version", metavar="VERSION", help="The rolecall version in WHEELDIR.")
+    ],
 ) -> None:
     """Publish an agent release: upload its wheels (content-addressed) and write the release,
     signed with the signing key if one is set. A version is published once.
 
+    \b
     Example (wheels for Linux x86-64 instances with Python 3.10+):
-
-      pip wheel --no-deps -w dist . && pip download -d dist --only-binary=:all:
-        --platform manylinux2014_x86_64 --python-version 3.10 dist/rolecall-0.3.0-*.whl
-
+      pip wheel --no-deps -w dist . && pip download -d dist --only-binary=:all: \\
+          --platform manylinux2014_x86_64 --python-version 3.10 dist/rolecall-0.3.0-*.whl
       rolecall agent publish dist --version 0.3.0
     """
     from rolecall.controller.agents import publish_release
@@ -68,12 +72,18 @@ def agent_publish(
 def agent_show(
     ctx: typer.Context,
     version: Annotated[
-        str | None, typer.Argument(help="Only this release, with its wheels.")
+        str | None, typer.Argument(metavar="[VERSION]", help="Only this release, with its wheels.")
     ] = None,
-    output: Output = "table",
+    output: Output = Format.TABLE,
 ) -> None:
     """Show agent releases, which baselines pin them, and how many live instances of each
-    role run which agent version."""
+    role run which agent version.
+
+    \b
+    Examples:
+      rolecall agent show
+      rolecall agent show 0.3.0 -o json
+    """
     from rolecall.controller.agents import find_release, list_releases, pins
     from rolecall.controller.fleet import list_instances
     from rolecall.schemas.base import utcnow
@@ -86,10 +96,10 @@ def agent_show(
     if version is not None:
         live = [s for s in live if s.agent_version == version]
     data = _show_data(releases, pinned, live, wheels=version is not None)
-    if output == "json":
+    if output is Format.JSON:
         emit_json(data)
     else:
-        _print_show(ctx, data)
+        _print_show(ctx, data, tsv=output is Format.TSV)
 
 
 def _show_data(
@@ -121,8 +131,10 @@ def _show_data(
     }  # fmt: skip
 
 
-def _print_show(ctx: typer.Context, data: dict[str, Any]) -> None:
+def _print_show(ctx: typer.Context, data: dict[str, Any], *, tsv: bool) -> None:
     from rich.table import Table
+
+    from rolecall.controller.render import print_tsv
 
     console = ctx_of(ctx).console
     tables = {
@@ -131,7 +143,14 @@ def _print_show(ctx: typer.Context, data: dict[str, Any]) -> None:
         "pins": ("role", "baseline_version", "agent"),
         "fleet": ("role", "agent", "live_instances"),
     }  # fmt: skip
+    if tsv:  # one row a line, its table's name first
+        print_tsv([[name, *(row[c] for c in columns)] for name, columns in tables.items()
+                   for row in data[name]])  # fmt: skip
+        return
     for name, columns in tables.items():
+        if not data[name]:
+            console.print(f"no {name}", highlight=False)
+            continue
         table = Table(title=name, title_justify="left")
         for col in columns:
             table.add_column(col.replace("_", " "))

@@ -10,19 +10,28 @@ import typer
 
 from rolecall.controller.context import ctx_of, expected_errors
 
-keys_app = typer.Typer(help="Signing keys for jobs and baselines.", no_args_is_help=True)
+keys_app = typer.Typer(
+    help="Signing keys for jobs and baselines; roles' sealing keys for secrets.",
+    no_args_is_help=True,
+)
 sas_app = typer.Typer(help="Least-privilege SAS bundles.", no_args_is_help=True)
 
 
 @keys_app.command("generate")
 @expected_errors
 def keys_generate(
-    out: Annotated[Path, typer.Option(help="Private key file to create (mode 0600).")],
+    out: Annotated[
+        Path, typer.Option(metavar="FILE", help="Private key file to create (mode 0600).")
+    ],
 ) -> None:
     """Create an Ed25519 signing key and its public key (OUT.pub).
 
     Give OUT to the controller (ROLECALL_SIGNING_KEY) and OUT.pub to workers
     (--trusted-key); workers then refuse unsigned or altered jobs.
+
+    \b
+    Example:
+      rolecall keys generate --out controller.key
     """
     from rolecall.controller.signing import generate
 
@@ -30,19 +39,48 @@ def keys_generate(
     typer.echo(f"private key: {out}\npublic key:  {public}\nkey id:      {kid}")
 
 
+@keys_app.command("seal-generate")
+@expected_errors
+def keys_seal_generate(
+    ctx: typer.Context,
+    role: Annotated[
+        str, typer.Argument(metavar="ROLE", help="The role whose instances will hold the key.")
+    ],
+    out: Annotated[
+        Path, typer.Option(metavar="FILE", help="Private key file to create (mode 0600).")
+    ],
+) -> None:
+    """Create a role's sealing key: `rolecall run` seals --secret-env values to it.
+
+    Install OUT on the role's instances (ROLECALL_SEALING_KEY); the public half is kept in
+    the namespace, where `rolecall run` finds it.
+
+    \b
+    Example:
+      rolecall keys seal-generate web --out web-sealing.key
+    """
+    from rolecall.controller.sealing import generate_sealing_key
+
+    doc = generate_sealing_key(ctx_of(ctx).storage, role, out)
+    typer.echo(f"private key: {out} (install on {role}'s instances as ROLECALL_SEALING_KEY)\n"
+               f"key id:      {doc.key_id}")  # fmt: skip
+
+
 @sas_app.command("worker")
 @expected_errors
 def sas_worker(
     ctx: typer.Context,
-    role: Annotated[str, typer.Option(help="The worker's role.")],
-    instance: Annotated[str, typer.Option(help="The worker's instance name.")],
-    out: Annotated[Path, typer.Option(help="Bundle file to write (mode 0600).")],
-    hours: Annotated[float, typer.Option(help="Validity in hours.")] = 24 * 30,
+    role: Annotated[str, typer.Option(metavar="ROLE", help="The worker's role.")],
+    instance: Annotated[str, typer.Option(metavar="NAME", help="The worker's instance name.")],
+    out: Annotated[Path, typer.Option(metavar="FILE", help="Bundle file to write (mode 0600).")],
+    hours: Annotated[float, typer.Option(metavar="HOURS", help="Validity in hours.")] = 24 * 30,
 ) -> None:
     """Issue the SAS bundle one worker needs, and no more (see docs/security.md).
 
-    Example: rolecall sas worker --role web --instance WebRole_IN_0 --out web0.sas.json
-    then on the instance: ROLECALL_SAS_FILE=web0.sas.json rolecall worker ...
+    \b
+    Example:
+      rolecall sas worker --role web --instance WebRole_IN_0 --out web0.sas.json
+      # then on the instance: ROLECALL_SAS_FILE=web0.sas.json rolecall worker ...
     """
     from rolecall.controller.sas import issue_worker_sas
     from rolecall.schemas.codec import encode_document

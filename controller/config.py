@@ -6,7 +6,7 @@ import getpass
 import socket
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from rolecall.controller.published import default_cache_dir
 from rolecall.schemas.settings import StorageSettings
@@ -28,3 +28,5 @@ class ControllerSettings(StorageSettings):
     issuer: str = Field(default_factory=default_issuer)
     #: where this machine remembers which payloads are published (controller/published.py)
     cache_dir: Path | None = Field(default_factory=default_cache_dir)
+    #: what ``rolecall controller --http`` requires of every request (controller/web/gate.py)
+    http_token: SecretStr | None = None

@@ -1,11 +1,17 @@
 """What every operator command needs: settings, storage, a signer, a console, and one way of
-turning expected failures into a clear message and an exit code (no tracebacks)."""
+turning expected failures into a clear message and an exit code (no tracebacks).
+
+Output conventions: stdout carries the command's answer and nothing else (with ``-o json``,
+exactly one JSON document); progress, notices and errors go to stderr, errors as one line
+``error: ...`` that names what to fix, never wrapped (a pipe is not 80 columns wide).
+"""
 
 from __future__ import annotations
 
 import functools
 import json
 import sys
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +32,8 @@ if TYPE_CHECKING:  # kept out of `rolecall worker`'s start-up path
 P = ParamSpec("P")
 R = TypeVar("R")
 
-EXIT_FAILED = 1  # the run (or wait) ended with failed targets
+EXIT_OK = 0
+EXIT_FAILED = 1  # the run (or wait) ended with failed or unreachable targets
 EXIT_ERROR = 2  # the command could not do its work: bad input, unknown run, storage refused
 EXIT_TIMEOUT = 3  # wait gave up before the run finished
 
@@ -50,6 +57,8 @@ NO_SIGNING_KEY = (
 class Ctx:
     config: Path | None = None
     namespace: str | None = None
+    #: show tracebacks (``--debug``)
+    debug: bool = False
     #: a subcommand's own setting flags, set before ``settings`` is first read; like the root
     #: flags they are explicit values, so they beat environment and config file
     flags: dict[str, Any] = field(default_factory=dict)
@@ -59,11 +68,19 @@ class Ctx:
 
     @property
     def console(self) -> Console:
+        """stdout. Piped, it is wide enough that no table cell is cut to fit 80 columns."""
         if self._console is None:
             from rich.console import Console
 
-            self._console = Console()
+            self._console = Console(width=None if sys.stdout.isatty() else 200)
         return self._console
+
+    @property
+    def err(self) -> Console:
+        """stderr, for progress and notices (``-o json`` keeps stdout to the document)."""
+        from rich.console import Console
+
+        return Console(stderr=True, soft_wrap=True, highlight=False)
 
     @property
     def settings(self) -> ControllerSettings:
@@ -109,22 +126,49 @@ def ctx_of(typer_ctx: typer.Context) -> Ctx:
     return obj
 
 
+def error_line(text: str) -> None:
+    """One line on stderr, ``error:`` in red at a terminal; never wrapped."""
+    head = "\x1b[31merror:\x1b[0m" if sys.stderr.isatty() else "error:"
+    sys.stderr.write(f"{head} {' '.join(text.split())}\n")
+    sys.stderr.flush()
+
+
+def describe(e: BaseException) -> str:
+    """An expected failure in one line: pydantic's errors without their documentation URLs."""
+    from pydantic import ValidationError
+
+    if isinstance(e, RolecallError):
+        return e.message
+    if isinstance(e, ValidationError):
+        parts = [
+            f"{'.'.join(str(p) for p in err['loc']) or 'value'}: {err['msg']}"
+            for err in e.errors()[:3]
+        ]
+        return "invalid settings: " + "; ".join(parts)
+    return str(e)
+
+
 def expected_errors(fn: Callable[P, R]) -> Callable[P, R]:
-    """Expected failures print one red line on stderr and exit 2; no traceback."""
+    """Expected failures print one line on stderr and exit 2; a traceback only with
+    ``--debug``."""
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return fn(*args, **kwargs)
         except (RolecallError, ValueError) as e:  # ValueError: pydantic validation of flags
-            from rich.console import Console
-
-            text = e.message if isinstance(e, RolecallError) else str(e)
-            # soft_wrap: one line whatever the width (a log, a pipe, an 80-column default)
-            Console(stderr=True).print(f"[red]error:[/] {text}", highlight=False, soft_wrap=True)
+            if _debugging(args, kwargs):
+                traceback.print_exc()
+            error_line(describe(e))
             raise typer.Exit(EXIT_ERROR) from None
 
     return wrapper
+
+
+def _debugging(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    # typer hands commands its own copy of click's Context, not a typer.Context
+    ctx = next((a for a in (*args, *kwargs.values()) if hasattr(a, "find_root")), None)
+    return ctx is not None and ctx_of(ctx).debug
 
 
 def emit_json(data: Any) -> None:

@@ -68,6 +68,8 @@ class FoldStats:
     poisoned: int = 0
     set_aside: int = 0
     runs: set[str] = field(default_factory=set)
+    #: age of the oldest report the round found waiting (the fold's lag), seconds
+    oldest_s: float = 0.0
 
     def add(self, other: FoldStats) -> None:
         self.messages += other.messages
@@ -76,6 +78,7 @@ class FoldStats:
         self.poisoned += other.poisoned
         self.set_aside += other.set_aside
         self.runs |= other.runs
+        self.oldest_s = max(self.oldest_s, other.oldest_s)
 
 
 @dataclass
@@ -120,6 +123,7 @@ class EventFolder:
         listed = list(self._pool.map(self._list, self.sources()))
         legacy = self._receive(self.names.events_queue, 32)
         rnd = _Round()
+        rnd.stats.oldest_s = _oldest(listed, legacy)
         for container, items in listed:
             for item in items:
                 self._check_report(rnd, container, item)
@@ -334,6 +338,15 @@ class Cleanup:
     def close(self, wait_s: float) -> None:
         wait(self._futures, timeout=wait_s)
         self._pool.shutdown(wait=False)
+
+
+def _oldest(listed: list[tuple[str, list[BlobItem]]], legacy: list[Message]) -> float:
+    """How long the oldest report found waiting has waited (by the service's clock: the
+    listing's Last-Modified and the queue's insertion time, never an instance's)."""
+    times = [i.last_modified for _, items in listed for i in items]
+    times += [m.inserted_on for m in legacy]
+    known = [t for t in times if t is not None]
+    return max(0.0, (utcnow() - min(known)).total_seconds()) if known else 0.0
 
 
 def _text(raw: dict[str, Any]) -> str:

@@ -6,13 +6,15 @@ release the ones they leave (``storage.sweep``) so nothing else is disturbed.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from rolecall.schemas.codec import decode_message
 from rolecall.schemas.errors import ContractError, NotFound
-from rolecall.schemas.jobs import JobEnvelope
 from rolecall.schemas.names import POISON_SUFFIX, Names
 from rolecall.schemas.records import PoisonRecord
 from rolecall.schemas.redact import MASK, redact
@@ -51,20 +53,31 @@ def _entry(m: Message) -> PoisonEntry:
 
 
 def masked(record: PoisonRecord) -> dict[str, object]:
-    """The record for display: values of secret environment variables in the original job
-    are masked (requeue still sends the original, untouched)."""
+    """The record for display: the original message decoded (it is base64 JSON on the
+    queue) with the values of secret environment variables masked, and the last output
+    redacted of them. Requeue still sends the original, untouched. A message that is not
+    base64 JSON stays as it was received."""
     data = record.model_dump(mode="json")
-    try:
-        job = decode_message(record.original, JobEnvelope)
-    except ContractError:
+    job = _decoded(record.original)
+    if job is None:
         return data
-    secrets = job.execution.secret_values()
-    if secrets:
-        env = [v.model_copy(update={"value": MASK}) if v.secret else v for v in job.execution.env]
-        safe = job.model_copy(update={"execution": job.execution.model_copy(update={"env": env})})
-        data["original"] = json.loads(safe.model_dump_json(exclude_none=True))
-        data["last_output"] = redact(record.last_output, secrets)
+    secrets: list[str] = []
+    env = job.get("execution", {}).get("env") if isinstance(job.get("execution"), dict) else None
+    for var in env if isinstance(env, list) else []:
+        if isinstance(var, dict) and var.get("secret") and isinstance(var.get("value"), str):
+            secrets.append(var["value"])
+            var["value"] = MASK
+    data["original"] = job
+    data["last_output"] = redact(record.last_output, [s for s in secrets if s])
     return data
+
+
+def _decoded(text: str) -> dict[str, Any] | None:
+    try:
+        data = json.loads(base64.b64decode(text, validate=True))
+    except (ValueError, binascii.Error):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def list_poison(storage: Storage, role: str | None = None) -> list[PoisonEntry]:

@@ -210,9 +210,7 @@ def _check_attempt(record: RunRecord, c: Completion) -> None:
 def _check_log(container: str, c: Completion) -> None:
     if c.log_blob is None:
         return
-    expected = Names.blob_address(
-        container, Names.log_blob(c.run_id, c.job_id, c.instance, c.attempt)
-    )
-    if c.log_blob != expected:
+    where, path = c.log_blob.split("/", 1) if "/" in c.log_blob else ("", "")
+    if where != container or not Names.is_log_blob(path, c.run_id, c.job_id, c.instance, c.attempt):
         raise Refused(f"log {c.log_blob[:120]!r} is not where this job's log goes",
                       reason="wrong_log")  # fmt: skip

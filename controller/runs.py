@@ -12,6 +12,7 @@ from rolecall.controller.dispatch import Dispatcher, dispatched, parse_limit, pl
 from rolecall.controller.fleet import InstanceSummary, list_instances
 from rolecall.controller.payloads import publish_file
 from rolecall.controller.results import dispatch_view
+from rolecall.controller.sealing import seal_secrets
 from rolecall.controller.skew import TooOld, refusal, too_old
 from rolecall.controller.store import RunStore, new_run_id
 
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
     from rolecall.controller.published import PublishedPayloads
     from rolecall.controller.signing import Signer
 from rolecall.schemas.base import utcnow
-from rolecall.schemas.errors import ConfigError, NotFound, UnknownRole
+from rolecall.schemas.errors import ConfigError, NotFound, UnknownInstance, UnknownRole
 from rolecall.schemas.jobs import (
     DEFAULT_DEADLINE_S,
     EnvVar,
@@ -31,6 +32,7 @@ from rolecall.schemas.jobs import (
 )
 from rolecall.schemas.names import Names
 from rolecall.schemas.runs import RunMode, RunRecord
+from rolecall.schemas.sealing import Sealed
 from rolecall.schemas.version import PRE_RULES, Version
 from rolecall.storage.clients import Storage
 
@@ -49,12 +51,17 @@ class RunRequest:
     args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     secret_env: dict[str, str] = field(default_factory=dict)
+    #: send ``secret_env`` as plain secret env vars, not sealed to the role's key
+    clear_secrets: bool = False
     interpreter: Interpreter = Interpreter.AUTO
     entrypoint: str | None = None
     issuer: str = "rolecall"
     description: str = ""
     #: targets whose agents cannot read the job: stop the run, or skip them (controller/skew.py)
     too_old: TooOld | str = TooOld.STOP
+    #: ``--instance`` names no instance has registered under are sent anyway (an instance
+    #: still to be created); otherwise they are refused as the typos they usually are
+    allow_unregistered: bool = False
 
     def __post_init__(self) -> None:
         self.too_old = TooOld(self.too_old)
@@ -87,6 +94,10 @@ def _targets(storage: Storage, req: RunRequest) -> tuple[list[str], list[Instanc
         if not registered and not has_baseline(storage, req.role):
             raise _unknown_role(storage, req.role)
         names = sorted(set(req.instances))
+        known = {s.instance for s in registered}
+        unknown = [n for n in names if n not in known]
+        if unknown and not req.allow_unregistered:
+            raise _unregistered(req.role, unknown, sorted(known))
         return names, [s for s in registered if s.instance in names]
     now = utcnow()
     live = [s for s in registered if s.live(now)]
@@ -95,6 +106,16 @@ def _targets(storage: Storage, req: RunRequest) -> tuple[list[str], list[Instanc
             raise _unknown_role(storage, req.role)
         raise UnknownRole(f"role {req.role!r} has no live instances to run on")
     return [s.instance for s in live], live
+
+
+def _unregistered(role: str, unknown: list[str], known: list[str]) -> UnknownInstance:
+    shown = ", ".join(known[:8]) + (", ..." if len(known) > 8 else "")
+    return UnknownInstance(
+        f"no instance {', '.join(map(repr, unknown))} has registered in role {role!r}"
+        + (f" (registered: {shown})" if known else "")
+        + "; check the name with `rolecall instances`, or pass --allow-unregistered to queue "
+        "the job for an instance that has not started yet"
+    )
 
 
 def _skipped(
@@ -133,7 +154,8 @@ def start_run(
     payload: PayloadRef = publish_file(storage, req.script, published)
     now = utcnow()
     run_id = new_run_id(now)
-    template = _template(req, run_id, payload, now)
+    sealed = seal_secrets(storage, req.role, run_id, req.secret_env, clear=req.clear_secrets)
+    template = _template(req, run_id, payload, now, sealed)
     skipped = _skipped(storage, req, listed, template.required_version())
     record = RunRecord(
         run_id=run_id,
@@ -153,10 +175,19 @@ def start_run(
     # registered instances made their own queue; only hand-named ones may lack one
     for t in req.instances:
         storage.ensure_queue(storage.names.instance_queue(t))
-    # The first wave goes out before the record exists: nobody else can dispatch a run they
-    # cannot see, so no lock is needed, and a crash in between leaves messages whose reports
-    # wait (the fold retries reports of a run it cannot see yet) rather than a record that
-    # claims a dispatch that never happened.
+    return launch(storage, record, targets, signer)
+
+
+def launch(
+    storage: Storage, record: RunRecord, targets: list[str], signer: Signer | None
+) -> RunRecord:
+    """Send a new (split) run's first wave, then create its record; ``targets`` in dispatch
+    order.
+
+    The first wave goes out before the record exists: nobody else can dispatch a run they
+    cannot see, so no lock is needed, and a crash in between leaves messages whose reports
+    wait (the fold retries reports of a run it cannot see yet) rather than a record that
+    claims a dispatch that never happened."""
     view = record.model_copy(update={"targets": dispatch_view(record, targets)})
     first_wave, _ = plan(view)
     sent = first_wave[: _send_first_wave(storage, Dispatcher(storage, signer), view, first_wave)]
@@ -164,8 +195,12 @@ def start_run(
     return dispatched(view, sent)
 
 
-def _template(req: RunRequest, run_id: str, payload: PayloadRef, now: datetime) -> JobEnvelope:
-    """The job every target gets (dispatch fills in the job id and the target)."""
+def _template(
+    req: RunRequest, run_id: str, payload: PayloadRef, now: datetime, sealed: Sealed | None
+) -> JobEnvelope:
+    """The job every target gets (dispatch fills in the job id and the target); its secrets
+    sealed to the role's key, or in clear when the operator asked for that."""
+    clear = {} if sealed is not None else req.secret_env
     return JobEnvelope(
         job_id=Names.job_id(run_id, "template"),
         run_id=run_id,
@@ -177,7 +212,8 @@ def _template(req: RunRequest, run_id: str, payload: PayloadRef, now: datetime) 
             entrypoint=req.entrypoint,
             args=req.args,
             env=[EnvVar(name=k, value=v) for k, v in req.env.items()]
-            + [EnvVar(name=k, value=v, secret=True) for k, v in req.secret_env.items()],
+            + [EnvVar(name=k, value=v, secret=True) for k, v in clear.items()],
+            sealed_env=sealed,
         ),
         timeout_s=req.timeout_s,
         not_after=now + timedelta(seconds=req.deadline_s or DEFAULT_DEADLINE_S),

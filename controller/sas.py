@@ -11,7 +11,7 @@ per queue, per container or per blob):
 | the two poison queues | add | refuse bad messages |
 | payloads container | read | fetch scripts and archives |
 | its role's baseline blob | read | boot configuration |
-| its own instance record blob | create, write | heartbeat |
+| its own instance record | read, create, write | heartbeat; read at start: a second agent? |
 | logs container | create | new log blobs only; cannot overwrite anyone's |
 
 Queue SAS tokens must be signed with the account key (queues have no user-delegation SAS),
@@ -85,7 +85,7 @@ def issue_worker_sas(storage: Storage, role: str, instance: str, hours: float) -
     blobs = {
         (names.state_container, Names.baseline_blob(role)): BlobSasPermissions(read=True),
         (names.state_container, Names.instance_blob(role, instance)): BlobSasPermissions(
-            create=True, write=True
+            read=True, create=True, write=True
         ),
     }
     signed: dict[str, Any] = {"account_key": key, "expiry": expiry, "start": start}

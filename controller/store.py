@@ -13,6 +13,7 @@ import secrets
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from urllib.parse import quote
 
 from rolecall.controller.results import Results, assemble, dispatch_view
 from rolecall.schemas.base import utcnow
@@ -158,4 +159,16 @@ class RunStore:
 
 
 def _metadata(run: RunRecord) -> dict[str, str]:
-    return {"active": "1" if run.active else "0", "role": run.role, "mode": run.mode.value}
+    """What a run's blob carries besides the record: whether it still needs dispatching, and
+    what ``rolecall runs`` shows, so listing runs reads no record (controller/listing.py).
+    Values are quoted: metadata is ASCII, a role or description need not be."""
+    return {
+        "active": "1" if run.active else "0",
+        "role": quote(run.role, safe=""),
+        "mode": run.mode.value,
+        "created": run.created_at.isoformat(),
+        "total": str(run.total if run.split else len(run.targets)),
+        "cancelled": "1" if run.cancelled else "0",
+        "issuer": quote(run.issuer[:128], safe=""),
+        "desc": quote(run.description[:200], safe=""),
+    }

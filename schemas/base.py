@@ -25,6 +25,9 @@ SCHEMA_VERSION = CONTRACT.wire()
 #: Bounded output tails keep a completion far below the 64 KiB queue message limit even when
 #: several completions share one events message.
 TAIL_CHARS = 2048
+#: The most a job's log blob holds (worker/joblog.py keeps a head and a tail of each stream
+#: within it); the controller refuses to serve a log blob larger than this.
+LOG_MAX_BYTES = 8 * 1024 * 1024
 
 Timestamp = AwareDatetime
 Name = Annotated[str, Field(min_length=1, max_length=256)]

@@ -148,7 +148,7 @@ def decode_document(raw: bytes, model: type[M], majors: frozenset[int] = _OWN_MA
     try:
         return model.model_validate(data)
     except ValidationError as e:
-        raise ContractError(f"{model.__name__} is invalid: {_summarise(e)}") from e
+        raise ContractError(f"{model.__name__} is invalid: {summarise(e)}") from e
 
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,255}$")
@@ -189,7 +189,7 @@ def check_readable(version: Version, majors: frozenset[int] = _OWN_MAJOR) -> Non
         )
 
 
-def _summarise(e: ValidationError, limit: int = 3) -> str:
+def summarise(e: ValidationError, limit: int = 3) -> str:
     parts = []
     for err in e.errors()[:limit]:
         where = ".".join(str(p) for p in err["loc"]) or "(root)"

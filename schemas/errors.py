@@ -171,3 +171,20 @@ class UnknownRun(RolecallError):
 
 class UnknownRole(RolecallError):
     reason = "unknown_role"
+
+
+class UnknownInstance(RolecallError):
+    """An instance named by hand that never registered: usually a typo."""
+
+    reason = "unknown_instance"
+
+
+# --- the agent's own instance name --------------------------------------------------------
+
+
+class InstanceInUse(RolecallError):
+    """Another running agent holds this instance name (worker/registration.py). Two agents
+    under one name would overwrite each other's record and split its work: the second one
+    refuses to run, and one that finds itself replaced stops."""
+
+    reason = "instance_in_use"

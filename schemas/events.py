@@ -49,6 +49,8 @@ class Completion(Contract):
     stdout_tail: str = Field(default="", max_length=TAIL_CHARS)
     stderr_tail: str = Field(default="", max_length=TAIL_CHARS)
     log_blob: str | None = None
+    #: bytes of output the log left out between each stream's head and tail (None: none)
+    log_cut_bytes: Annotated[int | None, Since("1.4")] = None
     reason: str | None = Field(default=None, max_length=1024)
     step: int | None = Field(default=None, description="baseline step index")
     steps_total: int | None = Field(default=None, description="steps in the baseline")

@@ -21,6 +21,7 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from rolecall.schemas.base import Contract, Digest, Id, Name, Timestamp
+from rolecall.schemas.sealing import Sealed
 from rolecall.schemas.version import Since
 
 #: the delivery deadline a job gets unless the operator sets one: the queue service's own
@@ -58,7 +59,9 @@ class PayloadRef(Contract):
 
 
 class EnvVar(Contract):
-    """An environment variable for the job. Secret values are never logged or echoed."""
+    """An environment variable for the job. Secret values are never logged or echoed: they
+    are masked at any length (the controller refuses to send one shorter than
+    ``MIN_SECRET_CHARS``, schemas/redact.py; an older controller's still gets masked)."""
 
     name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=128)
     value: str = Field(max_length=8192, repr=False)
@@ -72,6 +75,9 @@ class Execution(Contract):
     )
     args: list[str] = Field(default_factory=list, max_length=64)
     env: list[EnvVar] = Field(default_factory=list, max_length=64)
+    #: secret env sealed to the role's key (schemas/sealing.py): an agent that cannot open
+    #: it must refuse the job, not run it without its secrets
+    sealed_env: Annotated[Sealed | None, Since("1.4", critical=True)] = None
 
     def secret_values(self) -> list[str]:
         return [v.value for v in self.env if v.secret and v.value]

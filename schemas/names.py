@@ -22,6 +22,10 @@ from datetime import datetime
 
 from rolecall.schemas.errors import InvalidName
 
+#: The random part of a log blob's name (``secrets.token_hex(16)``).
+_LOG_TOKEN = re.compile(r"[0-9a-f]{32}")
+_LOG_FILE = re.compile(r"[0-9a-f]{32}\.log")
+
 #: Longest key a role or instance may map to. With a namespace of at most
 #: ``MAX_NAMESPACE`` characters, ``<ns>-role-<key>-poison`` stays within 63.
 MAX_KEY = 36
@@ -185,6 +189,12 @@ class Names:
         return f"baselines/{name_key(role)}.json"
 
     @staticmethod
+    def sealing_key_blob(role: str) -> str:
+        """The public half of a role's sealing key (schemas/sealing.py): what the controller
+        seals secrets to. Only the controller reads or writes it."""
+        return f"sealing/{name_key(role)}.json"
+
+    @staticmethod
     def instances_prefix(role: str | None = None) -> str:
         return "instances/" if role is None else f"instances/{name_key(role)}/"
 
@@ -237,6 +247,27 @@ class Names:
         return None
 
     @staticmethod
+    def run_summary_blob(run_id: str) -> str:
+        """How a finished run ended, in the blob's metadata, for ``rolecall runs``: beside
+        the record, not a ``.json`` one, so no reader takes it for a run."""
+        return f"runs/{check_id(run_id, 'run id')}.done"
+
+    @staticmethod
+    def run_id_of_summary_blob(blob: str) -> str | None:
+        if blob.startswith("runs/") and blob.endswith(".done"):
+            run_id = blob[len("runs/") : -len(".done")]
+            return run_id if PLAIN_ID.match(run_id) else None
+        return None
+
+    @staticmethod
+    def run_id_of_results_blob(blob: str) -> str | None:
+        """The run a blob under :meth:`run_results_prefix` belongs to."""
+        parts = blob.split("/")
+        if len(parts) == 4 and parts[0] == "runs" and parts[2] == "results":
+            return parts[1] if PLAIN_ID.match(parts[1]) else None
+        return None
+
+    @staticmethod
     def run_results_prefix(run_id: str) -> str:
         """Folded results of one run: documents each holding some targets' results, joined
         by whoever reads them (controller/results.py)."""
@@ -268,10 +299,45 @@ class Names:
         return f"runs/{check_id(run_id, 'run id')}.lock"
 
     @staticmethod
-    def log_blob(run_id: str, job_id: str, instance: str, attempt: int) -> str:
+    def log_blob(run_id: str, job_id: str, instance: str, attempt: int, token: str | None) -> str:
+        """Where an attempt's log goes. ``token`` is random, chosen by the worker at upload
+        and reported in its signed completion: a name another instance could work out (a
+        job learns its run id) could be created first to keep the real log out. None: the
+        name agents before contract 1.4 used, still accepted from them."""
         check_id(run_id, "run id")
         check_id(job_id, "job id")
-        return f"{run_id}/{job_id}/{name_key(instance)}/{attempt}.log"
+        where = f"{run_id}/{job_id}/{name_key(instance)}/{attempt}"
+        if token is None:
+            return f"{where}.log"
+        if not _LOG_TOKEN.fullmatch(token):
+            raise InvalidName("a log token is 32 lowercase hex digits")
+        return f"{where}.{token}.log"
+
+    @staticmethod
+    def is_log_blob(path: str, run_id: str, job_id: str, instance: str, attempt: int) -> bool:
+        """Whether ``path`` is a name ``log_blob`` gives this attempt (with any token)."""
+        legacy = Names.log_blob(run_id, job_id, instance, attempt, None)
+        prefix = legacy.removesuffix("log")
+        rest = path.removeprefix(prefix) if path.startswith(prefix) else None
+        return rest == "log" or (rest is not None and bool(_LOG_FILE.fullmatch(rest)))
+
+    @staticmethod
+    def step_logs_prefix(run_id: str, instance: str) -> str:
+        """Every baseline step log of one instance in one baseline run (one List Blobs)."""
+        return f"{run_id}/steps/{name_key(instance)}/"
+
+    @staticmethod
+    def step_log_blob(run_id: str, instance: str, step: int, incarnation: str, tried: str) -> str:
+        """One application of one baseline step: a step is retried until it succeeds and
+        re-run by every incarnation, and a log blob is created once and never overwritten,
+        so each try has its own (``tried`` names the try within the incarnation)."""
+        return f"{Names.step_logs_prefix(run_id, instance)}{step}/{incarnation}.{tried}.log"
+
+    @staticmethod
+    def step_of_log_blob(path: str) -> int | None:
+        """The step index of a blob listed under :meth:`step_logs_prefix`."""
+        parts = path.split("/")
+        return int(parts[3]) if len(parts) == 5 and parts[3].isdigit() else None
 
     @staticmethod
     def blob_address(container: str, path: str) -> str:

@@ -7,6 +7,7 @@ heartbeat: one blob put, no controller needed for liveness).
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
 from enum import Enum
 from typing import Annotated, ClassVar, Literal
@@ -15,6 +16,7 @@ from urllib.parse import quote, unquote
 from pydantic import Field
 
 from rolecall.schemas.base import TAIL_CHARS, Contract, Name, Timestamp
+from rolecall.schemas.instances import BaselineApplied, BaselineFailure, Holder, JobDone
 from rolecall.schemas.version import PRE_RULES, Since
 
 
@@ -42,6 +44,15 @@ class InstanceRecord(Contract):
     platform: str = ""
     #: the contract version the agent speaks; absent from agents before the rules (1.0)
     contract: Annotated[str | None, Since("1.1")] = None
+    #: contract 1.4 (schemas/instances.py): who holds the name, what fails, what it did
+    holder: Annotated[Holder | None, Since("1.4")] = None
+    baseline_failure: Annotated[BaselineFailure | None, Since("1.4")] = None
+    jobs: Annotated[list[JobDone], Since("1.4")] = Field(default_factory=list)
+    baselines: Annotated[list[BaselineApplied], Since("1.4")] = Field(default_factory=list)
+    #: this incarnation's storage transactions by operation and failed attempts by kind
+    #: (storage/meter.py), so the controller's /metrics shows what the fleet costs
+    transactions: Annotated[dict[str, int], Since("1.4")] = Field(default_factory=dict)
+    storage_errors: Annotated[dict[str, int], Since("1.4")] = Field(default_factory=dict)
     #: the agent runs unsigned jobs (``--accept-unsigned``, no trusted key): development only
     accepts_unsigned: Annotated[bool | None, Since("1.4")] = None
 
@@ -62,13 +73,44 @@ class InstanceRecord(Contract):
             "heartbeat": str(self.heartbeat_s),
             "agent": self.agent_version,
             "contract": self.contract or str(PRE_RULES),
+            **(
+                {"bfail": quote(self.baseline_failure.model_dump_json(), safe="")}
+                if self.baseline_failure is not None
+                else {}
+            ),
+            **({"tx": counts_text(self.transactions)} if self.transactions else {}),
+            **({"err": counts_text(self.storage_errors)} if self.storage_errors else {}),
         }
 
     @staticmethod
     def summary_from_metadata(meta: dict[str, str]) -> dict[str, str]:
         out = dict(meta)
         out["instance"] = unquote(meta.get("instance", ""))
+        if "bfail" in meta:
+            out["bfail"] = unquote(meta["bfail"])
         return out
+
+
+_COUNTED = re.compile(r"[a-z][a-z_]{0,23}(\.[a-z_]{1,24})?")
+#: a record's metadata carries at most this many counts of each kind
+MAX_COUNTS = 32
+
+
+def counts_text(counts: dict[str, int]) -> str:
+    """``blob.put:12,queue.receive:340``: counts in blob metadata (ASCII, one header)."""
+    return ",".join(f"{k}:{n}" for k, n in sorted(counts.items())[:MAX_COUNTS])
+
+
+def counts_of(text: str | None) -> dict[str, int]:
+    """The counts an instance put in its record's metadata. An instance may be hostile: only
+    names shaped like an operation or an error kind, and plain numbers, are taken (they end
+    up as metric labels, so they must stay few and tame)."""
+    out: dict[str, int] = {}
+    for part in (text or "").split(",")[:MAX_COUNTS]:
+        name, _, n = part.partition(":")
+        if _COUNTED.fullmatch(name) and n.isascii() and n.isdigit() and len(n) <= 15:
+            out[name] = int(n)
+    return out
 
 
 class Incarnation(Contract):

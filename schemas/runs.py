@@ -92,6 +92,7 @@ class TargetResult(Contract):
     stdout_tail: str = Field(default="", max_length=TAIL_CHARS)
     stderr_tail: str = Field(default="", max_length=TAIL_CHARS)
     log_blob: str | None = None
+    log_cut_bytes: Annotated[int | None, Since("1.4")] = None
     reason: str | None = None
     outcome: Outcome | None = None
 
@@ -131,6 +132,7 @@ class TargetResult(Contract):
                 "stdout_tail": c.stdout_tail,
                 "stderr_tail": c.stderr_tail,
                 "log_blob": c.log_blob,
+                "log_cut_bytes": c.log_cut_bytes,
                 "reason": c.reason,
                 "outcome": c.outcome,
             }
@@ -149,7 +151,7 @@ class TargetResult(Contract):
                 "instance": s.instance, "incarnation": s.incarnation, "attempts": s.attempt,
                 "started_at": s.started_at, "finished_at": None, "exit_code": None,
                 "duration_s": None, "stdout_tail": "", "stderr_tail": "", "log_blob": None,
-                "outcome": None, "reason": None,
+                "log_cut_bytes": None, "outcome": None, "reason": None,
             }
         )  # fmt: skip
 
@@ -208,7 +210,7 @@ class TargetResult(Contract):
             update.update(
                 shown_step=c.step, finished_at=c.finished_at, exit_code=c.exit_code,
                 stdout_tail=c.stdout_tail, stderr_tail=c.stderr_tail, log_blob=c.log_blob,
-                reason=c.reason, duration_s=c.duration_s,
+                log_cut_bytes=c.log_cut_bytes, reason=c.reason, duration_s=c.duration_s,
             )  # fmt: skip
         return self.model_copy(update=update)
 

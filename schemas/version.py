@@ -66,8 +66,13 @@ class Version:
 #: and contract in instance records; 1.2 adds per-role results queues with started notes and
 #: signed batches, cancel jobs, and run records kept apart from their results; 1.3 adds agent
 #: releases and the baseline's agent pin (critical), with which agents upgrade themselves
-#: (docs/deploy.md, upgrading agents); 1.4 adds the send time that binds a signed job to its
-#: queue message, and what an agent says about its trust in its instance record.
+#: (docs/deploy.md, upgrading agents); 1.4 adds to instance records who holds the name (host,
+#: process), the failing baseline step, the instance's recent jobs and applied baselines, the
+#: agent's storage transactions by operation and failed attempts by kind, and whether it
+#: accepts unsigned jobs (all optional: older readers ignore them); to completions the bytes a
+#: log left out (``log_cut_bytes``); and to jobs the send time that binds a signed job to its
+#: queue message (``sent_at``) and sealed secrets (``sealed_env``, critical: an older agent
+#: refuses the job).
 CONTRACT = Version(1, 4)
 
 #: Majors whose reports (hellos, completions, instance records) the controller folds: the

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any
 
 from azure.storage.blob import ContainerClient
 from azure.storage.queue import QueueClient
@@ -22,52 +20,23 @@ from rolecall.schemas.errors import (
     AccessDenied,
     ConcurrencyConflict,
     NotFound,
-    PayloadTooLarge,
     RolecallError,
 )
 from rolecall.schemas.names import Names
 from rolecall.schemas.settings import StorageSettings
 from rolecall.storage.accounts import Account
+from rolecall.storage.items import BlobData, BlobItem, Message
 from rolecall.storage.meter import Meter
-from rolecall.storage.retry import call
+from rolecall.storage.retry import PATIENT
 
 if TYPE_CHECKING:
     from azure.storage.blob import BlobClient
 
-#: A big payload comes in this many parallel ranges (4 MiB each after the first 32 MiB).
-_DOWNLOAD_RANGES = 4
+__all__ = ["BlobData", "BlobItem", "Message", "Storage"]  # the items: storage/items.py
 
 #: Queue messages never expire on their own: a job addressed to an instance must wait for it
 #: through a reimage, however long; ``not_after`` is how a job says it is no longer wanted.
 NEVER_EXPIRE = -1
-
-
-@dataclass(frozen=True)
-class Message:
-    """A message received with a visibility timeout: the pop receipt is the lease token."""
-
-    queue: str
-    id: str
-    pop_receipt: str
-    dequeue_count: int
-    content: str
-    next_visible_on: datetime | None
-    inserted_on: datetime | None = None
-
-
-@dataclass(frozen=True)
-class BlobData:
-    data: bytes
-    etag: str
-    metadata: dict[str, str]
-
-
-@dataclass(frozen=True)
-class BlobItem:
-    name: str
-    metadata: dict[str, str]
-    size: int
-    last_modified: datetime | None = None
 
 
 class Storage:
@@ -78,6 +47,8 @@ class Storage:
         self.names: Names = settings.names
         self.meter = meter or Meter()
         self.account = Account(settings, self.meter)
+        #: every failed attempt is counted by kind (``Meter.errors``), retried or not
+        self._call = PATIENT.observed(self.meter.error).call
 
     @property
     def blob_endpoint(self) -> str:
@@ -103,7 +74,7 @@ class Storage:
         if self.account.bundle is not None:
             return
         try:
-            call(f"create queue {name}", self.queue(name).create_queue)
+            self._call(f"create queue {name}", self.queue(name).create_queue)
         except AccessDenied:
             return  # least-privilege identities may not create; the deployment did
         except ConcurrencyConflict:
@@ -118,7 +89,7 @@ class Storage:
         if self.account.bundle is not None:
             return
         try:
-            call(f"create container {name}", self.container(name).create_container)
+            self._call(f"create container {name}", self.container(name).create_container)
         except (AccessDenied, ConcurrencyConflict):
             return  # not ours to create, or there already
 
@@ -127,7 +98,7 @@ class Storage:
             return
         for name in self.names.containers:
             try:
-                call(f"create container {name}", self.container(name).create_container)
+                self._call(f"create container {name}", self.container(name).create_container)
             except AccessDenied:
                 return  # least-privilege identities may not create; the deployment did
             except ConcurrencyConflict:
@@ -157,11 +128,13 @@ class Storage:
                 next_visible_on=m.next_visible_on,
                 inserted_on=m.inserted_on,
             )
-            for m in call(f"receive from {queue}", once)
+            for m in self._call(f"receive from {queue}", once)
         ]
 
     def peek(self, queue: str, max_messages: int = 32) -> list[Message]:
-        items = call(f"peek {queue}", self.queue(queue).peek_messages, max_messages=max_messages)
+        items = self._call(
+            f"peek {queue}", self.queue(queue).peek_messages, max_messages=max_messages
+        )
         return [
             Message(queue, m.id, "", m.dequeue_count or 0, m.content or "", None, m.inserted_on)
             for m in items
@@ -173,7 +146,7 @@ class Storage:
         Every update returns a new pop receipt and the old one is dead from then on: callers
         must use the returned message. A stale receipt raises LeaseLost.
         """
-        r = call(
+        r = self._call(
             f"extend lease on {msg.queue}",
             self.queue(msg.queue).update_message,
             msg.id,
@@ -199,7 +172,7 @@ class Storage:
     def delete(self, msg: Message) -> bool:
         """Delete a claimed message. False if it was already gone (a retried delete)."""
         try:
-            call(
+            self._call(
                 f"delete from {msg.queue}",
                 self.queue(msg.queue).delete_message,
                 msg.id,
@@ -213,7 +186,7 @@ class Storage:
         """Add a message; with ``create``, make the queue first if it does not exist yet
         (poison queues appear on first use)."""
         try:
-            r = call(
+            r = self._call(
                 f"send to {queue}",
                 self.queue(queue).send_message,
                 text,
@@ -228,14 +201,14 @@ class Storage:
         return str(r.id)
 
     def approximate_count(self, queue: str) -> int:
-        props = call(f"count {queue}", self.queue(queue).get_queue_properties)
+        props = self._call(f"count {queue}", self.queue(queue).get_queue_properties)
         return int(props.approximate_message_count or 0)
 
     def list_queues(self, prefix: str) -> list[str]:
         svc = self.account.queue_service
         if svc is None:
             raise AccessDenied("listing queues needs an account-level credential")
-        return call(
+        return self._call(
             "list queues", lambda: [q.name for q in svc.list_queues(name_starts_with=prefix)]
         )
 
@@ -248,27 +221,9 @@ class Storage:
             stream = client.download_blob()
             data = stream.readall()
             props = stream.properties
-            return BlobData(data, str(props.etag), dict(props.metadata or {}))
+            return BlobData(data, str(props.etag), dict(props.metadata or {}), props.last_modified)
 
-        return call(f"read {container}/{path}", once)
-
-    def download_to(self, container: str, path: str, out: BinaryIO, max_bytes: int) -> int:
-        """Stream a blob into ``out`` (a seekable file), in parallel ranges for a big one;
-        memory stays a few chunks whatever its size. Refuses, before reading it, a blob
-        larger than ``max_bytes``. Returns the size written."""
-        client = self.blob(container, path)
-
-        def once() -> int:
-            out.seek(0)
-            out.truncate()
-            stream = client.download_blob(max_concurrency=_DOWNLOAD_RANGES)
-            size = int(stream.size or 0)
-            if size > max_bytes:
-                raise PayloadTooLarge(f"{container}/{path} is {size:,} bytes; at most "
-                                      f"{max_bytes:,} accepted")  # fmt: skip
-            return int(stream.readinto(out))
-
-        return call(f"read {container}/{path}", once)
+        return self._call(f"read {container}/{path}", once)
 
     def put_blob(
         self,
@@ -294,13 +249,15 @@ class Storage:
         if etag is not None:
             kwargs.update(etag=etag, match_condition=MatchConditions.IfNotModified)
         client = self.blob(container, path)
-        result = call(f"write {container}/{path}", lambda: client.upload_blob(data, **kwargs))
+        result = self._call(f"write {container}/{path}", lambda: client.upload_blob(data, **kwargs))
         return str(result.get("etag", ""))
 
     def blob_size(self, container: str, path: str) -> int | None:
         """Size of a blob, or None if it does not exist (one HEAD request)."""
         try:
-            props = call(f"stat {container}/{path}", self.blob(container, path).get_blob_properties)
+            props = self._call(
+                f"stat {container}/{path}", self.blob(container, path).get_blob_properties
+            )
         except NotFound:
             return None
         return int(props.size)
@@ -330,14 +287,13 @@ class Storage:
                 for b in page:
                     if skip is not None and skip(b.name):
                         continue
-                    found.append(
-                        BlobItem(b.name, dict(b.metadata or {}), int(b.size or 0), b.last_modified)
-                    )
+                    meta, size = dict(b.metadata or {}), int(b.size or 0)
+                    found.append(BlobItem(b.name, meta, size, b.last_modified, str(b.etag or "")))
                 if limit is not None and len(found) >= limit:
                     return found[:limit]
             return found
 
-        return call(f"list {container}/{prefix}", once)
+        return self._call(f"list {container}/{prefix}", once)
 
     def try_lease(self, container: str, path: str, duration_s: int) -> str | None:
         """Take a blob lease (a distributed lock that expires by itself), creating the blob
@@ -345,7 +301,7 @@ class Storage:
         client = self.blob(container, path)
         for _ in range(2):
             try:
-                lease = call(f"lease {container}/{path}", client.acquire_lease, duration_s)
+                lease = self._call(f"lease {container}/{path}", client.acquire_lease, duration_s)
             except ConcurrencyConflict:
                 return None  # 409 LeaseAlreadyPresent
             except NotFound:
@@ -361,20 +317,20 @@ class Storage:
         from azure.storage.blob import BlobLeaseClient
 
         lease = BlobLeaseClient(self.blob(container, path), lease_id=lease_id)
-        call(f"renew lease on {container}/{path}", lease.renew)
+        self._call(f"renew lease on {container}/{path}", lease.renew)
 
     def release_lease(self, container: str, path: str, lease_id: str) -> None:
         from azure.storage.blob import BlobLeaseClient
 
         lease = BlobLeaseClient(self.blob(container, path), lease_id=lease_id)
         with contextlib.suppress(RolecallError):
-            call(f"release {container}/{path}", lease.release)
+            self._call(f"release {container}/{path}", lease.release)
 
     def list_containers(self, prefix: str) -> list[str]:
         svc = self.account.blob_service
         if svc is None:
             raise AccessDenied("listing containers needs an account-level credential")
-        return call(
+        return self._call(
             "list containers",
             lambda: [c.name for c in svc.list_containers(name_starts_with=prefix)],
         )
@@ -386,14 +342,15 @@ class Storage:
         client = self.container(container)
         for i in range(0, len(paths), 256):
             chunk = paths[i : i + 256]
-            call(f"delete {len(chunk)} blobs from {container}",
-                 lambda chunk=chunk: client.delete_blobs(*chunk,  # type: ignore[misc]
-                                                         raise_on_any_failure=False))  # fmt: skip
+            self._call(
+                f"delete {len(chunk)} blobs from {container}",
+                lambda chunk=chunk: client.delete_blobs(*chunk, raise_on_any_failure=False),  # type: ignore[misc]
+            )
             self.meter.add("blob.delete", len(chunk))
 
     def delete_blob(self, container: str, path: str) -> None:
         with contextlib.suppress(NotFound):
-            call(f"delete {container}/{path}", self.blob(container, path).delete_blob)
+            self._call(f"delete {container}/{path}", self.blob(container, path).delete_blob)
 
     def close(self) -> None:
         self.account.close()

@@ -1,8 +1,10 @@
-"""Counting storage transactions, exactly, as Azure bills them.
+"""Counting storage transactions, exactly, as Azure bills them, and the errors among them.
 
 Every HTTP request the SDK sends passes through a ``raw_request_hook``; we classify it by
 service and operation. Because the SDK's own retries are turned off (tenacity retries at our
-level), each counted request is one billed transaction, retries included.
+level), each counted request is one billed transaction, retries included. Every failed
+attempt is counted by kind too (storage/retry.py ``error_kind``), as the retry layer sees it:
+``network`` failures never reached Azure, so they are errors but not transactions.
 """
 
 from __future__ import annotations
@@ -53,11 +55,12 @@ def classify(service: str, method: str, url: str) -> str:
 
 
 class Meter:
-    """Thread-safe counts of storage transactions by operation."""
+    """Thread-safe counts of storage transactions by operation, and of errors by kind."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._counts: Counter[str] = Counter()
+        self._errors: Counter[str] = Counter()
 
     def hook(self, service: str) -> Any:
         def on_request(request: Any) -> None:
@@ -70,9 +73,17 @@ class Meter:
         with self._lock:
             self._counts[op] += n
 
+    def error(self, kind: str) -> None:
+        with self._lock:
+            self._errors[kind] += 1
+
     def snapshot(self) -> dict[str, int]:
         with self._lock:
             return dict(self._counts)
+
+    def errors(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._errors)
 
     @property
     def total(self) -> int:
@@ -82,6 +93,7 @@ class Meter:
     def reset(self) -> None:
         with self._lock:
             self._counts.clear()
+            self._errors.clear()
 
     def dump(self, path: Path) -> None:
         """Write counts atomically (benchmarks read them from rolecall.worker processes)."""

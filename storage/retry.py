@@ -68,6 +68,13 @@ def error_code(exc: HttpResponseError) -> str:
     return str(getattr(code, "value", code) or "")
 
 
+#: what an operator sees first when the namespace (or a role in it) was never deployed
+_UNDEPLOYED = dict.fromkeys(
+    ("ContainerNotFound", "QueueNotFound"),
+    "; is this namespace deployed for the role? docs/deploy.md, or --namespace",
+)
+
+
 def translate(exc: BaseException, what: str) -> StorageError:
     """Map an SDK exception to the rolecall error a caller can act on."""
     exc = azure_error(exc)
@@ -83,7 +90,7 @@ def translate(exc: BaseException, what: str) -> StorageError:
         if exc.status_code == 403:
             return AccessDenied(f"{what}: access denied ({code or text})")
         if isinstance(exc, ResourceNotFoundError) or exc.status_code == 404:
-            return NotFound(f"{what}: not found ({code or text})")
+            return NotFound(f"{what}: not found ({code or text}{_UNDEPLOYED.get(code, '')})")
         if isinstance(exc, (ResourceModifiedError, ResourceExistsError)) or exc.status_code in (
             409,
             412,
@@ -93,12 +100,40 @@ def translate(exc: BaseException, what: str) -> StorageError:
     return StorageError(f"{what}: {text}")
 
 
+def error_kind(exc: BaseException) -> str | None:
+    """What kind of failure one storage request met, as Azure Monitor splits transactions by
+    response type: ``network`` (no answer), ``throttled`` (429, 503 ServerBusy), ``timeout``,
+    ``server``, ``denied``, ``not_found``, ``conflict`` (409/412: an ETag or create-only race),
+    ``lease_lost`` (a stale pop receipt) or ``client``. None: not a storage failure at all."""
+    exc = azure_error(exc)
+    if isinstance(exc, (ServiceRequestError, ServiceResponseError, ConnectionError, TimeoutError)):
+        return "network"
+    if isinstance(exc, ClientAuthenticationError):
+        return "denied"
+    if not isinstance(exc, HttpResponseError):
+        return None
+    status = exc.status_code or 0
+    if "popreceipt" in error_code(exc).lower():
+        return "lease_lost"
+    by_status = {429: "throttled", 503: "throttled", 408: "timeout", 504: "timeout",
+                 401: "denied", 403: "denied", 404: "not_found", 409: "conflict",
+                 412: "conflict"}  # fmt: skip
+    if status in by_status:
+        return by_status[status]
+    if error_code(exc) == "OperationTimedOut":
+        return "timeout"
+    return "server" if status >= 500 else "client"
+
+
 def transient_retry(
-    attempts: int = 6, max_delay: float = 30.0, max_wait: float = 4.0
+    attempts: int = 6,
+    max_delay: float = 30.0,
+    max_wait: float = 4.0,
+    should_retry: Callable[[BaseException], bool] = is_transient,
 ) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Retry transient failures with jittered exponential back-off, then re-raise."""
     return retry(
-        retry=retry_if_exception(is_transient),
+        retry=retry_if_exception(should_retry),
         wait=wait_random_exponential(multiplier=0.1, max=max_wait),
         stop=stop_after_attempt(attempts) | stop_after_delay(max_delay),
         reraise=True,
@@ -111,10 +146,30 @@ class RetryPolicy:
     The agent and the controller are patient (:data:`PATIENT`, about half a minute): a storage
     blip should cost a delay, not a job. A diagnostic is not (:data:`QUICK`): minutes of
     patience would make a dead endpoint look like a hung command.
+
+    ``observe`` hears the kind of every failed attempt (:func:`error_kind`), retried or not:
+    the transaction meter counts errors with it (``Storage`` passes its own).
     """
 
-    def __init__(self, attempts: int = 6, max_delay: float = 30.0, max_wait: float = 4.0) -> None:
-        self._retry = transient_retry(attempts, max_delay, max_wait)
+    def __init__(
+        self,
+        attempts: int = 6,
+        max_delay: float = 30.0,
+        max_wait: float = 4.0,
+        observe: Callable[[str], None] | None = None,
+    ) -> None:
+        self._limits = (attempts, max_delay, max_wait)
+        self._observe = observe
+        self._retry = transient_retry(attempts, max_delay, max_wait, self._failed)
+
+    def observed(self, observe: Callable[[str], None]) -> RetryPolicy:
+        """The same patience, with every failed attempt reported to ``observe``."""
+        return RetryPolicy(*self._limits, observe=observe)
+
+    def _failed(self, exc: BaseException) -> bool:
+        if self._observe is not None and (kind := error_kind(exc)) is not None:
+            self._observe(kind)
+        return is_transient(exc)
 
     def call(self, what: str, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         """Run one storage call with transient retries and translated errors."""

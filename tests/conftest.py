@@ -69,7 +69,9 @@ def env(
 ) -> dict[str, str]:
     """Environment for rolecall subprocesses: this test's Azurite and namespace only; the
     operator's CLI signs with the session key and workers trust its public half."""
-    e = {k: v for k, v in os.environ.items() if not k.startswith(("ROLECALL_", "AZURE_"))}
+    # nor an exporter of the developer's (rolecall/telemetry.py): tests contact 127.0.0.1 only
+    own = ("ROLECALL_", "AZURE_", "OTEL_", "APPLICATIONINSIGHTS_")
+    e = {k: v for k, v in os.environ.items() if not k.startswith(own)}
     e.update(
         AZURE_STORAGE_CONNECTION_STRING=azurite.connection_string,
         ROLECALL_NAMESPACE=namespace,

@@ -99,7 +99,7 @@ def test_max_errors_stops_dispatch_and_wait_fails(
         "60",
     )
     assert r.returncode == 1, r.stdout + r.stderr
-    assert "failed targets" in r.stdout
+    assert "failed: web-0, web-1; not dispatched: web-2, web-3, web-4" in r.stderr
     run_id = r.stdout.splitlines()[0]
     states = {t["instance"]: t["state"] for t in cli_json(env, "status", run_id)["targets"]}
     assert states == {
@@ -113,17 +113,17 @@ def test_max_errors_stops_dispatch_and_wait_fails(
     assert w.returncode == 1
 
 
-def test_stale_instances_are_not_targeted_and_shown_stale(
+def test_lost_instances_are_not_targeted_and_shown_lost(
     workers: Fleet, env: dict[str, str], ledger: Ledger, tmp_path: Path
 ) -> None:
     for i in range(3):
         workers.worker("web", f"web-{i}", "--heartbeat", "1")
     wait_for(lambda: len(_live(env)) == 3, what="3 live")
     workers.workers[2].kill()  # lost without a word: its record just stops being refreshed
-    wait_for(lambda: _live(env) == ["web-0", "web-1"], timeout=20, what="web-2 to go stale")
+    wait_for(lambda: _live(env) == ["web-0", "web-1"], timeout=20, what="web-2 to read lost")
     rows = {r["instance"]: r for r in cli_json(env, "instances")}
-    assert rows["web-2"]["live"] is False
-    assert "stale" in cli(env, "instances").stdout
+    assert rows["web-2"]["live"] is False and rows["web-2"]["liveness"] == "lost"
+    assert "lost" in cli(env, "instances").stdout
     s = script(tmp_path, "x.sh", f'echo "ran $ROLECALL_INSTANCE" >> {ledger.path}')
     r = cli(env, "run", "web", "--script", str(s), "--each", "--wait", "--wait-timeout", "60")
     assert r.returncode == 0, r.stdout + r.stderr
@@ -219,7 +219,7 @@ def test_poison_list_show_requeue_purge(
     listed = cli_json(env, "poison", "list", "web")
     assert sorted(e["record"]["reason"] for e in listed) == ["malformed", "wrong_role"]
     garbage = next(e for e in listed if e["record"]["reason"] == "malformed")
-    shown = json.loads(cli(env, "poison", "show", garbage["message_id"]).stdout)
+    shown = json.loads(cli(env, "poison", "show", garbage["message_id"], "-o", "json").stdout)
     assert shown["record"]["original"] == "garbage"
     assert cli(env, "poison", "purge", garbage["message_id"]).returncode == 0
     wrong = next(e for e in cli_json(env, "poison", "list", "web"))

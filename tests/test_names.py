@@ -96,8 +96,14 @@ def test_blob_paths_read_back_to_what_built_them(raw: str) -> None:
     assert Names.run_id_of_blob(Names.run_lock_blob(run_id)) is None, "a lock is not a run"
     assert Names.role_key_of_instance_blob(Names.instance_blob(raw, "web-0")) == name_key(raw)
     n = Names()
-    address = Names.blob_address(n.logs_container, Names.log_blob(run_id, "j", raw, 1))
-    assert Names.split_blob_address(address) == (
-        n.logs_container,
-        Names.log_blob(run_id, "j", raw, 1),
-    )
+    for token in (None, "0123456789abcdef" * 2):
+        path = Names.log_blob(run_id, "j", raw, 1, token)
+        address = Names.blob_address(n.logs_container, path)
+        assert Names.split_blob_address(address) == (n.logs_container, path)
+        assert Names.is_log_blob(path, run_id, "j", raw, 1)
+        assert not Names.is_log_blob(path, run_id, "j", raw, 2), "another attempt's"
+    for bad in ("0123456789ABCDEF" * 2, "../x", "a" * 31):
+        with pytest.raises(InvalidName):
+            Names.log_blob(run_id, "j", raw, 1, bad)
+        assert not Names.is_log_blob(f"{run_id}/j/{name_key(raw)}/1.{bad}.log", run_id, "j",
+                                     raw, 1)  # fmt: skip

@@ -39,6 +39,14 @@ def test_the_wheel_has_one_top_level_package_and_no_devtools(wheel: Path) -> Non
     assert not [n for n in names if n.startswith("rolecall/devtools")]
     # the PowerShell wrapper every .ps1 job runs through on Windows (worker/commands.py)
     assert "rolecall/worker/run-script.ps1" in names
+    # the dashboard's templates and assets are served from the package, never fetched
+    for served in (
+        "templates/base.html",
+        "templates/_run.html",
+        "static/live.js",
+        "static/style.css",
+    ):
+        assert f"rolecall/controller/web/{served}" in names
 
 
 def test_installing_it_into_an_empty_venv_adds_only_rolecall(wheel: Path, tmp_path: Path) -> None:
@@ -59,11 +67,18 @@ def test_installing_it_into_an_empty_venv_adds_only_rolecall(wheel: Path, tmp_pa
     assert packages == {"rolecall"}
 
 
-def test_the_agent_never_imports_the_development_tools() -> None:
+def test_the_agent_never_imports_the_development_tools_nor_the_web_or_telemetry_ones() -> None:
+    # the web stack is the controller's `web` extra, OpenTelemetry the `otel` one, imported
+    # only when an exporter is configured (rolecall/telemetry.py): an instance carries neither
     probe = (
         "import sys, rolecall.worker.agent, rolecall.worker.cli, rolecall.worker.check\n"
-        "bad = sorted(m for m in sys.modules if m.startswith('rolecall.devtools')\n"
+        "import rolecall.telemetry\n"
+        "heavy = ('rolecall.controller.web', 'starlette', 'jinja2', 'uvicorn',\n"
+        "         'prometheus_client', 'opentelemetry', 'azure.monitor')\n"
+        "bad = sorted(m for m in sys.modules if m.startswith(('rolecall.devtools', *heavy))\n"
         "             or m.split('.')[0] in ('schemas', 'storage', 'worker', 'controller'))\n"
+        "import rolecall.cli  # the root command `rolecall worker` starts from (a checkout's\n"
+        "bad += sorted(m for m in sys.modules if m.startswith(heavy))  # adds devtools)\n"
         "print(bad)\n"
     )
     r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.idle import IDLE_TARGET
 from bench.scale import per_instance_idle, render, row
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "scale.md"
@@ -22,6 +23,6 @@ def test_the_scale_table_in_the_docs_is_the_one_the_code_computes() -> None:
 
 def test_an_idle_fleet_costs_what_the_settings_say_and_grows_linearly() -> None:
     polls, heartbeats = per_instance_idle()
-    assert polls + heartbeats <= 130, "the idle target per instance"
+    assert polls + heartbeats <= IDLE_TARGET, "the idle target per instance"
     assert row(50_000).idle_tx_h == pytest.approx(500 * row(100).idle_tx_h)
     assert row(50_000).fanout_account_rps < 20_000, "within one account's target"

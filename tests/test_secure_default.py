@@ -69,7 +69,9 @@ def test_commands_that_send_jobs_refuse_without_a_signing_key(
     baseline.write_text("steps:\n  - name: s\n    script: j.sh\n")
     bare = without(env, "ROLECALL_SIGNING_KEY")
     for argv in (["run", "web", "--script", str(job), "--any"],
-                 ["baseline", "set", "web", str(baseline)]):  # fmt: skip
+                 ["baseline", "set", "web", str(baseline)],
+                 ["retry", "r20261126-101500-1a2b3c", "--failed"],
+                 ["cancel", "r20261126-101500-1a2b3c"]):  # fmt: skip
         r = cli(bare, *argv)
         assert r.returncode == 2, r.stdout + r.stderr
         [line] = r.stderr.splitlines()

@@ -132,6 +132,7 @@ def test_secret_values_never_appear_in_logs_completions_status_or_poison(
         "--any",
         "--secret-env",
         f"TOKEN={SECRET}",
+        "--clear-secrets",  # the masking of clear secrets; sealed ones: tests/test_bounds.py
         "--max-attempts",
         "1",
         "--wait",

@@ -8,21 +8,16 @@ one place: the outbox and the claim.
 
 from __future__ import annotations
 
+import functools
 import logging
-import platform
 import random
 import time
 from collections.abc import Callable
 
 from rolecall import logs
-from rolecall.schemas import __version__
-from rolecall.schemas.base import utcnow
-from rolecall.schemas.codec import encode_document
-from rolecall.schemas.errors import AccessDenied, NotFound, RolecallError, StorageError
-from rolecall.schemas.events import Hello
+from rolecall.schemas.errors import AccessDenied, InstanceInUse, NotFound, StorageError
 from rolecall.schemas.names import Names
-from rolecall.schemas.records import InstanceRecord, InstanceState
-from rolecall.schemas.version import CONTRACT
+from rolecall.schemas.records import InstanceState
 from rolecall.storage.backoff import IdleBackoff
 from rolecall.storage.clients import Storage
 from rolecall.worker.agent_step import AgentStep
@@ -31,11 +26,13 @@ from rolecall.worker.cancels import CancelWatch, is_cancel
 from rolecall.worker.claim import Claim
 from rolecall.worker.config import WorkerSettings
 from rolecall.worker.context import JobContext
+from rolecall.worker.history import ReportingOutbox
 from rolecall.worker.identity import Identity, resolve_identity
 from rolecall.worker.jobs import JobHandler
 from rolecall.worker.outbox import BatchSigner, Outbox
 from rolecall.worker.payloads import PayloadCache
 from rolecall.worker.reboot import reboot
+from rolecall.worker.registration import Registration
 from rolecall.worker.runner import Runner
 from rolecall.worker.self_update import SelfUpdate
 from rolecall.worker.shutdown import ExitCode, Shutdown
@@ -61,10 +58,13 @@ class Agent:
         self.names: Names = self.storage.names
         self.instance_queue = self.names.instance_queue(self.identity.instance)
         self.role_queue = self.names.role_queue(self.identity.role)
+        self.unsigned = not settings.trusted_keys
+        self.registration = Registration(self.storage, self.identity, self.state.incarnation,
+                                         settings.heartbeat_s, self.shutdown.wait,
+                                         accepts_unsigned=self.unsigned)  # fmt: skip
         self.outbox = self._outbox(settings)
         cache = PayloadCache(self.storage, self.state.cache_dir, settings.payload_max_bytes)
         self.runner = Runner(settings, self.storage, self.identity, self.state, cache)
-        self.unsigned = not settings.trusted_keys
         if self.unsigned:
             log.warning(UNSIGNED_WARNING)
         self.updates = SelfUpdate(
@@ -79,10 +79,9 @@ class Agent:
         self.jobs = JobHandler(
             identity=self.identity, names=self.names, state=self.state, runner=self.runner,
             outbox=self.outbox, verify=verify, reconcile=self._apply_baseline,
-            on_reboot_required=self._reboot_after_settling,
-            retry_delay_s=settings.retry_delay_s, replay_window_s=settings.replay_window_s,
+            on_reboot_required=self._reboot_after_settling, retry_delay_s=settings.retry_delay_s,
+            replay_window_s=settings.replay_window_s,
         )  # fmt: skip
-        self.boot_time = utcnow()
         self.baseline_status = BaselineStatus.FAILED
         self.next_heartbeat = 0.0
         self.next_baseline_retry = 0.0
@@ -94,16 +93,18 @@ class Agent:
         self.cancels = CancelWatch(self.storage, self.instance_queue, verify)
         self._said_stopping = False
         self._missing: set[str] = set()
+        self.displaced: InstanceInUse | None = None
 
     def _outbox(self, settings: WorkerSettings) -> Outbox:
         """Reports go to this role's results container, signed with the instance's enrolled key
         where its credentials carry one (controller/enrolment.py)."""
         bundle = self.storage.account.bundle
         key = bundle.instance_key if bundle is not None else None
-        return Outbox(
+        return ReportingOutbox(
             self.storage, self.state.outbox_dir, self.identity.instance, settings.flush_s,
             container=self.names.results_container(self.identity.role),
             signer=BatchSigner(key.get_secret_value()) if key is not None else None,
+            history=self.registration.history,
         )  # fmt: skip
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -117,8 +118,16 @@ class Agent:
         except AccessDenied as e:
             log.error("storage refused our credentials: %s", e.message)
             return ExitCode.ACCESS_DENIED
+        except InstanceInUse as e:
+            self.displaced = e
+            log.error("%s", e.message)
+        except StorageError:
+            if not self.shutdown.stopping:  # stopped while storage was waited out at boot: fine
+                raise
         finally:
             self.stop()
+        if self.displaced is not None:
+            return ExitCode.CONFIG
         if self.reboot_pending and self.settings.reboot_command:
             started = self.baseline.reboot_started or self.jobs.reboot_started  # exit 1641
             return reboot(self.settings.reboot_command, started, self.shutdown)
@@ -147,16 +156,9 @@ class Agent:
         if recovered:
             log.info("recovered %d unposted event batches from the last run", recovered)
         self._until_ok("register", self._register)
-        hello = Hello(
-            role=self.identity.role,
-            instance=self.identity.instance,
-            incarnation=self.state.incarnation,
-            new_incarnation=self.state.new_incarnation,
-            agent_version=__version__,
-            contract=str(CONTRACT),
-            boot_time=self.boot_time,
-            platform=platform.platform(terse=True),
-        )
+        if not self.registration.held:
+            return  # stopped while watching whoever held the instance name
+        hello = self.registration.hello(self.state.new_incarnation)
         # said at once: a reimage mid-baseline would otherwise wipe the unposted hello
         self.outbox.add([hello])
         self.outbox.flush()
@@ -166,11 +168,16 @@ class Agent:
         self.outbox.flush()
 
     def _register(self) -> None:
+        """Take the instance name (worker/registration.py); refused if a running agent has it."""
+        b = self.baseline  # what a restart already applied (a new incarnation: nothing)
+        first = functools.partial(self.registration.record, InstanceState.CONFIGURING,
+                                  b.version, b.failure)  # fmt: skip
         try:
-            self._write_record(InstanceState.CONFIGURING)
+            self.registration.register(first)
         except NotFound:
             self._provision()  # storage was reset under a known disk
-            self._write_record(InstanceState.CONFIGURING)
+            self.registration.register(first)
+        self.next_heartbeat = time.monotonic() + self.settings.heartbeat_s
 
     def _ensure_own_queues(self) -> None:
         for q in (self.instance_queue, self.role_queue):
@@ -230,8 +237,9 @@ class Agent:
         if self.upgrading:
             state = InstanceState.CONFIGURING  # back in seconds, as the next version
         try:
-            self._write_record(state)
-        except RolecallError as e:
+            if self.registration.held:  # never overwrite the record of the name's holder
+                self._write_record(state)
+        except (StorageError, InstanceInUse) as e:
             log.warning("could not record shutdown: %s", e)
         if self.settings.stats_file:
             self.storage.meter.dump(self.settings.stats_file)
@@ -359,23 +367,17 @@ class Agent:
         except StorageError as e:
             log.warning("heartbeat failed: %s", e)
             self.next_heartbeat = time.monotonic() + min(30.0, self.settings.heartbeat_s)
+        except InstanceInUse as e:
+            # replaced while cut off: stop as if told to, the job in hand gets its grace
+            log.error("%s", e.message)
+            self.displaced = e
+            self.next_heartbeat = float("inf")
+            self.shutdown.request()
 
     def _write_record(self, state: InstanceState) -> None:
         """The instance record is the heartbeat: one blob put, listed with its metadata."""
-        now = utcnow()
-        record = InstanceRecord(
-            role=self.identity.role, instance=self.identity.instance,
-            incarnation=self.state.incarnation, agent_version=__version__,
-            contract=str(CONTRACT), boot_time=self.boot_time, last_seen=now, state=state,
-            baseline_version=self.baseline.version, heartbeat_s=self.settings.heartbeat_s,
-            platform=platform.system(), accepts_unsigned=self.unsigned or None,
-        )  # fmt: skip
-        self.storage.put_blob(
-            self.names.state_container,
-            Names.instance_blob(self.identity.role, self.identity.instance),
-            encode_document(record),
-            metadata=record.to_metadata(),
-        )
+        b = self.baseline
+        self.registration.write(self.registration.record(state, b.version, b.failure))
         self.next_heartbeat = time.monotonic() + self.settings.heartbeat_s
 
     # --- reboot ----------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from rolecall.schemas.errors import (
     StorageError,
 )
 from rolecall.schemas.events import Completion, Outcome
+from rolecall.schemas.instances import BaselineFailure
 from rolecall.schemas.names import Names, name_key
 from rolecall.storage.clients import Storage
 from rolecall.worker import upgrade
@@ -87,6 +88,9 @@ class BaselineApplier:
         self._agent_said: set[int] = set()
         #: the step exited 1641: its installer is rebooting the machine already
         self.reboot_started = False
+        #: why the baseline is not applied yet, for the instance record (`rolecall instances`)
+        self.failure: BaselineFailure | None = None
+        self._tries = 0  # step runs by this agent process: each gets a log of its own
 
     def fetch(self) -> Baseline | None:
         path = Names.baseline_blob(self.identity.role)
@@ -114,9 +118,11 @@ class BaselineApplier:
             return BaselineStatus.UNREADABLE
         except RolecallError as e:
             log.error("baseline refused: %s", e.message)
+            self.failure = BaselineFailure(outcome="refused", reason=e.message[:512], at=utcnow())
             return BaselineStatus.FAILED
         if baseline is None:
             log.info("no baseline published for role %s", self.identity.role)
+            self.failure = None
             return BaselineStatus.NONE
         verdict = self._agent(baseline)
         if verdict.upgrade or verdict.retry:
@@ -129,6 +135,7 @@ class BaselineApplier:
         self._say_agent_failed(baseline, verdict)
         if self.version != baseline.version:
             log.info("baseline v%d applied", baseline.version)
+        self.failure = None
         self.version = baseline.version
         self.state.baseline_version = baseline.version
         return BaselineStatus.APPLIED
@@ -169,14 +176,14 @@ class BaselineApplier:
         if found is not None and self.agent_step.apply(*found).upgrade:
             raise _Upgrading()
 
-    def _step(self, baseline: Baseline, index: int) -> BaselineStatus:
+    def _marked(self, baseline: Baseline, index: int) -> BaselineStatus | None:
+        """A step this disk has run: done, or waiting for its reboot. None: run it."""
         step = baseline.steps[index]
         mark = self.state.step_mark(step.fingerprint)
-        run_id = Names.baseline_run_id(baseline.role, baseline.version)
-        job_id = self._job_id(baseline, index)
         if mark is not None and mark.status == "done":
             if self.version != baseline.version:
                 # done under an earlier version: say so, so this version's run shows it
+                job_id = self._job_id(baseline, index)
                 self._report(baseline, index, job_id, Outcome.SUCCEEDED, replayed=True)
             return BaselineStatus.APPLIED
         if mark is not None and mark.status == "pending_reboot":
@@ -187,13 +194,30 @@ class BaselineApplier:
                 return BaselineStatus.REBOOT
             self.state.mark_step(step.fingerprint, "done")  # the OS has booted since
             return BaselineStatus.APPLIED
+        return None
 
-        work = Work(run_id, job_id, 1, step.payload, step.execution, step.timeout_s)
+    def _step(self, baseline: Baseline, index: int) -> BaselineStatus:
+        marked = self._marked(baseline, index)
+        if marked is not None:
+            return marked
+        step = baseline.steps[index]
+        run_id = Names.baseline_run_id(baseline.role, baseline.version)
+        job_id = self._job_id(baseline, index)
+        self._tries += 1
+        tried = f"{self.state.boot}-{self._tries}"
+        instance, incarnation = self.identity.instance, self.state.incarnation
+
+        def log_name(token: str) -> str:  # unguessable, as a job's log (worker/runner.py)
+            return Names.step_log_blob(run_id, instance, index, incarnation, f"{tried}.{token}")
+
+        work = Work(run_id, job_id, 1, step.payload, step.execution, step.timeout_s,
+                    log_name=log_name, keep_log=True)  # fmt: skip
         ctx = {"run_id": run_id, "job_id": job_id, "step": index}
         log.info("applying baseline step %r", step.name, extra=ctx)
         try:
             done = self.runner.run(work, self.watch)
         except RolecallError as e:
+            self._failed(baseline, index, Outcome.REJECTED, None, f"{e.reason}: {e}")
             self._report(baseline, index, job_id, Outcome.REJECTED, reason=f"{e.reason}: {e}")
             return BaselineStatus.FAILED
         r = done.result
@@ -204,10 +228,34 @@ class BaselineApplier:
         # start (as done under a version not yet recorded) instead of running it again
         status = self._mark(step, outcome)
         self.reboot_started = status is BaselineStatus.REBOOT and done.reboot_started
-        self._report(baseline, index, job_id, outcome, **done.completion_fields())
+        # the step's log is found by its own name (Names.step_log_blob, `rolecall logs`); a
+        # completion names only a job's log, where the controller checks it goes
+        self._report(baseline, index, job_id, outcome, **{**done.completion_fields(),
+                                                           "log_blob": None})  # fmt: skip
         self.runner.sweep()  # the step's files go once it is marked and reported
-        log.info("baseline step finished", extra={**ctx, "outcome": outcome.value})
+        if outcome.ok:
+            log.info("baseline step finished", extra={**ctx, "outcome": outcome.value})
+        else:
+            last = (done.stderr_tail or done.stdout_tail).strip().splitlines()
+            self._failed(baseline, index, outcome, r.exit_code, last[-1][:200] if last else "")
         return status
+
+    def _failed(
+        self, baseline: Baseline, index: int, outcome: Outcome, code: int | None, why: str
+    ) -> None:
+        """A step failed: the baseline stops here, and says so at warning."""
+        step = baseline.steps[index]
+        self.failure = BaselineFailure(
+            version=baseline.version, step=index, name=step.name[:256], outcome=outcome.value,
+            exit_code=code, reason=why[:512], at=utcnow(),
+        )  # fmt: skip
+        log.warning(
+            "baseline v%d step %d %r %s%s%s; the baseline stops here and is retried later",
+            baseline.version, index, step.name, outcome.value,
+            f" (exit {code})" if code is not None else "", f": {why}" if why else "",
+            extra={"run_id": Names.baseline_run_id(baseline.role, baseline.version),
+                   "step": index, "outcome": outcome.value},
+        )  # fmt: skip
 
     def _mark(self, step: Step, outcome: Outcome) -> BaselineStatus:
         if outcome is Outcome.SUCCEEDED:

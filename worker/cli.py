@@ -15,38 +15,57 @@ STATE_DIR_HELP = (
 
 
 # One alias per option keeps the command's signature readable; the help text is the docs.
-Role = Annotated[str | None, Opt(help="Role of this instance (or ROLECALL_ROLE).")]
+Role = Annotated[str | None, Opt(metavar="ROLE", help="Role of this instance (or ROLECALL_ROLE).")]
 Instance = Annotated[
-    str | None, Opt(help="Stable instance name, e.g. WebRole_IN_0 (or ROLECALL_INSTANCE).")
+    str | None,
+    Opt(metavar="NAME", help="Stable instance name, e.g. WebRole_IN_0 (or ROLECALL_INSTANCE)."),
 ]
-StateDir = Annotated[Path | None, Opt(help=STATE_DIR_HELP)]
+StateDir = Annotated[Path | None, Opt(metavar="DIR", help=STATE_DIR_HELP)]
 Once = Annotated[bool, Opt("--once", help="Boot, apply the baseline, drain queued work, exit.")]
 Check = Annotated[
     bool, Opt("--check", help="Verify settings, identity and storage access; claim nothing.")
 ]
-Config = Annotated[Path | None, Opt(help="Config file (TOML, JSON or YAML).")]
-Namespace = Annotated[str | None, Opt(help="Storage namespace prefix (default rc).")]
+Config = Annotated[Path | None, Opt(metavar="FILE", help="Config file (TOML, JSON or YAML).")]
+Namespace = Annotated[str | None, Opt(metavar="NS", help="Storage namespace prefix (default rc).")]
 UseImds = Annotated[
     bool | None, Opt("--use-imds", help="Take role/instance from Azure instance metadata.")
 ]
-ImdsEndpoint = Annotated[str | None, Opt(help="Instance metadata endpoint.")]
-Lease = Annotated[int | None, Opt("--lease", help="Visibility timeout in seconds.")]
-PollMax = Annotated[float | None, Opt("--poll-max", help="Longest idle poll interval.")]
-Heartbeat = Annotated[float | None, Opt("--heartbeat", help="Heartbeat interval, seconds.")]
-Grace = Annotated[float | None, Opt("--grace", help="Shutdown grace for a running job.")]
-RebootCommand = Annotated[
-    str | None, Opt(help="Command run when a step exits 3010/194 (default: none).")
+ImdsEndpoint = Annotated[str | None, Opt(metavar="URL", help="Instance metadata endpoint.")]
+Lease = Annotated[
+    int | None, Opt("--lease", metavar="SECONDS", help="Visibility timeout in seconds.")
 ]
-TrustedKey = Annotated[list[Path] | None, Opt(help="Trusted controller public key (repeatable).")]
+PollMax = Annotated[
+    float | None,
+    Opt("--poll-max", metavar="SECONDS",
+        help="Longest idle poll interval (default 60; 1 for local work, see README)."),
+]  # fmt: skip
+Heartbeat = Annotated[
+    float | None,
+    Opt("--heartbeat", metavar="SECONDS", help="Heartbeat interval (default 60): lost after 2.5."),
+]
+Grace = Annotated[
+    float | None, Opt("--grace", metavar="SECONDS", help="Shutdown grace for a running job.")
+]
+RebootCommand = Annotated[
+    str | None,
+    Opt(metavar="COMMAND", help="Command run when a step exits 3010/194 (default: none)."),
+]
+TrustedKey = Annotated[
+    list[Path] | None,
+    Opt(metavar="FILE", help="Trusted controller public key (repeatable)."),
+]
 AcceptUnsigned = Annotated[
     bool | None,
     Opt("--accept-unsigned", help="No trusted key: run unsigned jobs (development only)."),
 ]
-LogLevel = Annotated[str | None, Opt(help="debug, info, warning, error.")]
+LogLevel = Annotated[str | None, Opt(metavar="LEVEL", help="debug, info, warning, error.")]
 LogFormat = Annotated[
-    str | None, Opt(help="json, text, or auto (default): text on a terminal, else JSON.")
+    str | None,
+    Opt(metavar="FORMAT", help="json, text, or auto (default): text on a terminal, else JSON."),
 ]
-StatsFile = Annotated[Path | None, Opt(help="Write storage transaction counts here on exit.")]
+StatsFile = Annotated[
+    Path | None, Opt(metavar="FILE", help="Write storage transaction counts here on exit.")
+]
 
 
 def worker(
@@ -73,13 +92,12 @@ def worker(
 ) -> None:
     """Run the agent: register, apply the role's baseline, then claim and run jobs.
 
+    \b
     Examples:
-
       rolecall worker --role web --instance WebRole_IN_0 --state-dir /var/lib/rolecall
-
       rolecall worker --use-imds --once        # at boot time
-
       rolecall worker --use-imds --check       # at image-bake time: verify, claim nothing
+      rolecall worker --role web --instance web-0 --state-dir ./disk --poll-max 1  # local
     """
     root = ctx.find_root().obj  # `rolecall --config F --namespace N worker ...` works too
     flags: dict[str, Any] = {
@@ -100,7 +118,6 @@ def _start(flags: dict[str, Any], once: bool, check: bool) -> int:
     from rolecall import logs
     from rolecall.schemas.errors import RolecallError
     from rolecall.worker.config import WorkerSettings
-    from rolecall.worker.shutdown import ExitCode
 
     try:
         settings = WorkerSettings(**flags)
@@ -117,9 +134,67 @@ def _start(flags: dict[str, Any], once: bool, check: bool) -> int:
         check_bitness()  # a 32-bit Python on Windows: one line, exit 2
         agent = Agent(settings)
     except RolecallError as e:
-        typer.echo(f"rolecall worker: {e.message}", err=True)
-        return ExitCode.CONFIG
+        return _refuse(e.message)
+    except OSError as e:  # the state directory, above all: a file, a path under one, /proc
+        return _refuse(_os_problem(e, flags.get("state_dir")))
     except ValueError as e:  # pydantic validation of flags and environment
-        typer.echo(f"rolecall worker: invalid settings: {e}", err=True)
-        return ExitCode.CONFIG
-    return agent.run(once=once)
+        return _refuse(f"invalid settings: {_validation(e)}")
+    return _run(agent, once)
+
+
+def _refuse(message: str) -> int:
+    from rolecall.worker.shutdown import ExitCode
+
+    typer.echo(f"rolecall worker: {' '.join(message.split())}", err=True)
+    return ExitCode.CONFIG
+
+
+def _run(agent: Any, once: bool) -> int:
+    """The agent's life; a bug in it is logged (one JSON line, traceback inside) and exits 1
+    for the service manager to restart it."""
+    import logging
+
+    from rolecall import telemetry
+
+    try:
+        # exports only where the environment asks for it (rolecall/telemetry.py)
+        meter = telemetry.meter_instruments(agent.storage.meter)
+        with telemetry.session("rolecall-worker", agent.identity.instance, meter):
+            return int(agent.run(once=once))
+    except Exception:
+        logging.getLogger("rolecall.worker").exception("the agent stopped on an unexpected error")
+        return 1
+
+
+ANOTHER = "choose another --state-dir"
+
+
+def _os_problem(e: OSError, state_dir: object) -> str:
+    """What to fix, when the agent could not use a path it was given."""
+    import errno
+
+    from rolecall.worker.config import default_state_dir
+
+    root = Path(str(state_dir)) if state_dir else default_state_dir()
+    where = Path(e.filename) if e.filename else None
+    if where is None or not (where == root or root in where.parents):
+        return f"{e.filename or 'a file'}: {e.strerror or e}"
+    blocker = next((p for p in (root, *root.parents) if p.exists()), None)
+    if e.errno in (errno.EEXIST, errno.ENOTDIR) and blocker is not None and not blocker.is_dir():
+        return f"state directory {root}: {blocker} is a file, not a directory; {ANOTHER}"
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return (
+            f"state directory {root}: {e.strerror.lower() if e.strerror else 'not allowed'}; "
+            f"run the agent as root (its service does) or {ANOTHER}"
+        )
+    return (
+        f"state directory {root}: cannot create it ({e.strerror or e}); choose another --state-dir"
+    )
+
+
+def _validation(e: ValueError) -> str:
+    from pydantic import ValidationError
+
+    from rolecall.schemas.codec import summarise
+
+    return summarise(e) if isinstance(e, ValidationError) else str(e)

@@ -24,13 +24,15 @@ service_app = typer.Typer(
 Opt = typer.Option
 
 DataDir = Annotated[
-    str | None, Opt(help="Where worker.env and logs\\ are (default %ProgramData%\\rolecall).")
+    str | None,
+    Opt(metavar="DIR", help="Where worker.env and logs\\ are (default %ProgramData%\\rolecall)."),
 ]
 Command = Annotated[
     str | None,
     Opt(
+        metavar="CMD",
         help="Command line the service runs: default this installation's `rolecall worker`; "
-        "or a launcher that picks the installed version to run."
+        "or a launcher that picks the installed version to run.",
     ),
 ]
 ForImage = Annotated[
@@ -39,10 +41,18 @@ ForImage = Annotated[
 ]
 Launcher = Annotated[
     str | None,
-    Opt(help="A side-by-side install's launch.py: the service runs it, and it picks the version."),
+    Opt(
+        metavar="FILE",
+        help="A side-by-side install's launch.py: the service runs it, and it picks the version.",
+    ),
 ]
 Grace = Annotated[
-    float, Opt("--grace", help="The agent's ROLECALL_GRACE_S (sets the shutdown deadline).")
+    float,
+    Opt(
+        "--grace",
+        metavar="SECONDS",
+        help="The agent's ROLECALL_GRACE_S (sets the shutdown deadline).",
+    ),
 ]
 
 
@@ -68,7 +78,13 @@ def install(
     grace: Grace = 30.0,
     launcher: Launcher = None,
 ) -> None:
-    """Create or update the rolecall-worker service (run as Administrator)."""
+    """Create or update the rolecall-worker service (run as Administrator).
+
+    \b
+    Examples:
+      rolecall service install
+      rolecall service install --for-image --grace 60   # in an image, before Sysprep
+    """
     _windows_only()
     from rolecall.worker import service_entry, winservice
     from rolecall.worker.service import service_config
@@ -91,7 +107,12 @@ def install(
 
 @service_app.command("uninstall")
 def uninstall() -> None:
-    """Stop the service (the agent drains) and delete it."""
+    """Stop the service (the agent drains) and delete it.
+
+    \b
+    Example:
+      rolecall service uninstall
+    """
     _windows_only()
     from rolecall.worker import winservice
 
@@ -102,14 +123,25 @@ def uninstall() -> None:
 @service_app.command("selfcheck")
 def selfcheck(
     reboot_state: Annotated[
-        Path | None, Opt(help="Scratch directory for the reboot check (kept across a reboot).")
+        Path | None,
+        Opt(metavar="DIR", help="Scratch directory for the reboot check (kept across a reboot)."),
     ] = None,
     reboot_phase: Annotated[
-        str, Opt(help="before: record this boot; after: check the machine rebooted since.")
+        str,
+        Opt(
+            metavar="PHASE",
+            help="before: record this boot; after: check the machine rebooted since.",
+        ),
     ] = "before",
 ) -> None:
     """Exercise this machine's job handling (no storage): grandchild kill on timeout, exit
-    codes through the PowerShell wrapper, hostile arguments, PATH refresh, boot time."""
+    codes through the PowerShell wrapper, hostile arguments, PATH refresh, boot time.
+
+    \b
+    Examples:
+      rolecall service selfcheck
+      rolecall service selfcheck --reboot-state C:/rc-check --reboot-phase after
+    """
     from rolecall.worker.selfcheck import run_checks
 
     results = run_checks(reboot_state, reboot_phase)

@@ -40,6 +40,20 @@ def decode_output(data: bytes, fallback: str | None = None, *, partial_start: bo
     return data.decode("utf-8", "replace")
 
 
+def stream_encoding(head: bytes, fallback: str | None = None) -> str:
+    """The codec for a whole stream read in pieces, chosen from its first piece by the rules
+    of ``decode_output`` (a stream that turns invalid later keeps its codec, with U+FFFD)."""
+    if head.startswith(codecs.BOM_UTF8):
+        return "utf-8-sig"
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "utf-16"
+    if b"\x00" in head and _looks_utf16le(head):
+        return "utf-16-le"
+    if fallback is not None and _strict_utf8(head) is None:
+        return fallback
+    return "utf-8"
+
+
 def _strict_utf8(data: bytes) -> str | None:
     """UTF-8 if every complete sequence is valid (an incomplete last one becomes U+FFFD)."""
     try:

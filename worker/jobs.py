@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from rolecall import telemetry
 from rolecall.schemas.base import utcnow
 from rolecall.schemas.codec import decode_message, job_ids_of
 from rolecall.schemas.errors import (
@@ -68,6 +69,11 @@ class JobHandler:
         self.reboot_started = False
 
     def handle(self, ctx: JobContext) -> None:
+        assert ctx.claim is not None
+        with telemetry.span("rolecall.job", queue=ctx.claim.msg.queue):
+            self._handle(ctx)
+
+    def _handle(self, ctx: JobContext) -> None:
         claim = ctx.claim
         assert claim is not None
         msg = claim.msg
@@ -77,6 +83,7 @@ class JobHandler:
         job, signed_by = admitted
         ctx.run_id = job.run_id
         fields = {"job_id": job.job_id, "run_id": job.run_id, "attempt": msg.dequeue_count}
+        telemetry.annotate(job_id=job.job_id, run_id=job.run_id, attempt=msg.dequeue_count)
         refusal = policy.before_attempt(
             attempt=msg.dequeue_count, max_attempts=job.max_attempts, not_after=job.not_after,
             now=utcnow(),
@@ -91,15 +98,8 @@ class JobHandler:
             replay = Completion.model_validate({**prior, "replayed": True})
             self.outbox.add([replay], claim, Ack())
             return
-        if job.action == "reconcile":
-            self.reconcile()
-            self.outbox.add([], claim, Ack())
-            return
-        if job.action == "cancel":
-            assert job.cancel_run is not None
-            log.info("run cancelled: its jobs are refused here from now on",
-                     extra={"run_id": job.cancel_run})  # fmt: skip
-            self.state.cancel_run(job.cancel_run)
+        if job.action in ("reconcile", "cancel"):
+            self._control(job)
             self.outbox.add([], claim, Ack())
             return
         if job.run_id in self.state.cancelled_runs:
@@ -127,6 +127,7 @@ class JobHandler:
             check_binding(
                 job, msg.inserted_on, signed=signed_by is not None, window_s=self.replay_window_s
             )
+            job = self.runner.unsealer.open(job)  # after the checks: a refused job stays sealed
         except Replayed as e:
             # a replay speaks for nobody: it must not change what an old run shows
             self._reject(ctx, job, e, report=False)
@@ -135,6 +136,16 @@ class JobHandler:
             self._reject(ctx, job, e)
             return None
         return job, signed_by
+
+    def _control(self, job: JobEnvelope) -> None:
+        """A job that runs nothing: apply the baseline now, or stop a run's jobs here."""
+        if job.action == "reconcile":
+            self.reconcile()
+            return
+        assert job.cancel_run is not None
+        log.info("run cancelled: its jobs are refused here from now on",
+                 extra={"run_id": job.cancel_run})  # fmt: skip
+        self.state.cancel_run(job.cancel_run)
 
     def _run(
         self, ctx: JobContext, job: JobEnvelope, signed_by: str | None, fields: dict[str, Any]

@@ -16,14 +16,11 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
 
-from rolecall.schemas.base import tail
-from rolecall.worker.decoding import decode_output
-
-#: Bytes read from the end of each stream for a completion's tail (a tail keeps fewer chars).
-_TAIL_BYTES = 8192
+from rolecall.worker.joblog import StreamLog, read_stream
 
 
 class JobOutput:
@@ -63,14 +60,21 @@ class JobOutput:
     def size(self) -> int:
         return sum(_end(f) for f in self._files or ())
 
-    def tails(self) -> tuple[str, str]:
+    def read(
+        self, secrets: Iterable[str], *, spool: BinaryIO | None = None
+    ) -> tuple[StreamLog, StreamLog]:
+        """Both streams redacted and cut (worker/joblog.py); their log written to ``spool``."""
         out, err = self._require()
-        return _tail_of(out, self.fallback), _tail_of(err, self.fallback)
+        if spool is not None:
+            spool.write(b"--- stdout ---\n")
+        out_log = read_stream(out, secrets, self.fallback, spool)
+        if spool is not None:
+            spool.write(b"\n--- stderr ---\n")
+        return out_log, read_stream(err, secrets, self.fallback, spool)
 
-    def full_log(self) -> str:
-        """Both streams, for the log blob; read only when it will be uploaded."""
-        out, err = (decode_output(_read(f), self.fallback) for f in self._require())
-        return f"--- stdout ---\n{out}\n--- stderr ---\n{err}"
+    def spool(self) -> BinaryIO:
+        """A new anonymous file for a log on its way to its blob."""
+        return tempfile.TemporaryFile(dir=self.root)  # type: ignore[return-value]
 
     def _require(self) -> tuple[BinaryIO, BinaryIO]:
         assert self._files is not None, "no job output is open"
@@ -79,16 +83,3 @@ class JobOutput:
 
 def _end(f: BinaryIO) -> int:
     return os.fstat(f.fileno()).st_size
-
-
-def _read(f: BinaryIO) -> bytes:
-    f.seek(0)
-    return f.read()
-
-
-def _tail_of(f: BinaryIO, fallback: str | None) -> str:
-    size = _end(f)
-    start = max(0, size - _TAIL_BYTES)
-    start += start % 2  # even: a UTF-16 stream's units start at even offsets
-    f.seek(start)
-    return tail(decode_output(f.read(), fallback, partial_start=start > 0))

@@ -25,6 +25,7 @@ from rolecall.schemas.errors import NotFound, PayloadMissing, PayloadTampered, P
 from rolecall.schemas.jobs import PayloadRef
 from rolecall.schemas.names import Names
 from rolecall.storage.clients import Storage
+from rolecall.storage.streams import download_to
 
 log = logging.getLogger(__name__)
 
@@ -49,14 +50,13 @@ class PayloadCache:
             self.hits += 1
             return path
         self.misses += 1
-        # streamed to a file beside its final name, checked there, then renamed into place:
-        # memory stays a few chunks whatever the payload weighs, and nothing unverified is
-        # ever at a name a job runs from
+        # streamed to a file beside its final name, hashed on the way, then renamed into
+        # place: memory stays one range whatever the payload weighs (storage/streams.py),
+        # and nothing unverified is ever at a name a job runs from
         partial = self.root / f".{ref.sha256}.{os.getpid()}.part"
         try:
             with partial.open("w+b") as f:
-                size = self._download(ref, f)
-                digest = _sha256_of(f)
+                size, digest = self._download(ref, f)
             if size != ref.size:
                 raise PayloadTampered(
                     f"payload {ref.blob} is {size} bytes; the job promised {ref.size}"
@@ -72,12 +72,12 @@ class PayloadCache:
         self._known.add(path)
         return path
 
-    def _download(self, ref: PayloadRef, out: BinaryIO) -> int:
+    def _download(self, ref: PayloadRef, out: BinaryIO) -> tuple[int, str]:
         # a blob larger than promised is refused before it is read (with room for one byte
         # more, so "longer than promised" is told apart from "too large to accept")
         limit = min(self.max_bytes, ref.size + 1)
         try:
-            return self.storage.download_to(ref.container, ref.blob, out, limit)
+            return download_to(self.storage, ref.container, ref.blob, out, limit)
         except NotFound as e:
             raise PayloadMissing(f"payload {ref.blob} is not in {ref.container}") from e
         except PayloadTooLarge as e:

@@ -21,8 +21,10 @@ import hashlib
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from secrets import token_hex
 from typing import Any, BinaryIO
 
 from rolecall.logs import SECRETS
@@ -32,8 +34,8 @@ from rolecall.schemas.errors import ConcurrencyConflict, ExecutionError, Storage
 from rolecall.schemas.events import Outcome
 from rolecall.schemas.jobs import Execution, Interpreter, PayloadKind, PayloadRef
 from rolecall.schemas.names import Names
-from rolecall.schemas.redact import redact
 from rolecall.storage.clients import Storage
+from rolecall.storage.streams import upload_file
 from rolecall.worker import executor
 from rolecall.worker.archive import extract, safe_member_path
 from rolecall.worker.commands import (
@@ -48,8 +50,10 @@ from rolecall.worker.config import WorkerSettings
 from rolecall.worker.decoding import windows_fallback_encoding
 from rolecall.worker.environment import JobEnvironment
 from rolecall.worker.identity import Identity
+from rolecall.worker.joblog import StreamLog
 from rolecall.worker.output import JobOutput
 from rolecall.worker.payloads import PayloadCache
+from rolecall.worker.sealing import Unsealer
 from rolecall.worker.state import LocalState
 
 log = logging.getLogger(__name__)
@@ -71,6 +75,8 @@ class Ran:
     stdout_tail: str
     stderr_tail: str
     kind: Kind = Interpreter.EXEC
+    #: bytes of output left out of the log between its head and its tail
+    log_cut_bytes: int = 0
 
     @property
     def meaning(self) -> ExitMeaning:
@@ -103,6 +109,7 @@ class Ran:
             "stdout_tail": self.stdout_tail,
             "stderr_tail": self.stderr_tail,
             "log_blob": self.log_blob,
+            "log_cut_bytes": self.log_cut_bytes or None,
         }
 
 
@@ -116,6 +123,11 @@ class Work:
     payload: PayloadRef
     execution: Execution
     timeout_s: float
+    #: the full log's name given a random token (a job's log by default), and whether it is
+    #: kept even when the tails hold it all (baseline steps: `rolecall logs` shows every
+    #: step's output, and a step's retry gets its own)
+    log_name: Callable[[str], str] | None = None
+    keep_log: bool = False
 
 
 class Runner:
@@ -133,6 +145,7 @@ class Runner:
         self.state = state
         self.cache = cache
         self.environment = JobEnvironment()
+        self.unsealer = Unsealer.load(settings.sealing_key)
         self.programs = this_machine_programs()
         #: what a killed agent left mid-job (an archive's files, a script's leftovers)
         self._leftovers: list[Path] = [Path(e.path) for e in os.scandir(state.work_dir)]
@@ -172,16 +185,16 @@ class Runner:
             timeout_s=work.timeout_s, watch=watch,
         )  # fmt: skip
         try:
-            log_blob = self._upload_log(work, result, secrets)
-            out_tail, err_tail = self._tails()
+            out, err, log_blob = self._collect(work, result, secrets)
         finally:
             self.output.finished(reusable=not result.lingering)
         return Ran(
             result=result,
             log_blob=log_blob,
-            stdout_tail=redact(out_tail, secrets),
-            stderr_tail=redact(err_tail, secrets),
+            stdout_tail=out.tail,
+            stderr_tail=err.tail,
             kind=kind,
+            log_cut_bytes=out.cut_bytes + err.cut_bytes,
         )
 
     def sweep(self) -> None:
@@ -235,12 +248,21 @@ class Runner:
             self.output.close()
             raise LocalFault(f"cannot prepare the job's output files: {e}") from e
 
-    def _tails(self) -> tuple[str, str]:
+    def _collect(
+        self, work: Work, result: executor.ExecResult, secrets: list[str]
+    ) -> tuple[StreamLog, StreamLog, str | None]:
+        """The output's tails, and its log uploaded only if the tails lost something (one
+        transaction saved per typical job). Memory stays bounded (worker/joblog.py)."""
         try:
-            return self.output.tails()
+            if not work.keep_log and self.output.size <= TAIL_CHARS and result.exit_code == 0:
+                out, err = self.output.read(secrets)
+                return out, err, None
+            with self.output.spool() as spool:
+                out, err = self.output.read(secrets, spool=spool)
+                return out, err, self._upload_log(work, spool)
         except OSError as e:
             log.warning("cannot read the job's output: %s", e)
-            return "", f"(output unreadable: {e})"
+            return StreamLog("", 0), StreamLog(f"(output unreadable: {e})", 0), None
 
     def _unpack(self, work: Work, archive: Path, root: Path) -> Path:
         try:
@@ -259,29 +281,33 @@ class Runner:
             raise ExecutionError(f"entrypoint {work.execution.entrypoint!r} is not in the archive")
         return target
 
-    def _upload_log(
-        self, work: Work, result: executor.ExecResult, secrets: list[str]
-    ) -> str | None:
-        """Upload the full log only if the tails lost something: one transaction saved per
-        typical job. Create-only, so a re-run never overwrites the first attempt's log."""
-        try:
-            if self.output.size <= TAIL_CHARS and result.exit_code == 0:
-                return None
-            data = redact(self.output.full_log(), secrets).encode()
-        except OSError as e:
-            log.warning("cannot read the job's output for its log: %s", e)
-            return None
-        path = Names.log_blob(work.run_id, work.job_id, self.identity.instance, work.attempt)
+    def _upload_log(self, work: Work, spool: BinaryIO) -> str | None:
+        """Upload the spooled log in blocks, so memory holds one block (storage/streams.py).
+
+        Under a name with a random part, reported in the signed completion, and create-only:
+        another instance can neither guess the name nor replace the blob, and a blob already
+        there (planted, or a one-in-2^128 clash) only sends the log to another name.
+        """
         container = self.storage.names.logs_container
-        try:
-            self.storage.put_blob(
-                container, path, data, create_only=True, content_type="text/plain; charset=utf-8"
-            )
-        except ConcurrencyConflict:
-            pass  # this attempt's log is already there (a replay after a crash)
-        except StorageError:
-            return None  # the tails are in the completion; a missing full log is not fatal
-        return Names.blob_address(container, path)
+        for _ in range(_LOG_NAME_TRIES):
+            token = token_hex(16)
+            path = work.log_name(token) if work.log_name else Names.log_blob(
+                work.run_id, work.job_id, self.identity.instance, work.attempt, token
+            )  # fmt: skip
+            try:
+                upload_file(self.storage, container, path, spool, create_only=True,
+                            content_type="text/plain; charset=utf-8")  # fmt: skip
+            except ConcurrencyConflict:
+                log.warning("log blob %s already exists; trying another name", path)
+                continue
+            except StorageError:
+                return None  # the tails are in the completion; a missing full log is not fatal
+            return Names.blob_address(container, path)
+        return None
+
+
+#: names tried for one log before giving up on it (a clash is a sign of tampering)
+_LOG_NAME_TRIES = 3
 
 
 def _empty(directory: Path) -> bool:

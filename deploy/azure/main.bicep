@@ -17,7 +17,7 @@
 //                            (roles[].principalId), so a role can report for itself only
 //     events queue           Message Sender (legacy: agents before 0.2 report here)
 //     payloads container     Blob Data Reader (scripts and archives)
-//     state container        read baselines/ only; write instances/ only (ABAC conditions)
+//     state container        read baselines/ and instances/; write instances/ only (ABAC)
 //     logs container         blob writer: create log blobs; no read, no delete
 //     account (optional)     provisioner: create queues and containers, no data access
 //   controller (operators' group, or the identity of a VM running `rolecall controller`)
@@ -469,7 +469,8 @@ resource workerPayloads 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
 }
 
 // Run records in the state container hold every run's job template, secret environment
-// values included: the worker reads baselines/ and nothing else there.
+// values included: the worker reads baselines/ and instance records (its own at start, to
+// tell a restart from a second agent under its name) and nothing else there.
 resource workerBaselines 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(state.id, workerPrincipalId, blobDataReader)
   scope: state
@@ -477,9 +478,9 @@ resource workerBaselines 'Microsoft.Authorization/roleAssignments@2022-04-01' = 
     roleDefinitionId: blobDataReader
     principalId: workerPrincipalId
     principalType: 'ServicePrincipal'
-    description: 'rolecall worker: read role baselines (${baselinesPrefix} only)'
+    description: 'rolecall worker: read role baselines and instance records (${baselinesPrefix}, ${instancesPrefix})'
     conditionVersion: '2.0'
-    condition: '((!(ActionMatches{\'${blobs}/read\'})) OR (${blobPath} StringStartsWith \'${baselinesPrefix}\'))'
+    condition: '((!(ActionMatches{\'${blobs}/read\'})) OR (${blobPath} StringStartsWith \'${baselinesPrefix}\') OR (${blobPath} StringStartsWith \'${instancesPrefix}\'))'
   }
 }
 

@@ -202,11 +202,13 @@ ROLECALL_ACCOUNT_NAME=
 #AZURE_STORAGE_CONNECTION_STRING=
 
 # --- behaviour ----------------------------------------------------------------------------
-# Controller public keys whose signatures jobs and baselines must carry (JSON list); an
-# agent with none refuses to start unless ROLECALL_ACCEPT_UNSIGNED=true (development only):
 # Run when a step exits 3010 or 194 (reboot required):
 #ROLECALL_REBOOT_COMMAND="systemctl reboot"
+# The role's sealing key (rolecall keys seal-generate ROLE): opens jobs' sealed secrets
+#ROLECALL_SEALING_KEY=/etc/rolecall/sealing.pem
 ROLECALL_LOG_LEVEL=info
+# Controller public keys whose signatures jobs and baselines must carry (JSON list); an
+# agent with none refuses to start unless ROLECALL_ACCEPT_UNSIGNED=true (development only):
 ENV
         if [ "$accept_unsigned" = 1 ]; then
             echo "ROLECALL_ACCEPT_UNSIGNED=true" >>"$etc/worker.env"

@@ -201,6 +201,8 @@ if (Test-Path -LiteralPath $envFile) {
         "ROLECALL_STATE_DIR=$state"
         $trustLine
         "ROLECALL_REBOOT_COMMAND=`"$shutdown /r /t 10 /c rolecall`""
+        '# the role''s sealing key (rolecall keys seal-generate ROLE): opens jobs'' sealed secrets'
+        '#ROLECALL_SEALING_KEY=C:\ProgramData\rolecall\sealing.pem'
         '# TLS trusts the Windows certificate store (auto); the proxy is WinHTTP''s unless set here'
         '#ROLECALL_TLS_TRUST=auto'
         '#HTTPS_PROXY=http://proxy.example:8080'

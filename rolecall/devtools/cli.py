@@ -25,9 +25,13 @@ def azurite(
 ) -> None:
     """Start a local Azurite from the repo's pinned install and print its connection string.
 
-    Runs until Ctrl+C. In another shell:
+    Runs until Ctrl+C. In another shell, export the string it prints, then run workers with
+    fast polling for local work (docs/operators.md, "Local development").
 
-      export AZURE_STORAGE_CONNECTION_STRING='<printed string>'
+    \b
+    Examples:
+      rolecall dev azurite
+      rolecall dev azurite --location .azurite --blob-port 0 --queue-port 0
     """
     import signal
     import threading
@@ -57,6 +61,17 @@ def demo(
         str | None,
         typer.Option(help="Use this storage account instead of starting a local Azurite."),
     ] = None,
+    http: Annotated[
+        str,
+        typer.Option(
+            metavar="ADDR",
+            help="Serve the dashboard here while the demo runs "
+            "(loopback PORT or 127.0.0.1:PORT; 0: any free port; off: none).",
+        ),
+    ] = "0",
+    stay: Annotated[
+        bool, typer.Option(help="Keep the dashboard up after the demo, until Ctrl-C.")
+    ] = False,
 ) -> None:
     """Watch a small fleet configure itself, survive a reimage mid-job, and converge.
 
@@ -64,6 +79,11 @@ def demo(
     is given; launches 2 roles x 3 instances as real worker processes; publishes baselines
     from examples/; runs a reconfiguration (--each) and a one-of-N job (--any); reimages one
     instance in the middle of its job; shows the status converging. Leaves nothing running.
+    Prints the dashboard's address (rolecall controller --http) and serves it meanwhile.
+
+    \b
+    Example:
+      rolecall demo          # or: make demo
     """
     from rolecall.devtools.demo import main
     from rolecall.devtools.localfleet import stop_on_sigterm
@@ -71,7 +91,7 @@ def demo(
 
     stop_on_sigterm()
     try:
-        code = main(connection_string)
+        code = main(connection_string, None if http == "off" else http, stay)
     except RolecallError as e:
         typer.echo(f"rolecall demo: {e.message}", err=True)
         raise typer.Exit(2) from None

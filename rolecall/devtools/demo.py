@@ -7,10 +7,12 @@ state directories, the controller library the CLI uses. Only the machines are pr
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -18,6 +20,7 @@ from pathlib import Path
 
 from rich.console import Console, Group
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from rolecall.controller.baselines import publish_baseline
@@ -36,6 +39,8 @@ from rolecall.schemas.runs import RunMode, RunRecord, RunState
 from rolecall.storage.clients import Storage
 
 ROLES = {"web": 3, "api": 3}
+#: where the demo serves the dashboard: a free loopback port (the address is printed)
+DASHBOARD = "127.0.0.1:0"
 WORKER_ARGS = ["--lease", "6", "--poll-max", "0.5", "--heartbeat", "2", "--grace", "5"]
 
 
@@ -47,9 +52,13 @@ def examples_dir() -> Path:
 
 
 class Demo:
-    def __init__(self, console: Console, connection_string: str | None) -> None:
+    def __init__(
+        self, console: Console, connection_string: str | None, http: str | None = DASHBOARD
+    ) -> None:
         self.console = console
         self.connection_string = connection_string
+        self.http = http
+        self.dashboard: str | None = None
         self.stack = ExitStack()
         self.t0 = time.monotonic()
         self.reimaged: list[str] = []
@@ -57,7 +66,7 @@ class Demo:
     def say(self, text: str) -> None:
         self.console.print(f"[dim]{time.monotonic() - self.t0:5.1f}s[/] {text}")
 
-    def run(self) -> int:
+    def run(self, *, stay: bool = False) -> int:
         with self.stack:
             self._setup()
             self._boot_fleet()
@@ -65,7 +74,14 @@ class Demo:
             self._reimage_mid_job(each)
             runs = self._converge([each.run_id, anyjob.run_id])
             self._summary(runs)
+            if stay and self.dashboard:
+                self._stay()
             return 0 if all(r.state is RunState.SUCCEEDED for r in runs) else 1
+
+    def _stay(self) -> None:
+        self.say(f"the dashboard stays up at [bold]{self.dashboard}[/]; Ctrl-C to stop")
+        with contextlib.suppress(KeyboardInterrupt):
+            threading.Event().wait()
 
     # --- steps ---------------------------------------------------------------------------
 
@@ -94,6 +110,27 @@ class Demo:
         env |= self.keys.worker_env()
         self.fleet = self.stack.enter_context(LocalFleet(self.root, env, WORKER_ARGS))
         self.say(f"namespace [bold]{namespace}[/]; instance disks under {self.root}")
+        if self.http:
+            self._serve_dashboard(self.http)
+
+    def _serve_dashboard(self, http: str) -> None:
+        """The controller's dashboard (controller/web/) beside the demo, so a newcomer can
+        watch the fleet configure itself in a browser; without the web extra, say so."""
+        from rolecall.controller.web.server import check, parse_address, serving
+        from rolecall.controller.web.state import Components
+
+        try:
+            address = parse_address(http)
+            check(address, None)
+        except ConfigError as e:
+            self.say(f"[yellow]no dashboard[/]: {escape(e.message)}")
+            return
+        components = Components(meters={"demo": self.storage.meter})
+        self.dashboard = self.stack.enter_context(
+            serving(self.settings, address, None, components, ttl_s=1.0)
+        )
+        self.say(f"dashboard at [bold]{self.dashboard}[/] (open it to watch; metrics at "
+                 f"{self.dashboard}metrics)")  # fmt: skip
 
     def _boot_fleet(self) -> None:
         examples = examples_dir()
@@ -232,6 +269,8 @@ class Demo:
         return Group(*parts)
 
 
-def main(connection_string: str | None = None) -> int:
+def main(
+    connection_string: str | None = None, http: str | None = DASHBOARD, stay: bool = False
+) -> int:
     console = Console()
-    return Demo(console, connection_string).run()
+    return Demo(console, connection_string, http).run(stay=stay)

@@ -38,6 +38,11 @@ def sim(
     then check that nothing was lost against a ledger the job scripts wrote.
 
     Exit 0 only if every invariant holds.
+
+    \b
+    Examples:
+      rolecall sim
+      rolecall sim --instances 20 --seed 7 --workdir sim-out
     """
     from rich.console import Console
     from rich.table import Table

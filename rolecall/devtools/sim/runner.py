@@ -91,11 +91,12 @@ class Simulation:
                 threading.Thread(target=self._controller, args=(state,), daemon=True),
                 threading.Thread(target=self._chaos, args=(state, stack), daemon=True),
             ]
+            # unwinding (Ctrl+C, SIGTERM) stops the actors before the fleet: a reimage the
+            # chaos thread finished after the fleet stopped would leave a worker running.
+            # Registered before they start: a SIGTERM right after boot lands between the two.
+            stack.callback(self._stop_actors, threads)
             for t in threads:
                 t.start()
-            # unwinding (Ctrl+C, SIGTERM) stops the actors before the fleet: a reimage the
-            # chaos thread finished after the fleet stopped would leave a worker running
-            stack.callback(self._stop_actors, threads)
             self._enqueue(state)
             self.stop_chaos.set()
             threads[1].join()
@@ -114,7 +115,8 @@ class Simulation:
         self.stop_chaos.set()
         self.stop_controller.set()
         for t in threads:
-            t.join(timeout=60)
+            if t.ident is not None:  # started
+                t.join(timeout=60)
 
     # --- set-up ----------------------------------------------------------------------------
 

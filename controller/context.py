@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # kept out of `rolecall worker`'s start-up path
     from rolecall.controller.config import ControllerSettings
     from rolecall.controller.published import PublishedPayloads
     from rolecall.controller.signing import Signer
+    from rolecall.schemas.signing import TrustedKeys
     from rolecall.storage.clients import Storage
 
 P = ParamSpec("P")
@@ -111,6 +112,15 @@ class Ctx:
         if signer is None and not unsigned:
             raise ConfigError(NO_SIGNING_KEY)
         return signer
+
+    def own_keys(self, signer: Signer | None) -> TrustedKeys | None:
+        """The keys jobs this controller sent were signed with: its signing key's public half
+        and its ``trusted_keys`` (earlier keys); None when it sends unsigned."""
+        if signer is None:
+            return None
+        from rolecall.schemas.signing import TrustedKeys
+
+        return TrustedKeys(self.settings.trusted_keys, [signer.public_key()])
 
     def published(self) -> PublishedPayloads:
         from rolecall.controller.published import PublishedPayloads

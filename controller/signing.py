@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from rolecall.schemas.agents import AgentRelease
 from rolecall.schemas.base import utcnow
@@ -35,6 +35,9 @@ class Signer:
 
     def __repr__(self) -> str:
         return f"Signer(key_id={self.key_id!r})"
+
+    def public_key(self) -> Ed25519PublicKey:
+        return self._key.public_key()
 
     # a wave of thousands is sent by worker processes, which seal their own messages: the
     # key crosses to them (over a local pipe) as its raw bytes

@@ -71,7 +71,8 @@ def test_commands_that_send_jobs_refuse_without_a_signing_key(
     for argv in (["run", "web", "--script", str(job), "--any"],
                  ["baseline", "set", "web", str(baseline)],
                  ["retry", "r20261126-101500-1a2b3c", "--failed"],
-                 ["cancel", "r20261126-101500-1a2b3c"]):  # fmt: skip
+                 ["cancel", "r20261126-101500-1a2b3c"],
+                 ["poison", "requeue", "--all", "--queue", f"{role_q}-poison"]):  # fmt: skip
         r = cli(bare, *argv)
         assert r.returncode == 2, r.stdout + r.stderr
         [line] = r.stderr.splitlines()

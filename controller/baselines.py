@@ -16,7 +16,7 @@ from pathlib import Path
 
 from rolecall.controller.agents import find_release
 from rolecall.controller.baseline_file import build_steps, load_spec
-from rolecall.controller.fleet import live_instances
+from rolecall.controller.fleet import list_instances, live_instances
 from rolecall.controller.results import dispatch_view
 from rolecall.controller.sender import send_wave
 from rolecall.controller.signing import Signer, Stamp, job_data
@@ -49,26 +49,36 @@ def publish_baseline(
     signer: Signer | None = None,
     sign: Callable[[Baseline], Baseline] | None = None,
     notify: bool = True,
+    rollback: bool = False,
 ) -> tuple[Baseline, RunRecord]:
     """Publish the next version; ``signer`` signs it and the reconcile jobs (``sign``, when
-    given, signs the baseline instead: tests use it to act between reading and writing)."""
+    given, signs the baseline instead: tests use it to act between reading and writing).
+
+    Versions only move forward (worker/forward.py): the next is one past the current version
+    and any rollback it carried. ``rollback``: the role's instances may have taken higher
+    versions than the current blob says (it was deleted, or an old copy put back); the new
+    baseline says so, signed, and instances that took up to that version take it."""
     if sign is None:
         sign = signer.sign_baseline if signer is not None else (lambda b: b)
     spec = load_spec(path)
     # the pin first: an unpublished version is refused before anything is uploaded
     release = find_release(storage, spec.agent) if spec.agent is not None else None
     steps = build_steps(storage, spec, path.parent)
+    fleet = [s.baseline_high_water or s.baseline_version or 0
+             for s in list_instances(storage, role)] if rollback else []  # fmt: skip
 
     def next_version(current: Baseline | None) -> Baseline:
         at = current.version if current is not None else 0
+        above = max(at, current.rollback or 0) if current is not None else 0
         if expected_version is not None and at != expected_version:
             raise ConcurrencyConflict(
                 f"baseline for {role} is at version {at}, not {expected_version}; "
                 f"re-read it with `rolecall baseline show {role}`"
             )
         new = Baseline(
-            role=role, version=at + 1, steps=steps, updated_at=utcnow(), issuer=issuer,
+            role=role, version=above + 1, steps=steps, updated_at=utcnow(), issuer=issuer,
             agent=release.pin if release is not None else None,
+            rollback=max([above, *fleet]) if rollback else None,
         )  # fmt: skip
         if release is not None:
             _check_readable_by(release.release, new)

@@ -36,6 +36,14 @@ def baseline_set(
         int | None, Opt(metavar="N", help="Fail unless the current version is this (0: none).")
     ] = None,
     notify: Annotated[bool, Opt(help="Tell live instances to apply it now.")] = True,
+    rollback: Annotated[
+        bool,
+        Opt(
+            "--rollback",
+            help="Instances took higher versions than the current one (the "
+            "baseline was deleted or an old copy put back): have them take this one anyway.",
+        ),
+    ] = False,
     unsigned: Unsigned = False,
 ) -> None:
     """Publish a new baseline version for ROLE and notify its live instances.
@@ -44,6 +52,7 @@ def baseline_set(
     Examples:
       rolecall baseline set web web/baseline.yaml
       rolecall baseline set web web/baseline.yaml --if-version 3 --no-notify
+      rolecall baseline set web web/baseline.yaml --rollback
     """
     from rolecall.controller.baselines import publish_baseline
     from rolecall.controller.render import plural
@@ -51,7 +60,7 @@ def baseline_set(
     c = ctx_of(ctx)
     baseline, run = publish_baseline(
         c.storage, role, file, issuer=c.settings.issuer, expected_version=if_version,
-        signer=c.job_signer(unsigned), notify=notify,
+        signer=c.job_signer(unsigned), notify=notify, rollback=rollback,
     )  # fmt: skip
     typer.echo(
         f"baseline {role} v{baseline.version}: {plural(len(baseline.steps), 'step')}; "

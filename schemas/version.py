@@ -72,7 +72,8 @@ class Version:
 #: accepts unsigned jobs (all optional: older readers ignore them); to completions the bytes a
 #: log left out (``log_cut_bytes``); and to jobs the send time that binds a signed job to its
 #: queue message (``sent_at``) and sealed secrets (``sealed_env``, critical: an older agent
-#: refuses the job).
+#: refuses the job); to baselines an operator-signed rollback (``rollback``, critical), and
+#: to instance records the highest baseline version taken (``baseline_high_water``).
 CONTRACT = Version(1, 4)
 
 #: Majors whose reports (hellos, completions, instance records) the controller folds: the

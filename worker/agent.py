@@ -152,8 +152,7 @@ class Agent:
             self.shutdown.wait(random.uniform(0, self.settings.boot_jitter_s))  # noqa: S311
         if self.state.new_incarnation and not self.settings.provisioned:
             self._until_ok("prepare queues", self._ensure_own_queues)
-        recovered = self.outbox.recover()
-        if recovered:
+        if recovered := self.outbox.recover():
             log.info("recovered %d unposted event batches from the last run", recovered)
         self._until_ok("register", self._register)
         if not self.registration.held:
@@ -171,12 +170,13 @@ class Agent:
         """Take the instance name (worker/registration.py); refused if a running agent has it."""
         b = self.baseline  # what a restart already applied (a new incarnation: nothing)
         first = functools.partial(self.registration.record, InstanceState.CONFIGURING,
-                                  b.version, b.failure)  # fmt: skip
+                                  b.version, b.failure, b.high_water.mark)  # fmt: skip
         try:
             self.registration.register(first)
         except NotFound:
             self._provision()  # storage was reset under a known disk
             self.registration.register(first)
+        self.baseline.high_water.recover(self.registration.baseline_versions())  # after a reimage
         self.next_heartbeat = time.monotonic() + self.settings.heartbeat_s
 
     def _ensure_own_queues(self) -> None:
@@ -376,8 +376,8 @@ class Agent:
 
     def _write_record(self, state: InstanceState) -> None:
         """The instance record is the heartbeat: one blob put, listed with its metadata."""
-        b = self.baseline
-        self.registration.write(self.registration.record(state, b.version, b.failure))
+        b, r = self.baseline, self.registration
+        r.write(r.record(state, b.version, b.failure, b.high_water.mark))
         self.next_heartbeat = time.monotonic() + self.settings.heartbeat_s
 
     # --- reboot ----------------------------------------------------------------------------

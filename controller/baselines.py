@@ -39,6 +39,16 @@ def current_baseline(storage: Storage, role: str) -> tuple[Baseline | None, str 
     return found if found is not None else (None, None)
 
 
+def rollback_over(storage: Storage, role: str, above: int) -> int:
+    """What a ``--rollback`` baseline replaces: the highest version the role's instances took.
+
+    Versions only move forward (worker/forward.py): the next is one past the current version
+    and any rollback it carried. When the baseline blob was lost (or an old copy put back),
+    instances may have taken more than it says; a signed rollback reaching that is taken."""
+    fleet = list_instances(storage, role)
+    return max([above, *(s.baseline_high_water or s.baseline_version or 0 for s in fleet)])
+
+
 def publish_baseline(
     storage: Storage,
     role: str,
@@ -53,19 +63,13 @@ def publish_baseline(
 ) -> tuple[Baseline, RunRecord]:
     """Publish the next version; ``signer`` signs it and the reconcile jobs (``sign``, when
     given, signs the baseline instead: tests use it to act between reading and writing).
-
-    Versions only move forward (worker/forward.py): the next is one past the current version
-    and any rollback it carried. ``rollback``: the role's instances may have taken higher
-    versions than the current blob says (it was deleted, or an old copy put back); the new
-    baseline says so, signed, and instances that took up to that version take it."""
+    ``rollback``: see ``rollback_over``."""
     if sign is None:
         sign = signer.sign_baseline if signer is not None else (lambda b: b)
     spec = load_spec(path)
     # the pin first: an unpublished version is refused before anything is uploaded
     release = find_release(storage, spec.agent) if spec.agent is not None else None
     steps = build_steps(storage, spec, path.parent)
-    fleet = [s.baseline_high_water or s.baseline_version or 0
-             for s in list_instances(storage, role)] if rollback else []  # fmt: skip
 
     def next_version(current: Baseline | None) -> Baseline:
         at = current.version if current is not None else 0
@@ -78,7 +82,7 @@ def publish_baseline(
         new = Baseline(
             role=role, version=above + 1, steps=steps, updated_at=utcnow(), issuer=issuer,
             agent=release.pin if release is not None else None,
-            rollback=max([above, *fleet]) if rollback else None,
+            rollback=rollback_over(storage, role, above) if rollback else None,
         )  # fmt: skip
         if release is not None:
             _check_readable_by(release.release, new)

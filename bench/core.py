@@ -275,6 +275,8 @@ class Sandbox:
             AZURE_STORAGE_CONNECTION_STRING=self.az.connection_string,
             ROLECALL_NAMESPACE=namespace,
             ROLECALL_BOOT_JITTER_S="0",  # the boot figure measures the agent, not a wait
+            # figures comparable across releases: jobs unsigned, as they always were here
+            ROLECALL_ACCEPT_UNSIGNED="1",
             PYTHONUNBUFFERED="1",
             **extra,
         )

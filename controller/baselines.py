@@ -11,20 +11,21 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 from rolecall.controller.agents import find_release
 from rolecall.controller.baseline_file import build_steps, load_spec
-from rolecall.controller.fleet import live_instances
+from rolecall.controller.fleet import list_instances, live_instances
 from rolecall.controller.results import dispatch_view
 from rolecall.controller.sender import send_wave
+from rolecall.controller.signing import Signer, Stamp, job_data
 from rolecall.controller.store import RunStore
 from rolecall.schemas.agents import AgentRelease
 from rolecall.schemas.base import utcnow
 from rolecall.schemas.baseline import Baseline
-from rolecall.schemas.codec import encode_message
 from rolecall.schemas.errors import ConcurrencyConflict, ConfigError
-from rolecall.schemas.jobs import JobEnvelope, Target
+from rolecall.schemas.jobs import DEFAULT_DEADLINE_S, JobEnvelope, Target
 from rolecall.schemas.names import Names
 from rolecall.schemas.runs import RunMode, RunRecord, Wave
 from rolecall.storage.clients import Storage
@@ -38,6 +39,16 @@ def current_baseline(storage: Storage, role: str) -> tuple[Baseline | None, str 
     return found if found is not None else (None, None)
 
 
+def rollback_over(storage: Storage, role: str, above: int) -> int:
+    """What a ``--rollback`` baseline replaces: the highest version the role's instances took.
+
+    Versions only move forward (worker/forward.py): the next is one past the current version
+    and any rollback it carried. When the baseline blob was lost (or an old copy put back),
+    instances may have taken more than it says; a signed rollback reaching that is taken."""
+    fleet = list_instances(storage, role)
+    return max([above, *(s.baseline_high_water or s.baseline_version or 0 for s in fleet)])
+
+
 def publish_baseline(
     storage: Storage,
     role: str,
@@ -45,10 +56,16 @@ def publish_baseline(
     *,
     issuer: str = "rolecall",
     expected_version: int | None = None,
-    sign: Callable[[Baseline], Baseline] = lambda b: b,
-    sign_job: Callable[[JobEnvelope], JobEnvelope] = lambda j: j,
+    signer: Signer | None = None,
+    sign: Callable[[Baseline], Baseline] | None = None,
     notify: bool = True,
+    rollback: bool = False,
 ) -> tuple[Baseline, RunRecord]:
+    """Publish the next version; ``signer`` signs it and the reconcile jobs (``sign``, when
+    given, signs the baseline instead: tests use it to act between reading and writing).
+    ``rollback``: see ``rollback_over``."""
+    if sign is None:
+        sign = signer.sign_baseline if signer is not None else (lambda b: b)
     spec = load_spec(path)
     # the pin first: an unpublished version is refused before anything is uploaded
     release = find_release(storage, spec.agent) if spec.agent is not None else None
@@ -56,14 +73,16 @@ def publish_baseline(
 
     def next_version(current: Baseline | None) -> Baseline:
         at = current.version if current is not None else 0
+        above = max(at, current.rollback or 0) if current is not None else 0
         if expected_version is not None and at != expected_version:
             raise ConcurrencyConflict(
                 f"baseline for {role} is at version {at}, not {expected_version}; "
                 f"re-read it with `rolecall baseline show {role}`"
             )
         new = Baseline(
-            role=role, version=at + 1, steps=steps, updated_at=utcnow(), issuer=issuer,
+            role=role, version=above + 1, steps=steps, updated_at=utcnow(), issuer=issuer,
             agent=release.pin if release is not None else None,
+            rollback=rollback_over(storage, role, above) if rollback else None,
         )  # fmt: skip
         if release is not None:
             _check_readable_by(release.release, new)
@@ -77,7 +96,7 @@ def publish_baseline(
         next_version,
         gave_up=f"baseline for {role} kept changing; try again",
     )
-    run = _record_run(storage, baseline, notify=notify, issuer=issuer, sign_job=sign_job)
+    run = _record_run(storage, baseline, notify=notify, issuer=issuer, stamp=Stamp(signer))
     return baseline, run
 
 
@@ -98,7 +117,7 @@ def _record_run(
     *,
     notify: bool,
     issuer: str,
-    sign_job: Callable[[JobEnvelope], JobEnvelope],
+    stamp: Stamp,
 ) -> RunRecord:
     """A run record for the new version, with a reconcile job for each live instance."""
     now = utcnow()
@@ -121,14 +140,13 @@ def _record_run(
         JobEnvelope(
             action="reconcile", job_id=Names.job_id(run_id, instance), run_id=run_id,
             role=baseline.role, target=Target(instance=instance), created_at=now,
-            issuer=issuer, max_attempts=5,
+            issuer=issuer, max_attempts=5, not_after=now + timedelta(seconds=DEFAULT_DEADLINE_S),
         )
         for instance in live
     ]  # fmt: skip
     send_wave(storage, [
-        (storage.names.instance_queue(j.target.key), encode_message(sign_job(j)), True)
-        for j in jobs
-    ])  # fmt: skip
+        (storage.names.instance_queue(j.target.key), job_data(j), True) for j in jobs
+    ], stamp)  # fmt: skip
     try:
         RunStore(storage).create(run, order=live)
     except ConcurrencyConflict:

@@ -11,15 +11,16 @@ a job that finished before the cancel reached it shows what it did.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from rolecall.controller.fleet import live_instances
 from rolecall.controller.sender import send_wave
-from rolecall.controller.signing import Signer
+from rolecall.controller.signing import Signer, Stamp, job_data
 from rolecall.controller.store import RunStore
 from rolecall.schemas.base import utcnow
-from rolecall.schemas.codec import decode_message, encode_message
+from rolecall.schemas.codec import decode_message
 from rolecall.schemas.errors import ContractError, NotFound
-from rolecall.schemas.jobs import JobEnvelope, Target
+from rolecall.schemas.jobs import DEFAULT_DEADLINE_S, JobEnvelope, Target
 from rolecall.schemas.names import Names
 from rolecall.schemas.runs import RunMode, RunRecord, RunState, TargetState
 from rolecall.storage.clients import Message, Storage
@@ -84,10 +85,10 @@ def _send_cancels(
             action="cancel", job_id=Names.job_id(view.run_id, f"cancel-{instance}"),
             run_id=view.run_id, role=view.role, target=Target(instance=instance),
             cancel_run=view.run_id, created_at=now, max_attempts=5,
+            not_after=now + timedelta(seconds=DEFAULT_DEADLINE_S),
         )  # fmt: skip
-        job = signer.sign_job(job) if signer is not None else job
-        items.append((storage.names.instance_queue(instance), encode_message(job), True))
-    send_wave(storage, items)
+        items.append((storage.names.instance_queue(instance), job_data(job), True))
+    send_wave(storage, items, Stamp(signer))
 
 
 def remove_run_messages(storage: Storage, queue: str, run_id: str) -> int:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Literal, NoReturn
 
 import typer
 
-from rolecall.controller.context import ctx_of, emit_json, expected_errors
+from rolecall.controller.context import Unsigned, ctx_of, emit_json, expected_errors
 from rolecall.controller.render import Format, Output, plural
 
 if TYPE_CHECKING:
@@ -92,6 +92,7 @@ def run(
     wait: Wait = False,
     wait_timeout: WaitTimeout = None,
     too_old: TooOldOpt = "stop",
+    unsigned: Unsigned = False,
     output: Output = Format.TABLE,
 ) -> None:
     """Enqueue a configuration run for a role; prints the run id.
@@ -118,8 +119,8 @@ def run(
         secret_env=check.pairs("--secret-env", secret_env), entrypoint=entrypoint,
         issuer=c.settings.issuer, too_old=too_old, allow_unregistered=allow_unregistered,
     )  # fmt: skip
-    started(ctx, start_run(c.storage, req, signer=c.signer(), published=c.published()),
-            wait, wait_timeout, output)  # fmt: skip
+    started(ctx, start_run(c.storage, req, signer=c.job_signer(unsigned),
+                           published=c.published()), wait, wait_timeout, output)  # fmt: skip
 
 
 def started(
@@ -255,7 +256,7 @@ def verdict(ctx: typer.Context, waited: Waited) -> int:
 
 
 @expected_errors
-def cancel(ctx: typer.Context, run_id: RunArg) -> None:
+def cancel(ctx: typer.Context, run_id: RunArg, unsigned: Unsigned = False) -> None:
     """Cancel a run: nothing more is dispatched, queued jobs are removed, and running jobs
     are stopped at their next lease renewal (within 30 s by default).
 
@@ -266,7 +267,7 @@ def cancel(ctx: typer.Context, run_id: RunArg) -> None:
     from rolecall.controller.cancel import cancel_run
 
     c = ctx_of(ctx)
-    done = cancel_run(c.storage, run_id, c.signer())
+    done = cancel_run(c.storage, run_id, c.job_signer(unsigned))
     if done.unchanged:
         typer.echo(f"{run_id} {done.unchanged}; nothing changed")
         return

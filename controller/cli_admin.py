@@ -7,7 +7,13 @@ from typing import Annotated, Any
 
 import typer
 
-from rolecall.controller.context import ctx_of, emit_json, expected_errors
+from rolecall.controller.context import (
+    EXIT_FAILED,
+    Unsigned,
+    ctx_of,
+    emit_json,
+    expected_errors,
+)
 from rolecall.controller.render import Format, Output
 
 Opt = typer.Option
@@ -30,6 +36,15 @@ def baseline_set(
         int | None, Opt(metavar="N", help="Fail unless the current version is this (0: none).")
     ] = None,
     notify: Annotated[bool, Opt(help="Tell live instances to apply it now.")] = True,
+    rollback: Annotated[
+        bool,
+        Opt(
+            "--rollback",
+            help="Instances took higher versions than the current one (the "
+            "baseline was deleted or an old copy put back): have them take this one anyway.",
+        ),
+    ] = False,
+    unsigned: Unsigned = False,
 ) -> None:
     """Publish a new baseline version for ROLE and notify its live instances.
 
@@ -37,15 +52,15 @@ def baseline_set(
     Examples:
       rolecall baseline set web web/baseline.yaml
       rolecall baseline set web web/baseline.yaml --if-version 3 --no-notify
+      rolecall baseline set web web/baseline.yaml --rollback
     """
     from rolecall.controller.baselines import publish_baseline
     from rolecall.controller.render import plural
 
     c = ctx_of(ctx)
-    sign_job, sign_baseline = c.signers()
     baseline, run = publish_baseline(
         c.storage, role, file, issuer=c.settings.issuer, expected_version=if_version,
-        sign=sign_baseline, sign_job=sign_job, notify=notify,
+        signer=c.job_signer(unsigned), notify=notify, rollback=rollback,
     )  # fmt: skip
     typer.echo(
         f"baseline {role} v{baseline.version}: {plural(len(baseline.steps), 'step')}; "
@@ -188,19 +203,37 @@ def poison_requeue(
         str | None, Opt(metavar="QUEUE", help="Poison queue (found from the id if omitted).")
     ] = None,
     all_: Annotated[bool, Opt("--all", help="Every message in --queue.")] = False,
+    unsigned: Unsigned = False,
 ) -> None:
-    """Send a poisoned message back to its source queue with its attempt count reset.
+    """Send poisoned jobs back to their source queue, re-verified and re-signed, with their
+    attempt count reset.
+
+    A poison record is what a worker wrote: its job goes back only if signed by this
+    controller's key (or one of its ROLECALL_TRUSTED_KEYS), addressed to that queue, not
+    refused as replayed and not done already, with a fresh send time and signature. Any other
+    stays in the poison queue, one line each on stderr, and the exit code is 1.
 
     \b
     Examples:
       rolecall poison requeue 5d7a0e1c-3f1b-4c55-9d7e-0f6f2f1d9a11
       rolecall poison requeue --all --queue rc-role-web-poison
     """
-    from rolecall.controller.poison import requeue
+    from rolecall.controller.cli import dispatcher
+    from rolecall.controller.fold import EventFolder
+    from rolecall.controller.render import plural
+    from rolecall.controller.requeue import Requeue
 
+    c = ctx_of(ctx)
+    signer = c.job_signer(unsigned)
     q = _queue(ctx, message_id, queue, all_)
-    n = requeue(ctx_of(ctx).storage, q, None if all_ else message_id)
-    typer.echo(f"requeued {n} message(s) from {q}")
+    EventFolder(c.storage, dispatcher(ctx)).fold_all()  # runs current: what is done stays done
+    done = Requeue(c.storage, q, c.own_keys(signer), signer).run(None if all_ else message_id)
+    for line in done.refused:
+        c.err.print(f"refused {line}", markup=False)
+    left = f"; refused {len(done.refused)}, left in the queue" if done.refused else ""
+    typer.echo(f"requeued {plural(done.sent, 'message')} from {q}{left}")
+    if done.refused:
+        raise typer.Exit(EXIT_FAILED)
 
 
 @poison_app.command("purge")

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 import typer
 
 from rolecall.controller import cli
-from rolecall.controller.context import ctx_of, emit_json, expected_errors
+from rolecall.controller.context import Unsigned, ctx_of, emit_json, expected_errors
 from rolecall.controller.render import Format, Output
 
 if TYPE_CHECKING:
@@ -81,6 +81,7 @@ def retry(
     max_errors: cli.MaxErrors = None,
     wait: cli.Wait = False,
     wait_timeout: cli.WaitTimeout = None,
+    unsigned: Unsigned = False,
     output: Output = Format.TABLE,
 ) -> None:
     """Run a run's job again on the targets that did not succeed: a new run, printed as the
@@ -102,7 +103,8 @@ def retry(
         run_id, failed=failed, not_dispatched=not_dispatched, instances=tuple(instance or ()),
         max_concurrency=max_concurrency, max_errors=max_errors, issuer=c.settings.issuer,
     )  # fmt: skip
-    cli.started(ctx, retry_run(c.storage, req, c.signer()), wait, wait_timeout, output)
+    signer = c.job_signer(unsigned)
+    cli.started(ctx, retry_run(c.storage, req, signer), wait, wait_timeout, output)
 
 
 @expected_errors

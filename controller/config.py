@@ -25,6 +25,9 @@ def default_issuer() -> str:
 
 class ControllerSettings(StorageSettings):
     signing_key: Path | None = None
+    #: keys besides the signing key's own whose signed jobs ``poison requeue`` sends again
+    #: (earlier signing keys while workers still trust them); a JSON list from the environment
+    trusted_keys: list[Path] = Field(default_factory=list)
     issuer: str = Field(default_factory=default_issuer)
     #: where this machine remembers which payloads are published (controller/published.py)
     cache_dir: Path | None = Field(default_factory=default_cache_dir)

@@ -15,11 +15,11 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
 
 import typer
 
-from rolecall.schemas.errors import RolecallError
+from rolecall.schemas.errors import ConfigError, RolecallError
 
 if TYPE_CHECKING:  # kept out of `rolecall worker`'s start-up path
     from rich.console import Console
@@ -27,8 +27,7 @@ if TYPE_CHECKING:  # kept out of `rolecall worker`'s start-up path
     from rolecall.controller.config import ControllerSettings
     from rolecall.controller.published import PublishedPayloads
     from rolecall.controller.signing import Signer
-    from rolecall.schemas.baseline import Baseline
-    from rolecall.schemas.jobs import JobEnvelope
+    from rolecall.schemas.signing import TrustedKeys
     from rolecall.storage.clients import Storage
 
 P = ParamSpec("P")
@@ -38,6 +37,21 @@ EXIT_OK = 0
 EXIT_FAILED = 1  # the run (or wait) ended with failed or unreachable targets
 EXIT_ERROR = 2  # the command could not do its work: bad input, unknown run, storage refused
 EXIT_TIMEOUT = 3  # wait gave up before the run finished
+
+#: the option of every command that sends jobs: without a signing key they refuse, unless told
+Unsigned = Annotated[
+    bool,
+    typer.Option(
+        "--unsigned", help="No signing key: send unsigned (only workers run with "
+        "--accept-unsigned take them; development only).",
+    ),
+]  # fmt: skip
+
+NO_SIGNING_KEY = (
+    "no signing key: make one with `rolecall keys generate --out FILE`, set "
+    "ROLECALL_SIGNING_KEY=FILE (--signing-key) and give workers FILE.pub as a trusted key; "
+    "or pass --unsigned to send unsigned jobs (development only)"
+)
 
 
 @dataclass
@@ -91,18 +105,27 @@ class Ctx:
 
         return load_signer(self.settings.signing_key)
 
+    def job_signer(self, unsigned: bool) -> Signer | None:
+        """The signer for a command that sends jobs: refused without a key unless the
+        operator said ``--unsigned``."""
+        signer = self.signer()
+        if signer is None and not unsigned:
+            raise ConfigError(NO_SIGNING_KEY)
+        return signer
+
+    def own_keys(self, signer: Signer | None) -> TrustedKeys | None:
+        """The keys jobs this controller sent were signed with: its signing key's public half
+        and its ``trusted_keys`` (earlier keys); None when it sends unsigned."""
+        if signer is None:
+            return None
+        from rolecall.schemas.signing import TrustedKeys
+
+        return TrustedKeys(self.settings.trusted_keys, [signer.public_key()])
+
     def published(self) -> PublishedPayloads:
         from rolecall.controller.published import PublishedPayloads
 
         return PublishedPayloads(self.settings.cache_dir, self.storage.blob_endpoint)
-
-    def signers(
-        self,
-    ) -> tuple[Callable[[JobEnvelope], JobEnvelope], Callable[[Baseline], Baseline]]:
-        signer = self.signer()
-        if signer is None:
-            return (lambda j: j), (lambda b: b)
-        return signer.sign_job, signer.sign_baseline
 
 
 def ctx_of(typer_ctx: typer.Context) -> Ctx:

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rolecall.controller.sender import send_wave
+from rolecall.controller.signing import Stamp
 from rolecall.schemas.base import utcnow
-from rolecall.schemas.codec import encode_message_data
 from rolecall.schemas.jobs import Target
 from rolecall.schemas.names import Names
 from rolecall.schemas.runs import RunMode, RunRecord, TargetState, Wave
@@ -95,10 +95,9 @@ def recorded(stored: RunRecord, view: RunRecord, keys: list[str], stop: str | No
     )
 
 
-def messages_for(
-    run: RunRecord, keys: list[str], signer: Signer | None = None
-) -> Iterator[tuple[str, str]]:
-    """(target key, encoded message) for each key.
+def jobs_for(run: RunRecord, keys: list[str]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(target key, the job in its JSON form, unsealed) for each key; the sender seals each
+    (``sent_at``, signature) as it sends it.
 
     The template was validated once, at run creation; per target only the job id and the
     target change, so the JSON is built from a dict instead of a model per target (a
@@ -111,9 +110,7 @@ def messages_for(
         target = Target() if run.mode is RunMode.ANY else Target(instance=key)
         data = dict(base, job_id=Names.job_id(run.run_id, key))
         data["target"] = json.loads(target.model_dump_json(exclude_none=True))
-        if signer is not None:
-            data["signature"] = signer.signature(data).model_dump(mode="json")
-        yield key, encode_message_data(data, f"job for {key}")
+        yield key, data
 
 
 class Dispatcher:
@@ -161,8 +158,5 @@ class Dispatcher:
         may not have claimed yet): it is created. A missing role queue is the caller's to
         judge (runs.py: a typo, or a role with no instance yet)."""
         create = run.mode is not RunMode.ANY
-        items = [
-            (self.queue_for(run, k), text, create)
-            for k, text in messages_for(run, keys, self.signer)
-        ]
-        return send_wave(self.storage, items, renew)
+        items = [(self.queue_for(run, k), data, create) for k, data in jobs_for(run, keys)]
+        return send_wave(self.storage, items, Stamp(self.signer), renew)

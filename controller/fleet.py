@@ -53,6 +53,8 @@ class InstanceSummary:
     #: what the agent says this incarnation spent: transactions by operation, errors by kind
     transactions: dict[str, int] = field(default_factory=dict, hash=False)
     storage_errors: dict[str, int] = field(default_factory=dict, hash=False)
+    #: the highest baseline version the instance took (a reimaged one: before the reimage)
+    baseline_high_water: int | None = None
 
     def liveness(self, now: datetime) -> str:
         if self.state == "stopped":
@@ -83,6 +85,7 @@ class InstanceSummary:
             "last_seen": self.last_seen.isoformat(),
             "state": self.state,
             "baseline_version": self.baseline_version,
+            "baseline_high_water": self.baseline_high_water,
             "baseline_failure": self.baseline_failure,
             "agent_version": self.agent_version or None,
             "contract": str(self.contract),
@@ -129,6 +132,7 @@ def _summary(item: BlobItem) -> InstanceSummary:
         blob=item.name,
         transactions=counts_of(meta.get("tx")),
         storage_errors=counts_of(meta.get("err")),
+        baseline_high_water=int(meta["bhw"]) if meta.get("bhw") else None,
     )
 
 

@@ -1,4 +1,4 @@
-"""Operators' view of poison queues: list, show, requeue (attempts reset), purge.
+"""Operators' view of poison queues: list, show, purge (requeue: controller/requeue.py).
 
 Listing peeks (no lease taken); requeue and purge must claim messages to delete them, and
 release the ones they leave (``storage.sweep``) so nothing else is disturbed.
@@ -9,13 +9,12 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from rolecall.schemas.codec import decode_message
 from rolecall.schemas.errors import ContractError, NotFound
-from rolecall.schemas.names import POISON_SUFFIX, Names
+from rolecall.schemas.names import POISON_SUFFIX
 from rolecall.schemas.records import PoisonRecord
 from rolecall.schemas.redact import MASK, redact
 from rolecall.storage.clients import Message, Storage
@@ -44,7 +43,7 @@ def poison_queues(storage: Storage, role: str | None = None) -> list[str]:
     return [q for q in storage.list_queues(names.queue_prefix) if q.endswith(POISON_SUFFIX)]
 
 
-def _entry(m: Message) -> PoisonEntry:
+def entry_of(m: Message) -> PoisonEntry:
     try:
         record: PoisonRecord | None = decode_message(m.content, PoisonRecord)
     except ContractError:
@@ -84,37 +83,12 @@ def list_poison(storage: Storage, role: str | None = None) -> list[PoisonEntry]:
     out: list[PoisonEntry] = []
     for q in poison_queues(storage, role):
         try:
-            out += [_entry(m) for m in storage.peek(q, 32)]
+            out += [entry_of(m) for m in storage.peek(q, 32)]
         except NotFound:
             continue
     return out
 
 
-def _sweep(
-    storage: Storage, queue: str, message_id: str | None, act: Callable[[PoisonEntry], None]
-) -> int:
-    """Act on and delete one message (every one if ``message_id`` is None); release the rest."""
-
-    def take(m: Message) -> bool:
-        if message_id not in (None, m.id):
-            return False
-        act(_entry(m))
-        return True
-
-    return sweep(storage, queue, take, visibility_s=120)
-
-
-def requeue(storage: Storage, queue: str, message_id: str | None = None) -> int:
-    """Send originals back to their source queue as new messages: attempt counts restart."""
-    source = Names.source_of_poison(queue)
-
-    def act(e: PoisonEntry) -> None:
-        if e.record is None or e.record.original_truncated:
-            raise ContractError(f"poison message {e.message_id} cannot be requeued (truncated)")
-        storage.send(source, e.record.original)
-
-    return _sweep(storage, queue, message_id, act)
-
-
 def purge(storage: Storage, queue: str, message_id: str | None = None) -> int:
-    return _sweep(storage, queue, message_id, lambda e: None)
+    """Delete one message (every one if ``message_id`` is None); release the rest."""
+    return sweep(storage, queue, lambda m: message_id in (None, m.id), visibility_s=120)

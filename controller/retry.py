@@ -5,7 +5,8 @@ A new run, not the old one reopened: the old record stays what happened, the new
 ids of its own (so no instance mistakes a retry for a re-delivery it already ran) and says
 whose retry it is in its description. The job is the old run's template with a fresh creation
 time, the same delivery deadline *span* (a deadline that had passed would expire every
-retried target), and a new signature from whoever retries.
+retried target; the default 7 days for a run from before every job had one), and a new
+signature and send time from whoever retries.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from rolecall.controller.runs import launch
 from rolecall.controller.store import RunStore, new_run_id
 from rolecall.schemas.base import utcnow
 from rolecall.schemas.errors import ConfigError
+from rolecall.schemas.jobs import DEFAULT_DEADLINE_S
 from rolecall.schemas.names import Names
 from rolecall.schemas.runs import RunMode, RunRecord, TargetState
 from rolecall.storage.clients import Storage
@@ -83,11 +85,12 @@ def _retry_record(old: RunRecord, keys: list[str], req: RetryRequest) -> RunReco
     now = utcnow()
     run_id = new_run_id(now)
     t = old.template
-    span = (t.not_after - t.created_at) if t.not_after is not None else None
+    # a run from before every job had a deadline gets the default one
+    span = (t.not_after - t.created_at) if t.not_after else timedelta(seconds=DEFAULT_DEADLINE_S)
     template = t.model_copy(
         update={
             "run_id": run_id, "job_id": Names.job_id(run_id, "template"), "created_at": now,
-            "not_after": now + max(span, timedelta(seconds=1)) if span is not None else None,
+            "not_after": now + max(span, timedelta(seconds=1)),
             "issuer": req.issuer, "signature": None,
         }
     )  # fmt: skip

@@ -21,7 +21,15 @@ if TYPE_CHECKING:
     from rolecall.controller.signing import Signer
 from rolecall.schemas.base import utcnow
 from rolecall.schemas.errors import ConfigError, NotFound, UnknownInstance, UnknownRole
-from rolecall.schemas.jobs import EnvVar, Execution, Interpreter, JobEnvelope, PayloadRef, Target
+from rolecall.schemas.jobs import (
+    DEFAULT_DEADLINE_S,
+    EnvVar,
+    Execution,
+    Interpreter,
+    JobEnvelope,
+    PayloadRef,
+    Target,
+)
 from rolecall.schemas.names import Names
 from rolecall.schemas.runs import RunMode, RunRecord
 from rolecall.schemas.sealing import Sealed
@@ -208,7 +216,7 @@ def _template(
             sealed_env=sealed,
         ),
         timeout_s=req.timeout_s,
-        not_after=now + timedelta(seconds=req.deadline_s) if req.deadline_s else None,
+        not_after=now + timedelta(seconds=req.deadline_s or DEFAULT_DEADLINE_S),
         max_attempts=req.max_attempts,
         created_at=now,
         issuer=req.issuer,

@@ -12,10 +12,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from rolecall.schemas.agents import AgentRelease
+from rolecall.schemas.base import utcnow
 from rolecall.schemas.baseline import Baseline
+from rolecall.schemas.codec import encode_message_data
 from rolecall.schemas.errors import ConfigError
 from rolecall.schemas.jobs import JobEnvelope, Signature
 from rolecall.schemas.signing import b64, canonical_bytes, key_id
@@ -34,6 +36,21 @@ class Signer:
     def __repr__(self) -> str:
         return f"Signer(key_id={self.key_id!r})"
 
+    def public_key(self) -> Ed25519PublicKey:
+        return self._key.public_key()
+
+    # a wave of thousands is sent by worker processes, which seal their own messages: the
+    # key crosses to them (over a local pipe) as its raw bytes
+    def __getstate__(self) -> bytes:
+        return self._key.private_bytes(
+            serialization.Encoding.Raw,
+            serialization.PrivateFormat.Raw,
+            serialization.NoEncryption(),
+        )
+
+    def __setstate__(self, raw: bytes) -> None:
+        self.__init__(Ed25519PrivateKey.from_private_bytes(raw))  # type: ignore[misc]
+
     def sign(self, doc: Signed) -> Signed:
         # sign exactly what will be sent: the JSON the codec produces, minus the signature
         unsigned = doc.model_copy(update={"signature": None})
@@ -49,6 +66,36 @@ class Signer:
 
     def sign_baseline(self, baseline: Baseline) -> Baseline:
         return self.sign(baseline)
+
+
+class Stamp:
+    """Seals a job message at the moment it is sent: its ``sent_at`` now, then the signature
+    (when a key is configured) over everything including it.
+
+    A worker compares ``sent_at`` with the queue's insertion time of the message it received
+    (``worker/binding.py``), so the stamp must be taken by the process that sends, per
+    message, just before its send request: a wave stamped when it was planned would arrive
+    stale if it took long to send, and a run's later waves are sent long after it began."""
+
+    def __init__(self, signer: Signer | None) -> None:
+        self.signer = signer
+
+    def __call__(self, data: dict[str, Any]) -> str:
+        """The encoded message for ``data`` (a job in its JSON form, unsigned)."""
+        sealed = {k: v for k, v in data.items() if k != "signature"}
+        sealed["sent_at"] = utcnow().isoformat().replace("+00:00", "Z")
+        if self.signer is not None:
+            sealed["signature"] = self.signer.signature(sealed).model_dump(mode="json")
+        return encode_message_data(sealed, f"job {data.get('job_id')}")
+
+    def job(self, job: JobEnvelope) -> str:
+        return self(job_data(job))
+
+
+def job_data(job: JobEnvelope) -> dict[str, Any]:
+    """A job in the JSON form it is sent in, for a ``Stamp`` to seal."""
+    data: dict[str, Any] = json.loads(job.model_dump_json(exclude_none=True))
+    return data
 
 
 def load_signer(path: Path | None) -> Signer | None:

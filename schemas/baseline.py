@@ -66,6 +66,10 @@ class Baseline(Contract):
     signature: Signature | None = None
     #: critical: an agent that cannot follow the pin must not run the steps as if it had
     agent: Annotated[AgentPin | None, Since("1.3", critical=True)] = None
+    #: an operator-signed rollback (``baseline set --rollback``): instances that took versions
+    #: up to this one take this baseline although its version is lower (worker/forward.py).
+    #: Critical: an agent that ignored it would judge the version as if there were none
+    rollback: Annotated[int | None, Since("1.4", critical=True)] = None
 
     @property
     def steps_total(self) -> int:

@@ -155,6 +155,13 @@ class SignatureError(RolecallError):
     reason = "bad_signature"
 
 
+class Replayed(SignatureError):
+    """A job arrived in a message other than the one it was sent in: an old job sent again,
+    or a message whose content was replaced (``worker/binding.py``)."""
+
+    reason = "replayed"
+
+
 # --- operators' side ----------------------------------------------------------------------
 
 

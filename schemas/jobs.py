@@ -4,6 +4,13 @@ A job names its payload by SHA-256 (content addressing: the worker verifies the 
 running anything), says how to run it, and carries its own limits (timeout, delivery deadline,
 attempts). The signature, when present, covers the canonical form of everything else, so the
 payload digest and the target are bound to it.
+
+A signature alone does not stop a signed job from running again: anyone who can send to, or
+update messages on, its queue (every worker of the role can) may put an old signed job back.
+So the sender stamps ``sent_at`` (signed) at the moment it sends each message, and the worker
+compares it with the insertion time the queue service stamped on the message it received,
+which no sender can choose and an ``update`` does not change (``worker/binding.py``). Every
+job also carries a delivery deadline, 7 days unless the operator sets one.
 """
 
 from __future__ import annotations
@@ -16,6 +23,10 @@ from pydantic import Field, model_validator
 from rolecall.schemas.base import Contract, Digest, Id, Name, Timestamp
 from rolecall.schemas.sealing import Sealed
 from rolecall.schemas.version import Since
+
+#: the delivery deadline a job gets unless the operator sets one: the queue service's own
+#: default message lifetime (rolecall sends messages that never expire, so this is the limit)
+DEFAULT_DEADLINE_S = 7 * 24 * 3600
 
 
 class PayloadKind(str, Enum):
@@ -111,6 +122,12 @@ class JobEnvelope(Contract):
     signature: Signature | None = None
     #: the run a ``cancel`` stops; an agent that does not know it must not ignore it
     cancel_run: Annotated[Id | None, Since("1.2", critical=True)] = None
+    #: when this message was sent, stamped (and signed) per message by the sending process;
+    #: a 1.4 agent refuses the job (``replayed``) unless it is within a small window of the
+    #: queue's insertion time. Not critical: an older agent that ignores it is exactly as
+    #: exposed to replays as before, and still bound by the default deadline (``not_after``,
+    #: a 1.0 field); making it critical would refuse every job to every older agent at once.
+    sent_at: Annotated[Timestamp | None, Since("1.4")] = None
 
     @model_validator(mode="after")
     def _run_needs_payload(self) -> JobEnvelope:

@@ -53,6 +53,11 @@ class InstanceRecord(Contract):
     #: (storage/meter.py), so the controller's /metrics shows what the fleet costs
     transactions: Annotated[dict[str, int], Since("1.4")] = Field(default_factory=dict)
     storage_errors: Annotated[dict[str, int], Since("1.4")] = Field(default_factory=dict)
+    #: the highest baseline version this instance took (worker/forward.py): a reimaged
+    #: incarnation recovers it from here and refuses older baselines
+    baseline_high_water: Annotated[int | None, Since("1.4")] = None
+    #: the agent runs unsigned jobs (``--accept-unsigned``, no trusted key): development only
+    accepts_unsigned: Annotated[bool | None, Since("1.4")] = None
 
     def is_live(self, now: datetime, grace: float = 2.5) -> bool:
         """Live while the last heartbeat is younger than ``grace`` heartbeat intervals."""
@@ -78,6 +83,7 @@ class InstanceRecord(Contract):
             ),
             **({"tx": counts_text(self.transactions)} if self.transactions else {}),
             **({"err": counts_text(self.storage_errors)} if self.storage_errors else {}),
+            **({"bhw": str(self.baseline_high_water)} if self.baseline_high_water else {}),
         }
 
     @staticmethod

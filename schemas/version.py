@@ -67,10 +67,13 @@ class Version:
 #: signed batches, cancel jobs, and run records kept apart from their results; 1.3 adds agent
 #: releases and the baseline's agent pin (critical), with which agents upgrade themselves
 #: (docs/deploy.md, upgrading agents); 1.4 adds to instance records who holds the name (host,
-#: process), the failing baseline step, the instance's recent jobs and applied baselines, and
-#: the agent's storage transactions by operation and failed attempts by kind (all optional:
-#: older readers ignore them); to completions the bytes a log left out (``log_cut_bytes``);
-#: and to jobs sealed secrets (``sealed_env``, critical: an older agent refuses the job).
+#: process), the failing baseline step, the instance's recent jobs and applied baselines, the
+#: agent's storage transactions by operation and failed attempts by kind, and whether it
+#: accepts unsigned jobs (all optional: older readers ignore them); to completions the bytes a
+#: log left out (``log_cut_bytes``); and to jobs the send time that binds a signed job to its
+#: queue message (``sent_at``) and sealed secrets (``sealed_env``, critical: an older agent
+#: refuses the job); to baselines an operator-signed rollback (``rollback``, critical), and
+#: to instance records the highest baseline version taken (``baseline_high_water``).
 CONTRACT = Version(1, 4)
 
 #: Majors whose reports (hellos, completions, instance records) the controller folds: the

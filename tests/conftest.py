@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from rolecall.controller.signing import Signer, generate, load_signer
 from rolecall.devtools.azurite import Azurite
 from rolecall.schemas.settings import StorageSettings
 from rolecall.storage.clients import Storage
@@ -20,6 +23,25 @@ def azurite() -> Iterator[Azurite]:
     """A real Azurite on free loopback ports, in memory, for the whole session."""
     with Azurite() as az:
         yield az
+
+
+@dataclass(frozen=True)
+class OperatorKey:
+    """The operator's signing key (``rolecall keys generate``) and the public half workers
+    trust: every test signs, as every fleet must."""
+
+    private: Path
+    public: Path
+    signer: Signer
+
+
+@pytest.fixture(scope="session")
+def operator_key(tmp_path_factory: pytest.TempPathFactory) -> OperatorKey:
+    private = tmp_path_factory.mktemp("keys") / "operator.key"
+    public, _ = generate(private)
+    signer = load_signer(private)
+    assert signer is not None
+    return OperatorKey(private, public, signer)
 
 
 @pytest.fixture
@@ -42,8 +64,11 @@ def storage(settings: StorageSettings) -> Iterator[Storage]:
 
 
 @pytest.fixture
-def env(azurite: Azurite, namespace: str, tmp_path: Path) -> dict[str, str]:
-    """Environment for rolecall subprocesses: this test's Azurite and namespace only."""
+def env(
+    azurite: Azurite, namespace: str, tmp_path: Path, operator_key: OperatorKey
+) -> dict[str, str]:
+    """Environment for rolecall subprocesses: this test's Azurite and namespace only; the
+    operator's CLI signs with the session key and workers trust its public half."""
     # nor an exporter of the developer's (rolecall/telemetry.py): tests contact 127.0.0.1 only
     own = ("ROLECALL_", "AZURE_", "OTEL_", "APPLICATIONINSIGHTS_")
     e = {k: v for k, v in os.environ.items() if not k.startswith(own)}
@@ -53,13 +78,15 @@ def env(azurite: Azurite, namespace: str, tmp_path: Path) -> dict[str, str]:
         ROLECALL_BOOT_JITTER_S="0",  # every test worker is a new incarnation
         ROLECALL_CACHE_DIR=str(tmp_path / "operator-cache"),  # not the user's own cache
         PYTHONUNBUFFERED="1",
+        ROLECALL_SIGNING_KEY=str(operator_key.private),
+        ROLECALL_TRUSTED_KEYS=json.dumps([str(operator_key.public)]),
     )
     return e
 
 
 @pytest.fixture
-def ops(storage: Storage) -> Operator:
-    return Operator(storage)
+def ops(storage: Storage, operator_key: OperatorKey) -> Operator:
+    return Operator(storage, operator_key.signer)
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from rolecall.controller.payloads import publish_bytes
+from rolecall.controller.signing import Signer
 from rolecall.devtools.localfleet import LocalInstance, rolecall_command
 from rolecall.devtools.reports import read_reports
 from rolecall.devtools.waiting import wait_for
@@ -108,8 +109,10 @@ class Ledger:
 class Operator:
     """Enqueues jobs and reads what workers report, straight from rolecall.storage."""
 
-    def __init__(self, storage: Storage) -> None:
+    def __init__(self, storage: Storage, signer: Signer | None = None) -> None:
         self.storage = storage
+        #: the operator's key: ``enqueue`` and ``signed`` sign with it, as the CLI does
+        self.signer = signer
         self.names = storage.names
         self.events: list[Any] = []
         storage.ensure_containers()
@@ -130,6 +133,7 @@ class Operator:
         job_id: str | None = None,
         **kw: Any,
     ) -> JobEnvelope:
+        """A job as a controller would send it now (``sent_at`` stamped: send it at once)."""
         target = Target(instance=instance)
         return JobEnvelope(
             job_id=job_id or f"{run_id}.{target.key}",
@@ -138,8 +142,12 @@ class Operator:
             target=target,
             payload=payload,
             created_at=utcnow(),
-            **kw,
+            **{"sent_at": utcnow(), **kw},
         )
+
+    def signed(self, job: JobEnvelope) -> str:
+        """``job`` encoded as the controller sends it: signed (``ops.job`` stamped it)."""
+        return encode_message(self.signer.sign_job(job) if self.signer is not None else job)
 
     def enqueue(self, job: JobEnvelope) -> None:
         queue = (
@@ -148,7 +156,7 @@ class Operator:
             else self.names.instance_queue(job.target.instance)
         )
         self.storage.ensure_queue(queue)
-        self.storage.send(queue, encode_message(job))
+        self.storage.send(queue, self.signed(job))
 
     def send_raw(self, queue: str, text: str) -> None:
         self.storage.ensure_queue(queue)

@@ -11,7 +11,7 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from rolecall.schemas import PayloadKind, encode_message
+from rolecall.schemas import PayloadKind
 from rolecall.schemas.jobs import Execution, PayloadRef
 from tests.fleet import Operator, sha
 
@@ -64,7 +64,7 @@ class Case:
 
 
 def _job_text(ops: Operator, payload: PayloadRef | None, **kw: object) -> str:
-    return encode_message(ops.job(ROLE, payload, job_id=f"hostile-{os.urandom(4).hex()}", **kw))
+    return ops.signed(ops.job(ROLE, payload, job_id=f"hostile-{os.urandom(4).hex()}", **kw))
 
 
 def _archive(ops: Operator, data: bytes, filename: str = "a.tar.gz") -> PayloadRef:
@@ -124,7 +124,7 @@ CASES = [
     Case(
         "wrong role",
         "wrong_role",
-        lambda ops: encode_message(ops.job("db", ops.publish(b"echo\n"), job_id="wrong-role")),
+        lambda ops: ops.signed(ops.job("db", ops.publish(b"echo\n"), job_id="wrong-role")),
     ),
     Case(
         "instance job on role queue",

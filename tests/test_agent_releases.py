@@ -24,6 +24,7 @@ from rolecall.worker.self_update import SelfUpdate
 from rolecall.worker.trust import TrustedKeys
 from rolecall.worker.upgrade import Step
 from tests.agent_wheels import fake_agent_wheel
+from tests.conftest import OperatorKey
 from tests.fleet import Fleet, Ledger, cli, cli_json, wait_for, write_baseline
 
 
@@ -35,11 +36,10 @@ def release_dir(root: Path, version: str, extra: bytes = b"dependency") -> Path:
 
 
 @pytest.fixture
-def signing(tmp_path: Path, env: dict[str, str]) -> Path:
-    key = tmp_path / "controller.key"
-    generate(key)
-    env["ROLECALL_SIGNING_KEY"] = str(key)
-    return key
+def signing(env: dict[str, str], operator_key: OperatorKey) -> Path:
+    """The key the CLI signs with (``env`` has it) and the workers trust."""
+    assert env["ROLECALL_SIGNING_KEY"] == str(operator_key.private)
+    return operator_key.private
 
 
 # --- what operators do -------------------------------------------------------------------

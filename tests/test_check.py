@@ -11,6 +11,7 @@ stand-in, so nothing here can reach the real metadata address.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -28,6 +29,7 @@ from rolecall.devtools.azurite import Azurite, connection_string
 from rolecall.schemas.access import SasBundle
 from rolecall.schemas.base import utcnow
 from rolecall.storage.clients import Storage
+from tests.conftest import OperatorKey
 from tests.fleet import ROLECALL, Operator, cli
 from tests.imds import FakeMetadata
 from tests.tls import self_signed
@@ -156,7 +158,7 @@ def oauth_azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Az
 @pytest.mark.parametrize(("token_lifetime_s", "code"), [(3600, 0), (-600, 3)])
 def test_check_with_a_managed_identity_gets_a_token_and_uses_it(
     oauth_azurite: tuple[Azurite, Path], metadata: FakeMetadata, namespace: str,
-    tmp_path: Path, token_lifetime_s: int, code: int,
+    tmp_path: Path, token_lifetime_s: int, code: int, operator_key: OperatorKey,
 ) -> None:  # fmt: skip
     """The production path: identity and token from (stand-ins for) instance metadata."""
     az, cert = oauth_azurite
@@ -164,7 +166,8 @@ def test_check_with_a_managed_identity_gets_a_token_and_uses_it(
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ROLECALL_", "AZURE_"))}
     env |= {"ROLECALL_BLOB_ENDPOINT": az.blob_url, "ROLECALL_QUEUE_ENDPOINT": az.queue_url,
             "ROLECALL_NAMESPACE": namespace, "REQUESTS_CA_BUNDLE": str(cert),
-            "SSL_CERT_FILE": str(cert), **metadata.identity_env()}  # fmt: skip
+            "SSL_CERT_FILE": str(cert), **metadata.identity_env(),
+            "ROLECALL_TRUSTED_KEYS": json.dumps([str(operator_key.public)])}  # fmt: skip
     r = check(env, tmp_path / "s", "--use-imds", "--imds-endpoint", metadata.url)
     assert r.returncode == code, r.stdout + r.stderr
     said = r"ok\s+credential\s+storage token issued" if code == 0 else r"FAIL\s+credential.*expired"

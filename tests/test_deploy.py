@@ -37,6 +37,7 @@ from rolecall.schemas.names import POISON_SUFFIX, Names
 from rolecall.storage.clients import Storage
 from rolecall.worker.config import WorkerSettings
 from rolecall.worker.service import SERVICE_NAME
+from tests.conftest import OperatorKey
 from tests.fleet import Ledger, cli, write_baseline
 from tests.imds import FakeMetadata
 
@@ -393,7 +394,7 @@ def metadata() -> Iterator[FakeMetadata]:
 
 
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def installed(tmp_path_factory: pytest.TempPathFactory, operator_key: OperatorKey) -> Path:
     """install.sh into a temporary prefix, as in an image bake but with --no-enable.
 
     pip gets --no-deps, and the dependencies come from this test environment (rolecall itself
@@ -408,7 +409,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
         if not entry.name.startswith(("rolecall", "_editable_impl_rolecall", "pip", "__pycache__")):
             (deps / entry.name).symlink_to(entry)
     started = time.monotonic()
-    r = install(root, "--pip-option=--no-deps")
+    r = install(root, "--pip-option=--no-deps", "--trusted-key", str(operator_key.public))
     assert r.returncode == 0, r.stdout + r.stderr
     print(f"\ninstall.sh took {time.monotonic() - started:.1f}s")
     return root
@@ -500,6 +501,31 @@ def test_reinstall_upgrades_in_place_and_keeps_the_settings(installed: Path) -> 
     assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
 
 
+def test_every_deploy_template_installs_a_trusted_key(installed: Path) -> None:
+    """install.sh and install.ps1 require the controller's public key (or an explicit
+    development switch) and write a settings file that trusts it; cloud-init sets it."""
+    settings = read_env_file(installed / "etc" / "worker.env")
+    assert json.loads(settings["ROLECALL_TRUSTED_KEYS"]) == [str(installed / "etc/controller.pub")]
+    assert "BEGIN PUBLIC KEY" in (installed / "etc/controller.pub").read_text()
+    ps1 = (WINDOWS / "install.ps1").read_text()
+    assert "[string]$TrustedKey" in ps1 and "[switch]$AcceptUnsigned" in ps1
+    assert "give -TrustedKey FILE.pub" in ps1 and "        $trustLine" in ps1
+    assert "#ROLECALL_TRUSTED_KEYS" not in ps1
+    cloud = (LINUX / "cloud-init.yaml").read_text()
+    assert re.search(
+        r"^\s+ROLECALL_TRUSTED_KEYS='\[\"/etc/rolecall/controller.pub\"\]'$", cloud, re.M
+    )
+
+
+def test_install_refuses_a_new_image_without_a_trusted_key(tmp_path: Path) -> None:
+    r = install(tmp_path, "--pip-option=--no-deps")
+    assert r.returncode == 2
+    assert "give --trusted-key FILE.pub" in r.stderr and "--accept-unsigned" in r.stderr
+    assert not (tmp_path / "prefix").exists()
+    r = install(tmp_path, "--trusted-key", str(LINUX / "rolecall-worker.service"))
+    assert r.returncode == 2 and "is not a PEM public key" in r.stderr
+
+
 def test_install_refuses_an_unknown_option(tmp_path: Path) -> None:
     r = install(tmp_path, "--prefx", "x")
     assert r.returncode == 2 and "unknown option --prefx" in r.stderr
@@ -519,9 +545,9 @@ def test_first_boot_of_the_installed_agent_registers_and_applies_the_baseline(
     baseline = write_baseline(tmp_path / "baseline", [("configure", ledger.script("configured"))])
     r = cli(env, "baseline", "set", "web", str(baseline))
     assert r.returncode == 0, r.stderr
-    boot_env = {
+    boot_env = {  # the image's trusted key, not the test's setting
         **read_env_file(installed / "etc" / "worker.env"),
-        **env,
+        **{k: v for k, v in env.items() if k != "ROLECALL_TRUSTED_KEYS"},
         "ROLECALL_IMDS_ENDPOINT": metadata.url,
         "ROLECALL_STATE_DIR": str(tmp_path / "state"),
     }

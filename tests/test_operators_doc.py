@@ -3,9 +3,10 @@ them: the guide cannot promise what the commands do not do.
 
 Each ``sh`` line runs in bash from a working directory holding the files the guide names
 (rotate.sh, flaky.sh, web/baseline.yaml from the guide's own YAML block and the files it
-refers to, a dist/ with a stand-in agent wheel). A line exits 0 unless its comment says ``exits N``; ``VAR=$(...)`` lines keep
-their output for the lines after them; a line ending in ``&`` runs in the background for the
-rest of the guide (a worker is waited for until it reads live). The guide's namespace is the
+refers to, a dist/ with a stand-in agent wheel). A line exits 0 unless its comment says
+``exits N``; ``VAR=$(...)`` lines keep their output for the lines after them, and ``export
+VAR=VALUE`` sets VAR for them; a line ending in ``&`` runs in the background for the rest of
+the guide (a worker is waited for until it reads live). The guide's namespace is the
 default, ``rc``: this test is the only one that uses it.
 """
 
@@ -32,6 +33,7 @@ from tests.agent_wheels import fake_agent_wheel
 REPO = Path(__file__).resolve().parents[1]
 GUIDE = REPO / "docs" / "operators.md"
 ASSIGNMENT = re.compile(r"^([A-Z_]+)=\$\((.*)\)\s*(#.*)?$")
+EXPORT = re.compile(r"^export ([A-Z_]+)=(\S+)\s*(#.*)?$")
 
 
 @dataclass(frozen=True)
@@ -93,8 +95,11 @@ def test_every_example_in_the_operators_guide_runs(azurite: Azurite, tmp_path: P
     try:
         for ex in examples:
             code = re.sub(r"\s+#.*$", "", ex.line)
+            if exported := EXPORT.match(ex.line):
+                shell_vars[exported.group(1)] = exported.group(2)
+                continue
             if code.endswith("&"):
-                background.append(start(code[:-1], cwd, env, tmp_path))
+                background.append(start(code[:-1], cwd, {**env, **shell_vars}, tmp_path))
                 if m := re.search(r"--instance (\S+)", ex.line):
                     name = m.group(1)
                     wait_for(lambda: live(storage, name), timeout=60, what=f"{name} live")

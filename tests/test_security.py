@@ -175,7 +175,8 @@ def test_a_worker_with_its_sas_bundle_does_its_whole_job(
     tmp_path: Path,
     ops: Operator,
 ) -> None:
-    publish_baseline(storage, "web", write_baseline(tmp_path / "b", [("s", ledger.script("base"))]))
+    base = write_baseline(tmp_path / "b", [("s", ledger.script("base"))])
+    publish_baseline(storage, "web", base, signer=ops.signer)
     bundle = issue_worker_sas(storage, "web", "web-0", hours=1)
     sas_file = tmp_path / "web-0.sas.json"
     sas_file.write_bytes(encode_document(bundle))

@@ -74,12 +74,13 @@ def agents(
     return built, sorted(deps.glob("*.whl"))
 
 
-def bake(root: Path, wheel: Path, deps: list[Path]) -> Path:
+def bake(root: Path, wheel: Path, deps: list[Path], trusted: Path) -> Path:
     """deploy/linux/install.sh, offline, as an image bake would run it."""
     house = wheelhouse(root / "bake-wheels", wheel, *deps)
     argv = ["bash", REPO / "deploy/linux/install.sh", "--from", wheel, "--python", sys.executable,
             "--prefix", root / "opt", "--etc", root / "etc", "--systemd-dir", root / "systemd",
-            "--no-enable", "--pip-option=--no-index", f"--pip-option=--find-links={house}"]  # fmt: skip
+            "--no-enable", "--pip-option=--no-index", f"--pip-option=--find-links={house}",
+            "--trusted-key", trusted]  # fmt: skip
     r = subprocess.run([str(a) for a in argv], capture_output=True, text=True, timeout=600,
                        check=False, cwd=root)  # fmt: skip
     assert r.returncode == 0, r.stdout + r.stderr
@@ -143,9 +144,9 @@ def test_an_old_agent_upgrades_itself_side_by_side_and_a_broken_release_is_rolle
 ) -> None:
     began = time.monotonic()
     wheels, deps = agents
-    opt = bake(tmp_path / "image", wheels[OLD], deps)
     key = tmp_path / "controller.key"
     public, _ = generate(key)
+    opt = bake(tmp_path / "image", wheels[OLD], deps, public)
     env["ROLECALL_SIGNING_KEY"] = str(key)
     for v in (NEW, BROKEN):
         r = cli(env, "agent", "publish", str(wheelhouse(tmp_path / f"release-{v}", wheels[v], *deps)),

@@ -41,6 +41,8 @@ def test_an_agent_runs_the_next_minor_and_refuses_what_needs_a_newer_agent(
     later = json.loads(ops.job("web", payload, job_id="later").model_dump_json())
     later["x_display_name"] = "nightly rotate"
     later["execution"]["x_priority"] = 3
+    assert ops.signer is not None  # a later controller signs what it sends, unknown fields too
+    later["signature"] = ops.signer.signature(later).model_dump(mode="json")
     ops.storage.send(ops.names.role_queue("web"), b64(later), create=True)
     needs = json.loads(ops.job("web", payload, job_id="needs-next").model_dump_json())
     needs["schema_version"] = str(NEXT)

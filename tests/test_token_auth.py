@@ -7,6 +7,7 @@ token from a local stand-in for instance metadata, as it would on a real VM.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from rolecall.devtools.azurite import Azurite
 from rolecall.schemas.errors import AccessDenied
 from rolecall.schemas.settings import StorageSettings
 from rolecall.storage.clients import Storage
+from tests.conftest import OperatorKey
 from tests.fleet import Ledger, Operator, fleet, wait_for
 from tests.imds import FakeMetadata
 from tests.tls import self_signed
@@ -39,7 +41,13 @@ def metadata() -> Iterator[FakeMetadata]:
 
 
 @pytest.fixture
-def identity_env(tls, metadata: FakeMetadata, namespace: str, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+def identity_env(
+    tls,
+    metadata: FakeMetadata,
+    namespace: str,
+    monkeypatch: pytest.MonkeyPatch,
+    operator_key: OperatorKey,
+):  # type: ignore[no-untyped-def]
     az, cert = tls
     e = {
         k: v
@@ -53,6 +61,7 @@ def identity_env(tls, metadata: FakeMetadata, namespace: str, monkeypatch: pytes
         "ROLECALL_BOOT_JITTER_S": "0",
         "REQUESTS_CA_BUNDLE": str(cert),
         "SSL_CERT_FILE": str(cert),
+        "ROLECALL_TRUSTED_KEYS": json.dumps([str(operator_key.public)]),
         **metadata.identity_env(),
     }
     for k in ("AZURE_STORAGE_CONNECTION_STRING", "ROLECALL_CONNECTION_STRING"):
@@ -76,10 +85,13 @@ def test_worker_and_operator_round_trip_with_managed_identity_over_https(
     namespace: str,
     tmp_path: Path,
     ledger: Ledger,
+    operator_key: OperatorKey,
 ) -> None:
     az, _ = tls
     storage = token_storage(az, namespace)
-    ops = Operator(storage)  # creates containers and the events queue with a bearer token
+    ops = Operator(
+        storage, operator_key.signer
+    )  # creates containers and the events queue with a bearer token
     with fleet(tmp_path, identity_env) as f:
         # no --role/--instance: the agent asks instance metadata (VM name, rolecall-role tag)
         w = f.worker("web", "vm-7", "--use-imds", "--imds-endpoint", metadata.url, start=False)

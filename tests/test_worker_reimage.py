@@ -18,7 +18,9 @@ def test_reimage_reapplies_the_baseline_and_does_pending_work(
 ) -> None:
     """Boot applies the baseline; SIGKILL + wiped disk + restart under the same name is a new
     incarnation that applies it again and then does the work queued for it meanwhile."""
-    publish_baseline(ops.storage, "web", write_baseline(tmp_path / "b", steps(ledger, 3)))
+    publish_baseline(
+        ops.storage, "web", write_baseline(tmp_path / "b", steps(ledger, 3)), signer=ops.signer
+    )
     w = workers.worker("web", "web-0")
     wait_for(lambda: len(ledger.entries("s2")) == 1, what="the baseline at first boot")
     first = w.incarnation
@@ -41,7 +43,9 @@ def test_reimage_reapplies_the_baseline_and_does_pending_work(
 def test_a_plain_restart_reapplies_nothing(
     ops: Operator, ledger: Ledger, workers: Fleet, tmp_path: Path
 ) -> None:
-    publish_baseline(ops.storage, "web", write_baseline(tmp_path / "b", steps(ledger, 2)))
+    publish_baseline(
+        ops.storage, "web", write_baseline(tmp_path / "b", steps(ledger, 2)), signer=ops.signer
+    )
     w = workers.worker("web", "web-0")
     # the step's report, not its effect: a kill between a step's effect and its marker
     # re-runs it (the window every system of this kind has; docs/reliability.md)
@@ -74,7 +78,7 @@ def test_a_reboot_code_pauses_the_baseline_until_the_next_boot(
     marker = tmp_path / "rebooted"
     plan = steps(ledger, 3)
     plan[1] = ("needs reboot", ledger.script("s1", "exit 194"))
-    publish_baseline(ops.storage, "web", write_baseline(tmp_path / "b", plan))
+    publish_baseline(ops.storage, "web", write_baseline(tmp_path / "b", plan), signer=ops.signer)
     w, proc_stat = simulated_machine(workers, tmp_path, "--reboot-command", f"touch {marker}")
     assert w.wait(30) == 5  # ExitCode.REBOOTING
     assert marker.exists()
@@ -95,7 +99,7 @@ def test_a_failed_reboot_command_leaves_the_step_waiting_for_a_real_reboot(
     the steps after it; it asks for the reboot again. Only a new boot continues."""
     plan = steps(ledger, 3)
     plan[1] = ("needs reboot", ledger.script("s1", "exit 194"))
-    publish_baseline(ops.storage, "web", write_baseline(tmp_path / "b", plan))
+    publish_baseline(ops.storage, "web", write_baseline(tmp_path / "b", plan), signer=ops.signer)
     w, proc_stat = simulated_machine(workers, tmp_path, "--reboot-command", "false")
     assert w.wait(30) == 7  # ExitCode.REBOOT_FAILED
     assert "the reboot command exited with 1" in w.log()
@@ -111,7 +115,9 @@ def test_a_failed_reboot_command_leaves_the_step_waiting_for_a_real_reboot(
 def test_a_new_baseline_version_reaches_live_instances_without_a_restart(
     ops: Operator, ledger: Ledger, workers: Fleet, tmp_path: Path
 ) -> None:
-    publish_baseline(ops.storage, "web", write_baseline(tmp_path / "v1", steps(ledger, 1)))
+    publish_baseline(
+        ops.storage, "web", write_baseline(tmp_path / "v1", steps(ledger, 1)), signer=ops.signer
+    )
     ws = [workers.worker("web", f"web-{i}") for i in range(3)]
     wait_for(lambda: len(ledger.entries("s0")) == 3, what="v1 on every instance")
     from rolecall.controller.fleet import list_instances
@@ -124,7 +130,9 @@ def test_a_new_baseline_version_reaches_live_instances_without_a_restart(
         what="v1 recorded",
     )
     v2 = [*steps(ledger, 1), ("new step", ledger.script("v2"))]
-    _, run = publish_baseline(ops.storage, "web", write_baseline(tmp_path / "v2", v2))
+    _, run = publish_baseline(
+        ops.storage, "web", write_baseline(tmp_path / "v2", v2), signer=ops.signer
+    )
     assert sorted(run.targets) == ["web-0", "web-1", "web-2"]
     wait_for(lambda: len(ledger.entries("v2")) == 3, what="v2 on every instance")
     assert len(ledger.entries("s0")) == 3, "the unchanged step is not run again"

@@ -37,7 +37,7 @@ from rolecall.worker.runner import Runner
 from rolecall.worker.self_update import SelfUpdate
 from rolecall.worker.shutdown import ExitCode, Shutdown
 from rolecall.worker.state import LocalState
-from rolecall.worker.trust import verifier
+from rolecall.worker.trust import UNSIGNED_WARNING, verifier
 
 log = logging.getLogger("rolecall.worker")
 
@@ -48,6 +48,7 @@ _RETRIED = (BaselineStatus.FAILED, BaselineStatus.UNREADABLE)
 class Agent:
     def __init__(self, settings: WorkerSettings) -> None:
         self.settings = settings
+        verify = verifier(settings)  # first: an agent that trusts no key goes no further
         self.shutdown = Shutdown(settings.grace_s)
         self.identity: Identity = resolve_identity(settings)
         self.state = LocalState(settings.state_dir, settings.boot_time_file).open()
@@ -57,12 +58,15 @@ class Agent:
         self.names: Names = self.storage.names
         self.instance_queue = self.names.instance_queue(self.identity.instance)
         self.role_queue = self.names.role_queue(self.identity.role)
+        self.unsigned = not settings.trusted_keys
         self.registration = Registration(self.storage, self.identity, self.state.incarnation,
-                                         settings.heartbeat_s, self.shutdown.wait)  # fmt: skip
+                                         settings.heartbeat_s, self.shutdown.wait,
+                                         accepts_unsigned=self.unsigned)  # fmt: skip
         self.outbox = self._outbox(settings)
         cache = PayloadCache(self.storage, self.state.cache_dir, settings.payload_max_bytes)
         self.runner = Runner(settings, self.storage, self.identity, self.state, cache)
-        verify = verifier(settings)
+        if self.unsigned:
+            log.warning(UNSIGNED_WARNING)
         self.updates = SelfUpdate(
             storage=self.storage, cache=cache, verify=verify, settings=settings,
             identity=self.identity, work_dir=self.state.work_dir,
@@ -76,6 +80,7 @@ class Agent:
             identity=self.identity, names=self.names, state=self.state, runner=self.runner,
             outbox=self.outbox, verify=verify, reconcile=self._apply_baseline,
             on_reboot_required=self._reboot_after_settling, retry_delay_s=settings.retry_delay_s,
+            replay_window_s=settings.replay_window_s,
         )  # fmt: skip
         self.baseline_status = BaselineStatus.FAILED
         self.next_heartbeat = 0.0
@@ -147,8 +152,7 @@ class Agent:
             self.shutdown.wait(random.uniform(0, self.settings.boot_jitter_s))  # noqa: S311
         if self.state.new_incarnation and not self.settings.provisioned:
             self._until_ok("prepare queues", self._ensure_own_queues)
-        recovered = self.outbox.recover()
-        if recovered:
+        if recovered := self.outbox.recover():
             log.info("recovered %d unposted event batches from the last run", recovered)
         self._until_ok("register", self._register)
         if not self.registration.held:
@@ -166,12 +170,13 @@ class Agent:
         """Take the instance name (worker/registration.py); refused if a running agent has it."""
         b = self.baseline  # what a restart already applied (a new incarnation: nothing)
         first = functools.partial(self.registration.record, InstanceState.CONFIGURING,
-                                  b.version, b.failure)  # fmt: skip
+                                  b.version, b.failure, b.high_water.mark)  # fmt: skip
         try:
             self.registration.register(first)
         except NotFound:
             self._provision()  # storage was reset under a known disk
             self.registration.register(first)
+        self.baseline.high_water.recover(self.registration.baseline_versions())  # after a reimage
         self.next_heartbeat = time.monotonic() + self.settings.heartbeat_s
 
     def _ensure_own_queues(self) -> None:
@@ -371,8 +376,8 @@ class Agent:
 
     def _write_record(self, state: InstanceState) -> None:
         """The instance record is the heartbeat: one blob put, listed with its metadata."""
-        b = self.baseline
-        self.registration.write(self.registration.record(state, b.version, b.failure))
+        b, r = self.baseline, self.registration
+        r.write(r.record(state, b.version, b.failure, b.high_water.mark))
         self.next_heartbeat = time.monotonic() + self.settings.heartbeat_s
 
     # --- reboot ----------------------------------------------------------------------------

@@ -40,6 +40,7 @@ from rolecall.storage.clients import Storage
 from rolecall.worker import upgrade
 from rolecall.worker.agent_step import AgentStep, Verdict
 from rolecall.worker.context import JobContext
+from rolecall.worker.forward import HighWater
 from rolecall.worker.identity import Identity
 from rolecall.worker.outbox import Outbox
 from rolecall.worker.runner import Runner, Work
@@ -82,6 +83,7 @@ class BaselineApplier:
         self.watch = watch
         self.agent_step = agent_step
         self.version: int | None = state.baseline_version
+        self.high_water = HighWater(state)
         self.signed_by: str | None = None
         self.reboot_requested = False
         #: baseline versions whose failed agent step this process has reported
@@ -106,6 +108,7 @@ class BaselineApplier:
         self.signed_by = self.verify(raw, False)
         if baseline.role != self.identity.role:
             raise ContractError(f"baseline at {path} is for role {baseline.role!r}")
+        self.high_water.check(baseline)
         return baseline
 
     def apply(self) -> BaselineStatus:
@@ -138,6 +141,7 @@ class BaselineApplier:
         self.failure = None
         self.version = baseline.version
         self.state.baseline_version = baseline.version
+        self.high_water.taken(baseline)
         return BaselineStatus.APPLIED
 
     # --- the agent step (worker/agent_step.py) ---------------------------------------------

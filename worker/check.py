@@ -126,7 +126,7 @@ def run_check(
     _settings(settings, report)
     identity = _identity(settings, report)
     _state_dir(settings.state_dir, report)
-    _trusted_keys(settings.trusted_keys, report)
+    _trusted_keys(settings, report)
     if not report.failures:
         _storage(settings, identity, report)
     names = f"namespace {settings.namespace}"
@@ -209,18 +209,12 @@ def _inspect_state_dir(root: Path, report: Report) -> None:
             report.warn("state dir", f"{root} absent, {parent} not writable; {who} creates it")
 
 
-def _trusted_keys(keys: list[Path], report: Report) -> None:
-    if not keys:
-        report.warn("trusted keys", "none: unsigned jobs and baselines accepted (development only)")
-        return
-    from rolecall.worker.trust import TrustedKeys  # the agent's own loader: same errors, same keys
+def _trusted_keys(settings: WorkerSettings, report: Report) -> None:
+    from rolecall.worker.trust import trust_summary  # the agent's own loader and refusal
 
-    try:
-        loaded = TrustedKeys(keys)
-    except ConfigError as e:
-        report.fail("trusted keys", e.message, ExitCode.CONFIG)
-        return
-    report.ok("trusted keys", f"{len(loaded.keys)} Ed25519 key(s); unsigned work is refused")
+    status, detail = trust_summary(settings)
+    code = ExitCode.CONFIG if status == Status.FAIL.value else 0
+    report.findings.append(Finding(Status(status), "trusted keys", detail, code))
 
 
 # --- storage -----------------------------------------------------------------------------

@@ -54,6 +54,10 @@ TrustedKey = Annotated[
     list[Path] | None,
     Opt(metavar="FILE", help="Trusted controller public key (repeatable)."),
 ]
+AcceptUnsigned = Annotated[
+    bool | None,
+    Opt("--accept-unsigned", help="No trusted key: run unsigned jobs (development only)."),
+]
 LogLevel = Annotated[str | None, Opt(metavar="LEVEL", help="debug, info, warning, error.")]
 LogFormat = Annotated[
     str | None,
@@ -81,6 +85,7 @@ def worker(
     grace_s: Grace = None,
     reboot_command: RebootCommand = None,
     trusted_key: TrustedKey = None,
+    accept_unsigned: AcceptUnsigned = None,
     log_level: LogLevel = None,
     log_format: LogFormat = None,
     stats_file: StatsFile = None,
@@ -102,6 +107,7 @@ def worker(
         "use_imds": use_imds, "imds_endpoint": imds_endpoint,
         "lease_s": lease_s, "poll_max_s": poll_max_s, "heartbeat_s": heartbeat_s,
         "grace_s": grace_s, "reboot_command": reboot_command, "trusted_keys": trusted_key,
+        "accept_unsigned": accept_unsigned,
         "log_level": log_level, "log_format": log_format, "stats_file": stats_file,
     }  # fmt: skip
     raise typer.Exit(_start({k: v for k, v in flags.items() if v is not None}, once, check))

@@ -73,6 +73,12 @@ class WorkerSettings(StorageSettings):
 
     # trust: from the environment a JSON list, ROLECALL_TRUSTED_KEYS='["/etc/rolecall/a.pub"]'
     trusted_keys: list[Path] = Field(default_factory=list)
+    #: run unsigned jobs when no key is trusted (development only); without it and without a
+    #: trusted key the agent refuses to start
+    accept_unsigned: bool = False
+    #: how far a job's signed send time may be from its message's insertion time (the send's
+    #: latency plus the controller's clock error); further is refused as ``replayed``
+    replay_window_s: float = Field(default=120.0, ge=5, le=3600)
     #: the role's sealing key (``rolecall keys seal-generate``): opens jobs' sealed secrets
     sealing_key: Path | None = None
 

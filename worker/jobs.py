@@ -20,6 +20,7 @@ from rolecall.schemas.errors import (
     ContractError,
     ExecutionError,
     PayloadError,
+    Replayed,
     RolecallError,
     StorageError,
 )
@@ -27,6 +28,7 @@ from rolecall.schemas.events import Completion, Event, Outcome, Started
 from rolecall.schemas.jobs import JobEnvelope
 from rolecall.schemas.names import Names
 from rolecall.worker import policy
+from rolecall.worker.binding import check_binding
 from rolecall.worker.claim import Ack, ClaimState, DeadLetter, Release
 from rolecall.worker.context import JobContext
 from rolecall.worker.identity import Identity
@@ -52,6 +54,7 @@ class JobHandler:
         reconcile: Callable[[], None],
         on_reboot_required: Callable[[], None],
         retry_delay_s: int,
+        replay_window_s: float = 120.0,
     ) -> None:
         self.identity = identity
         self.names = names
@@ -62,6 +65,7 @@ class JobHandler:
         self.reconcile = reconcile
         self.on_reboot_required = on_reboot_required
         self.retry_delay_s = retry_delay_s
+        self.replay_window_s = replay_window_s
         #: a job exited 1641: its installer is rebooting the machine already
         self.reboot_started = False
 
@@ -92,16 +96,10 @@ class JobHandler:
         claim = ctx.claim
         assert claim is not None
         msg = claim.msg
-        job: JobEnvelope | None = None
-        try:
-            job = decode_message(msg.content, JobEnvelope)
-            claim.job_id = job.job_id
-            signed_by = self.verify(msg.content, True)
-            self._check_addressing(job, msg.queue)
-            job = self.runner.unsealer.open(job)
-        except RolecallError as e:
-            self._reject(ctx, job, e)
+        admitted = self._admit(ctx)
+        if admitted is None:
             return
+        job, signed_by = admitted
         ctx.run_id = job.run_id
         fields = {"job_id": job.job_id, "run_id": job.run_id, "attempt": msg.dequeue_count}
         telemetry.annotate(job_id=job.job_id, run_id=job.run_id, attempt=msg.dequeue_count)
@@ -132,6 +130,31 @@ class JobHandler:
             self._run(ctx, job, signed_by, fields)
         finally:
             self.runner.sweep()  # the job's files go after its marker and completion
+
+    def _admit(self, ctx: JobContext) -> tuple[JobEnvelope, str | None] | None:
+        """Decode and check a message: its job and signer, or None once it is refused (bad
+        input is dead-lettered with its reason)."""
+        claim = ctx.claim
+        assert claim is not None
+        msg = claim.msg
+        job: JobEnvelope | None = None
+        try:
+            job = decode_message(msg.content, JobEnvelope)
+            claim.job_id = job.job_id
+            signed_by = self.verify(msg.content, True)
+            self._check_addressing(job, msg.queue)
+            check_binding(
+                job, msg.inserted_on, signed=signed_by is not None, window_s=self.replay_window_s
+            )
+            job = self.runner.unsealer.open(job)  # after the checks: a refused job stays sealed
+        except Replayed as e:
+            # a replay speaks for nobody: it must not change what an old run shows
+            self._reject(ctx, job, e, report=False)
+            return None
+        except RolecallError as e:
+            self._reject(ctx, job, e)
+            return None
+        return job, signed_by
 
     def _control(self, job: JobEnvelope) -> None:
         """A job that runs nothing: apply the baseline now, or stop a run's jobs here."""
@@ -242,7 +265,9 @@ class JobHandler:
                 reason="wrong_instance",
             )
 
-    def _reject(self, ctx: JobContext, job: JobEnvelope | None, error: RolecallError) -> None:
+    def _reject(
+        self, ctx: JobContext, job: JobEnvelope | None, error: RolecallError, report: bool = True
+    ) -> None:
         """Bad input: dead-letter it with its reason; tell the controller if we know the job."""
         claim = ctx.claim
         assert claim is not None
@@ -250,9 +275,12 @@ class JobHandler:
             "poisoning message: %s", error.message,
             extra={"queue": claim.msg.queue, "message_id": claim.msg.id},
         )  # fmt: skip
-        self._give_up(ctx, job, policy.GiveUp(error.reason, error.message, Outcome.REJECTED))
+        why = policy.GiveUp(error.reason, error.message, Outcome.REJECTED)
+        self._give_up(ctx, job, why, report=report)
 
-    def _give_up(self, ctx: JobContext, job: JobEnvelope | None, why: policy.GiveUp) -> None:
+    def _give_up(
+        self, ctx: JobContext, job: JobEnvelope | None, why: policy.GiveUp, report: bool = True
+    ) -> None:
         """Dead-letter the message (kept for audit and requeue) and report the job, if known,
         with the outcome the refusal implies."""
         claim = ctx.claim
@@ -263,7 +291,7 @@ class JobHandler:
         )  # fmt: skip
         events: list[Event] = []
         ids = (job.job_id, job.run_id) if job is not None else job_ids_of(claim.msg.content)
-        if ids is not None:
+        if ids is not None and report:
             reason = f"{why.reason}: {why.message}"
             events.append(
                 self._completion(ids, why.outcome, claim.msg.dequeue_count, reason=reason)

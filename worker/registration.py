@@ -88,6 +88,7 @@ class Registration:
         incarnation: str,
         heartbeat_s: float,
         wait: Callable[[float], bool],
+        accepts_unsigned: bool = False,
     ) -> None:
         self.storage = storage
         self.identity = identity
@@ -95,17 +96,24 @@ class Registration:
         #: this agent's start: with the host and pid, what makes a record this agent's own
         self.agent_start = utcnow()
         self.heartbeat_s = heartbeat_s
+        self.accepts_unsigned = accepts_unsigned  # said in every record: development only
         self.wait = wait  # sleeps, True if shutdown came meanwhile
         self.container = storage.names.state_container
         self.path = Names.instance_blob(identity.role, identity.instance)
         self.holder = Holder(host=host.host_name(), pid=os.getpid(), os_boot=host.os_boot())
         self.history = History(incarnation)
         self.etag: str | None = None
+        #: the record this agent took the name over from: what a reimage did not wipe
+        self.previous: InstanceRecord | None = None
         self.held = False
         self.can_read = True
 
     def record(
-        self, state: InstanceState, baseline_version: int | None, failure: BaselineFailure | None
+        self,
+        state: InstanceState,
+        baseline_version: int | None,
+        failure: BaselineFailure | None,
+        high_water: int | None = None,
     ) -> InstanceRecord:
         self.history.applied(baseline_version)
         return InstanceRecord(
@@ -116,7 +124,15 @@ class Registration:
             platform=platform.system(), holder=self.holder, baseline_failure=failure,
             jobs=self.history.jobs, baselines=self.history.baselines,
             transactions=self.storage.meter.snapshot(), storage_errors=self.storage.meter.errors(),
+            accepts_unsigned=self.accepts_unsigned or None, baseline_high_water=high_water or None,
         )  # fmt: skip
+
+    def baseline_versions(self) -> list[int | None]:
+        """The baseline versions the previous record says this instance took."""
+        p = self.previous
+        if p is None:
+            return []
+        return [p.baseline_version, p.baseline_high_water, *(b.version for b in p.baselines)]
 
     def hello(self, new_incarnation: bool) -> Hello:
         """What this agent says when it has taken the name: who it is, since when."""
@@ -145,6 +161,7 @@ class Registration:
                 raise InstanceInUse(self._refusal(found))
             if verdict is Verdict.TAKE:
                 self.history.carry(found.record)
+                self.previous = found.record
                 if self._replace(make(), found.etag):
                     return True
                 continue

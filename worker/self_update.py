@@ -215,6 +215,7 @@ class SelfUpdate:
         args = upgrade.check_args(
             role=who.role, instance=who.instance, namespace=s.namespace,
             state_dir=s.state_dir, config=s.config_file, trusted_keys=s.trusted_keys,
+            accept_unsigned=s.accept_unsigned,
         )  # fmt: skip
         command = launch.rolecall_command(venv, args, WINDOWS)
         self._run("rolecall worker --check", command, CHECK_TIMEOUT_S, watch)

@@ -155,3 +155,15 @@ class LocalState:
     @baseline_version.setter
     def baseline_version(self, version: int) -> None:
         atomic_write(self.root / "baseline_version", str(version).encode())
+
+    @property
+    def baseline_high_water(self) -> int | None:
+        """The highest baseline version taken (worker/forward.py)."""
+        try:
+            return int((self.root / "baseline_high_water").read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    @baseline_high_water.setter
+    def baseline_high_water(self, version: int) -> None:
+        atomic_write(self.root / "baseline_high_water", str(version).encode())

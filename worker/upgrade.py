@@ -181,7 +181,7 @@ def pip_environment(env: Mapping[str, str]) -> dict[str, str]:
 
 def check_args(
     *, role: str, instance: str, namespace: str, state_dir: Path, config: Path | None,
-    trusted_keys: Iterable[Path],
+    trusted_keys: Iterable[Path], accept_unsigned: bool = False,
 ) -> list[str]:  # fmt: skip
     """``rolecall worker --check`` as this agent would run: its identity and the settings
     that do not come from the environment (which the check inherits)."""
@@ -191,4 +191,6 @@ def check_args(
         args += ["--config", str(config)]
     for key in trusted_keys:
         args += ["--trusted-key", str(key)]
+    if accept_unsigned:  # only when set: an agent from before the option does not know it
+        args.append("--accept-unsigned")
     return args

@@ -3,6 +3,7 @@
 #
 #   sudo deploy/linux/install.sh [--from PATH] [--prefix DIR] [--etc DIR] [--systemd-dir DIR]
 #                                [--python PY] [--pip-option OPT]... [--no-enable]
+#                                (--trusted-key FILE.pub | --accept-unsigned)
 #
 # What it does, idempotently (run it again to install another version, or to repair one):
 #   1. lays PREFIX (default /opt/rolecall) out for side-by-side agent versions, so that an
@@ -22,6 +23,10 @@
 #      current, and the one before it stays installed as previous;
 #   3. writes ETC/worker.env (default /etc/rolecall), mode 0600, from a commented template,
 #      but only if it does not exist yet: an operator's or cloud-init's settings survive;
+#      --trusted-key copies the controller's public key (`rolecall keys generate --out FILE`
+#      makes FILE.pub) to ETC/controller.pub, which the new worker.env trusts. One of it and
+#      --accept-unsigned (development only: the agent then runs unsigned jobs) is required
+#      for a new worker.env: an agent trusting no key refuses to start;
 #   4. installs the systemd unit into SYSTEMD_DIR (default /etc/systemd/system) with the paths
 #      above, and enables it (unless --no-enable) WITHOUT starting it.
 #
@@ -47,6 +52,8 @@ systemd_dir=/etc/systemd/system
 python=python3
 enable=1
 pip_opts=()
+trusted_key=""
+accept_unsigned=0
 
 usage() {
     sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e 's/^# \{0,1\}//' -e '/^set -euo/d'
@@ -78,6 +85,9 @@ while [ "$#" -gt 0 ]; do
         --pip-option) need_value "$@"; pip_opts+=("$2"); shift 2 ;;
         --pip-option=*) pip_opts+=("${1#*=}"); shift ;;
         --no-enable) enable=0; shift ;;
+        --trusted-key) need_value "$@"; trusted_key="$2"; shift 2 ;;
+        --trusted-key=*) trusted_key="${1#*=}"; shift ;;
+        --accept-unsigned) accept_unsigned=1; shift ;;
         -h|--help) usage; exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
     esac
@@ -95,6 +105,14 @@ etc="$(abspath "$etc")"
 systemd_dir="$(abspath "$systemd_dir")"
 if [ -e "$from" ]; then
     from="$(abspath "$from")"
+fi
+
+if [ -n "$trusted_key" ]; then
+    [ "$accept_unsigned" = 0 ] || die "--trusted-key and --accept-unsigned exclude each other"
+    grep -q -- '-----BEGIN PUBLIC KEY-----' "$trusted_key" 2>/dev/null \
+        || die "$trusted_key is not a PEM public key (the .pub that \`rolecall keys generate\` writes)"
+elif [ "$accept_unsigned" = 0 ] && [ ! -e "$etc/worker.env" ]; then
+    die "give --trusted-key FILE.pub (the controller's public key; \`rolecall keys generate --out FILE\` makes one) or --accept-unsigned (development only)"
 fi
 
 command -v "$python" >/dev/null 2>&1 || die "no Python interpreter '$python' (use --python)"
@@ -153,6 +171,10 @@ fi
 
 echo "==> settings $etc/worker.env"
 install -d -m 0755 "$etc"
+if [ -n "$trusted_key" ]; then
+    install -m 0644 "$trusted_key" "$etc/controller.pub"
+    echo "    trusted key $etc/controller.pub"
+fi
 if [ -e "$etc/worker.env" ]; then
     echo "    kept (already present)"
 else
@@ -180,14 +202,19 @@ ROLECALL_ACCOUNT_NAME=
 #AZURE_STORAGE_CONNECTION_STRING=
 
 # --- behaviour ----------------------------------------------------------------------------
-# Controller public keys whose signatures jobs and baselines must carry (JSON list):
-#ROLECALL_TRUSTED_KEYS='["/etc/rolecall/controller.pub"]'
 # Run when a step exits 3010 or 194 (reboot required):
 #ROLECALL_REBOOT_COMMAND="systemctl reboot"
 # The role's sealing key (rolecall keys seal-generate ROLE): opens jobs' sealed secrets
 #ROLECALL_SEALING_KEY=/etc/rolecall/sealing.pem
 ROLECALL_LOG_LEVEL=info
+# Controller public keys whose signatures jobs and baselines must carry (JSON list); an
+# agent with none refuses to start unless ROLECALL_ACCEPT_UNSIGNED=true (development only):
 ENV
+        if [ "$accept_unsigned" = 1 ]; then
+            echo "ROLECALL_ACCEPT_UNSIGNED=true" >>"$etc/worker.env"
+        else
+            echo "ROLECALL_TRUSTED_KEYS='[\"$etc/controller.pub\"]'" >>"$etc/worker.env"
+        fi
     )
 fi
 chmod 0600 "$etc/worker.env"

@@ -34,7 +34,7 @@ After installing, run verify.ps1 on the VM: it exercises stop and drain, restart
 crash, a timeout killing a grandchild, a reboot code, and a PATH change (docs/deploy.md).
 
 .EXAMPLE
-.\deploy\windows\install.ps1 -AccountName rolecallprod01 -ClientId <worker identity client id> -ForImage
+.\deploy\windows\install.ps1 -AccountName rolecallprod01 -ClientId <worker identity client id> -TrustedKey controller.key.pub -ForImage
 #>
 [CmdletBinding()]
 param(
@@ -48,7 +48,12 @@ param(
     [string]$Namespace = 'rc',
     [ValidateSet('Service', 'Task')]
     [string]$Mode = 'Service',
-    [switch]$ForImage
+    [switch]$ForImage,
+    # the controller's public key (`rolecall keys generate --out FILE` makes FILE.pub), copied to
+    # DATADIR\controller.pub and trusted; or -AcceptUnsigned (development only). One is required
+    # for a new worker.env: an agent trusting no key refuses to start.
+    [string]$TrustedKey = '',
+    [switch]$AcceptUnsigned
 )
 
 Set-StrictMode -Version Latest
@@ -161,6 +166,17 @@ New-Item -ItemType Directory -Force -Path (Join-Path $DataDir 'logs') | Out-Null
 Invoke-Native 'icacls' { & (Join-Path $System32 'icacls.exe') $DataDir /inheritance:r /grant:r "*${SystemSid}:(OI)(CI)F" "*${AdminsSid}:(OI)(CI)F" | Out-Null }
 $state = Join-Path $DataDir 'state'
 $envFile = Join-Path $DataDir 'worker.env'
+$trustedPub = Join-Path $DataDir 'controller.pub'
+if ($TrustedKey -and $AcceptUnsigned) { throw '-TrustedKey and -AcceptUnsigned exclude each other' }
+if ($TrustedKey) {
+    if (-not (Select-String -LiteralPath $TrustedKey -SimpleMatch '-----BEGIN PUBLIC KEY-----' -Quiet)) {
+        throw "$TrustedKey is not a PEM public key (the .pub that rolecall keys generate writes)"
+    }
+    Copy-Item -LiteralPath $TrustedKey -Destination $trustedPub -Force
+} elseif (-not $AcceptUnsigned -and -not (Test-Path -LiteralPath $envFile)) {
+    throw 'give -TrustedKey FILE.pub (the controller''s public key; rolecall keys generate --out FILE makes one) or -AcceptUnsigned (development only)'
+}
+$trustLine = if ($AcceptUnsigned) { 'ROLECALL_ACCEPT_UNSIGNED=true' } else { "ROLECALL_TRUSTED_KEYS=[`"$($trustedPub.Replace('\', '\\'))`"]" }
 if (Test-Path -LiteralPath $envFile) {
     # An owner may always rewrite a file's ACL: a worker.env someone else owns could tell
     # the agent, which runs as SYSTEM, to trust their keys or run their reboot command.
@@ -183,7 +199,7 @@ if (Test-Path -LiteralPath $envFile) {
         '# client id of the worker''s user-assigned identity; required when the VM has several'
         $clientLine
         "ROLECALL_STATE_DIR=$state"
-        '#ROLECALL_TRUSTED_KEYS=''["C:\\ProgramData\\rolecall\\controller.pub"]'''
+        $trustLine
         "ROLECALL_REBOOT_COMMAND=`"$shutdown /r /t 10 /c rolecall`""
         '# the role''s sealing key (rolecall keys seal-generate ROLE): opens jobs'' sealed secrets'
         '#ROLECALL_SEALING_KEY=C:\ProgramData\rolecall\sealing.pem'

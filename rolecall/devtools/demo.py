@@ -31,6 +31,7 @@ from rolecall.controller.runs import RunRequest, start_run
 from rolecall.controller.status import run_table
 from rolecall.controller.store import RunStore
 from rolecall.devtools.azurite import Azurite
+from rolecall.devtools.keys import local_keys
 from rolecall.devtools.localfleet import LocalFleet
 from rolecall.schemas.base import utcnow
 from rolecall.schemas.errors import ConfigError
@@ -105,6 +106,8 @@ class Demo:
             "ROLECALL_NAMESPACE": namespace,
             "ROLECALL_BOOT_JITTER_S": "0",
         }
+        self.keys = local_keys(self.root)  # the demo signs everything, as a fleet must
+        env |= self.keys.worker_env()
         self.fleet = self.stack.enter_context(LocalFleet(self.root, env, WORKER_ARGS))
         self.say(f"namespace [bold]{namespace}[/]; instance disks under {self.root}")
         if self.http:
@@ -133,7 +136,11 @@ class Demo:
         examples = examples_dir()
         for role in ROLES:
             b, _ = publish_baseline(
-                self.storage, role, examples / role / "baseline.yaml", notify=False
+                self.storage,
+                role,
+                examples / role / "baseline.yaml",
+                notify=False,
+                signer=self.keys.signer,
             )
             self.say(f"published baseline [bold]{role}[/] v{b.version}: "
                      + ", ".join(s.name for s in b.steps))  # fmt: skip
@@ -148,12 +155,12 @@ class Demo:
         each = start_run(self.storage, RunRequest(
             role="web", script=examples / "web" / "rotate-certs.sh", mode=RunMode.EACH,
             env={"ROTATE_SECONDS": "3"}, timeout_s=60, issuer="demo",
-        ))  # fmt: skip
+        ), signer=self.keys.signer)  # fmt: skip
         self.say(f"run [bold]{each.run_id}[/]: rotate-certs.sh --each on web "
                  f"({len(each.targets)} instances)")  # fmt: skip
         anyjob = start_run(self.storage, RunRequest(
             role="api", script=examples / "api" / "warm-cache.sh", mode=RunMode.ANY, issuer="demo",
-        ))  # fmt: skip
+        ), signer=self.keys.signer)  # fmt: skip
         self.say(f"run [bold]{anyjob.run_id}[/]: warm-cache.sh --any on api (one of three)")
         return each, anyjob
 

@@ -24,6 +24,7 @@ from rolecall.controller.runs import RunRequest, start_run
 from rolecall.controller.store import RunStore
 from rolecall.devtools.azurite import Azurite, connection_string
 from rolecall.devtools.faultproxy import FaultPlan, FaultProxy
+from rolecall.devtools.keys import local_keys
 from rolecall.devtools.localfleet import LocalFleet
 from rolecall.devtools.sim.config import SimConfig
 from rolecall.schemas.base import utcnow
@@ -147,6 +148,8 @@ class Simulation:
             "ROLECALL_BASELINE_RETRY_S": "3",
             "ROLECALL_REQUEST_TIMEOUT_S": "10",
         }
+        self.keys = local_keys(self.root)  # signed end to end, as a real fleet
+        env |= self.keys.worker_env()
         args = ["--lease", str(self.cfg.lease_s), "--poll-max", "0.5", "--heartbeat", "5",
                 "--grace", "2"]  # fmt: skip
         fleet = stack.enter_context(LocalFleet(self.root, env, args))
@@ -166,7 +169,7 @@ class Simulation:
         ]}  # fmt: skip
         path = self.root / f"baseline-{role}.json"
         path.write_text(json.dumps(spec))
-        b, _ = publish_baseline(state.storage, role, path, issuer="sim")
+        b, _ = publish_baseline(state.storage, role, path, issuer="sim", signer=self.keys.signer)
         state.baseline_versions[role] = b.version
 
     def _boot(self, state: SimState) -> None:
@@ -289,7 +292,7 @@ class Simulation:
             role=role, script=self.script, mode=RunMode.EACH if kind == "each" else RunMode.ANY,
             env=env, timeout_s=60, issuer="sim",
             max_attempts=2 if kind == "failing" else self.cfg.max_attempts,
-        ))  # fmt: skip
+        ), signer=self.keys.signer)  # fmt: skip
         if kind == "failing":
             state.failing_runs.add(run.run_id)
 

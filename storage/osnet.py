@@ -23,8 +23,10 @@ import urllib.request
 from typing import Literal
 
 TlsTrust = Literal["auto", "os", "bundled"]
+#: Azure's instance metadata (and managed identity) address, on the instance's own link
+INSTANCE_METADATA_HOST = "169.254.169.254"
 #: instance metadata and the managed identity endpoint: never through a proxy
-ALWAYS_DIRECT = ("169.254.169.254", "localhost", "127.0.0.1")
+ALWAYS_DIRECT = (INSTANCE_METADATA_HOST, "localhost", "127.0.0.1")
 _applied: set[str] = set()
 
 

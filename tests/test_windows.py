@@ -21,7 +21,12 @@ from hypothesis import strategies as st
 from rolecall.launch import host_version
 from rolecall.schemas.errors import ExecutionError
 from rolecall.schemas.jobs import Interpreter
-from rolecall.storage.osnet import parse_winhttp_proxy, use_os_trust_store
+from rolecall.storage.osnet import (
+    ALWAYS_DIRECT,
+    INSTANCE_METADATA_HOST,
+    parse_winhttp_proxy,
+    use_os_trust_store,
+)
 from rolecall.worker import jobobject
 from rolecall.worker.boottime import parse_btime, rebooted_since
 from rolecall.worker.cli_service import default_command
@@ -420,7 +425,8 @@ def test_the_winhttp_proxy_becomes_the_proxy_variables() -> None:
     env = parse_winhttp_proxy("proxy.corp:8080", "<local>;*.corp.example;10.*")
     assert env["HTTPS_PROXY"] == env["HTTP_PROXY"] == "http://proxy.corp:8080"
     direct = env["NO_PROXY"].split(",")
-    assert "169.254.169.254" in direct, "instance metadata never goes through the proxy"
+    assert INSTANCE_METADATA_HOST in direct, "instance metadata never goes through the proxy"
+    assert set(ALWAYS_DIRECT) <= set(direct)
     assert ".corp.example" in direct and "10.*" not in direct[:3]
     per_scheme = parse_winhttp_proxy("http=a:3128;https=b:3129", "")
     assert (per_scheme["HTTP_PROXY"], per_scheme["HTTPS_PROXY"]) == (

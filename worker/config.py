@@ -16,6 +16,7 @@ from pathlib import Path
 from pydantic import Field, field_validator
 
 from rolecall.schemas.settings import StorageSettings
+from rolecall.storage.osnet import INSTANCE_METADATA_HOST
 
 
 def default_state_dir() -> Path:
@@ -31,7 +32,7 @@ class WorkerSettings(StorageSettings):
 
     # identity from Azure instance metadata (VM name, the `rolecall-role` tag)
     use_imds: bool = False
-    imds_endpoint: str = "http://169.254.169.254"
+    imds_endpoint: str = f"http://{INSTANCE_METADATA_HOST}"
 
     #: a new incarnation (first boot, reimage) waits up to this long, at random, before its
     #: first storage call, so instances reimaged together spread their load

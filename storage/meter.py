@@ -54,6 +54,16 @@ def classify(service: str, method: str, url: str) -> str:
     }.get(method, "blob.other")
 
 
+#: every name :func:`classify` gives: what a worker reports is counted under these or "other"
+OPERATIONS = frozenset({
+    "queue.peek", "queue.receive", "queue.send", "queue.delete", "queue.clear", "queue.update",
+    "queue.list_queues", "queue.properties", "queue.create", "queue.delete_queue",
+    "queue.other", "blob.list", "blob.batch", "container.create", "container.delete",
+    "container.properties", "blob.get", "blob.put", "blob.properties", "blob.delete",
+    "blob.other",
+})  # fmt: skip
+
+
 class Meter:
     """Thread-safe counts of storage transactions by operation, and of errors by kind."""
 

@@ -100,6 +100,11 @@ def translate(exc: BaseException, what: str) -> StorageError:
     return StorageError(f"{what}: {text}")
 
 
+#: every kind :func:`error_kind` gives
+ERROR_KINDS = frozenset({"network", "throttled", "timeout", "server", "denied", "not_found",
+                         "conflict", "lease_lost", "client"})  # fmt: skip
+
+
 def error_kind(exc: BaseException) -> str | None:
     """What kind of failure one storage request met, as Azure Monitor splits transactions by
     response type: ``network`` (no answer), ``throttled`` (429, 503 ServerBusy), ``timeout``,

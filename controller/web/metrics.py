@@ -27,6 +27,8 @@ from rolecall.controller.web.fleet_view import FleetSnapshot
 from rolecall.controller.web.state import DashboardState
 from rolecall.schemas.base import utcnow
 from rolecall.schemas.version import CONTRACT
+from rolecall.storage.meter import OPERATIONS
+from rolecall.storage.retry import ERROR_KINDS
 
 #: (component or role, transactions by operation, failed attempts by kind)
 Spent = tuple[str, dict[str, int], dict[str, int]]
@@ -106,7 +108,8 @@ class DashboardCollector(Collector):
         yield from _storage_families(
             "rolecall_worker_storage", "a role's workers, as their current incarnations "
             "report them, by role", "role",
-            ((s.role_key, s.transactions, s.storage_errors) for s in fleet.instances),
+            ((s.role_key, known(s.transactions, OPERATIONS), known(s.storage_errors, ERROR_KINDS))
+             for s in fleet.instances),
         )  # fmt: skip
 
 
@@ -150,6 +153,16 @@ def _baselines(fleet: FleetSnapshot) -> Iterator[Metric]:
         for family, value in zip(families, values, strict=True):
             family.add_metric([r.key], value)
     yield from families
+
+
+def known(counts: dict[str, int], names: frozenset[str]) -> dict[str, int]:
+    """An instance's counts with any name the code never gives summed as ``other``: what an
+    instance reports becomes a metric label, and a hostile one could otherwise mint labels
+    across the fleet (32 a record, times every instance) until the scrape is unusable."""
+    out: Counter[str] = Counter()
+    for name, n in counts.items():
+        out[name if name in names else "other"] += n
+    return dict(out)
 
 
 def _storage_families(
